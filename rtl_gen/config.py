@@ -1,0 +1,262 @@
+"""The accelerator config: one YAML schema, validated on load, every derived value once.
+
+An accelerator is described by one YAML file (examples in ``rtl_gen/configs/``). The
+same :class:`AcceleratorConfig` object drives hardware elaboration, the reference
+model, operand packing, simulation, reports and board builds: derived quantities
+(vector widths, beats per vector, product width...) are properties here and nowhere else.
+
+Loading never raises a traceback at the user: every problem becomes a
+:class:`~ref_model.errors.ConfigError` naming the field path, the bad value and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ref_model.errors import ConfigError
+from ref_model.formats import IntFormat, product_format
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = "systolic_8x8_int8.yaml"
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors (a typo must not silently fall back to a default);
+    # strict types stop "8" from passing as 8 or 1 as true.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Dataflow = Literal["output_stationary", "weight_stationary"]
+
+
+class OperandType(_Strict):
+    """An integer operand format."""
+
+    bits: Annotated[int, Field(ge=2, le=16, description="operand width in bits")]
+    signed: bool = True
+
+    @property
+    def format(self) -> IntFormat:
+        return IntFormat(self.bits, self.signed)
+
+
+class CoreConfig(_Strict):
+    """The tensor core: array shape, operand types, accumulator and buffers."""
+
+    kind: Literal["systolic"] = "systolic"
+    rows: Annotated[int, Field(ge=1, le=64)]
+    cols: Annotated[int, Field(ge=1, le=64)]
+    dataflow: Dataflow = "output_stationary"
+    act: OperandType = OperandType(bits=8, signed=True)
+    weight: OperandType = OperandType(bits=8, signed=True)
+    acc_bits: Annotated[int, Field(ge=4, le=48, description="accumulator width; sums wrap modulo 2**acc_bits")]
+    overflow: Literal["wrap"] = "wrap"
+    edge_pipeline: Annotated[int, Field(ge=0, le=4, description="extra register stages on the array's input and output edges")] = 0
+    k_max: Annotated[int, Field(ge=1, le=65536, description="output-stationary: depth of the activation block buffer = largest K")] = 1024
+    m_tile: Annotated[int, Field(ge=1, le=65536, description="weight-stationary: accumulator buffer depth = rows of C per pass")] = 256
+
+    @model_validator(mode="after")
+    def _acc_holds_a_product(self):
+        prod = self.act.bits + self.weight.bits
+        if self.acc_bits < prod:
+            raise ValueError(
+                f"acc_bits={self.acc_bits} is narrower than one {self.act.bits}x{self.weight.bits}-bit "
+                f"product ({prod} bits); allowed: acc_bits >= {prod}")
+        return self
+
+
+class SimMemoryConfig(_Strict):
+    """The AXI4 memory model used in simulation (on boards, the DRAM controller)."""
+
+    latency: Annotated[int, Field(ge=1, le=1024, description="cycles from AR/AW accept to first beat")] = 16
+    read_beats_per_cycle: Annotated[float, Field(gt=0, le=1)] = 1.0
+    write_beats_per_cycle: Annotated[float, Field(gt=0, le=1)] = 1.0
+    size_bytes: Annotated[int, Field(ge=4096, le=1 << 31)] = 1 << 24
+
+
+class MemoryConfig(_Strict):
+    """The external memory port (AXI4)."""
+
+    data_bits: Annotated[int, Field(description="AXI data width: 32, 64, 128, 256 or 512")] = 128
+    addr_bits: Annotated[int, Field(ge=16, le=64)] = 32
+    max_burst: Annotated[int, Field(ge=1, le=256, description="beats per AXI4 INCR burst")] = 16
+    outstanding: Annotated[int, Field(ge=1, le=64, description="read bursts in flight per reader")] = 4
+    sim: SimMemoryConfig = SimMemoryConfig()
+
+    @field_validator("data_bits")
+    @classmethod
+    def _legal_width(cls, v):
+        if v not in (32, 64, 128, 256, 512):
+            raise ValueError("not an AXI data width; allowed: 32, 64, 128, 256, 512")
+        return v
+
+
+class ClockConfig(_Strict):
+    mhz: Annotated[float, Field(gt=0, le=1000)] = 100.0
+
+
+class TargetConfig(_Strict):
+    """The FPGA part that reports and bitstreams target."""
+
+    family: Literal["ecp5"] = "ecp5"
+    device: Literal["LFE5U-25F", "LFE5U-45F", "LFE5U-85F", "LFE5UM-85F", "LFE5UM5G-85F"] = "LFE5U-85F"
+    package: str = "CABGA381"
+    board: str | None = None
+
+
+class AcceleratorConfig(_Strict):
+    """One accelerator: the whole YAML file."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")]
+    core: CoreConfig
+    memory: MemoryConfig = MemoryConfig()
+    clock: ClockConfig = ClockConfig()
+    target: TargetConfig = TargetConfig()
+
+    # ---- derived values: computed here once, read everywhere ----
+    @property
+    def act_format(self) -> IntFormat:
+        return self.core.act.format
+
+    @property
+    def weight_format(self) -> IntFormat:
+        return self.core.weight.format
+
+    @property
+    def acc_format(self) -> IntFormat:
+        return IntFormat(self.core.acc_bits, signed=True)
+
+    @property
+    def product_format(self) -> IntFormat:
+        return product_format(self.act_format, self.weight_format)
+
+    @property
+    def pes(self) -> int:
+        return self.core.rows * self.core.cols
+
+    @property
+    def a_lanes(self) -> int:
+        """Activations per a-vector: one per array row (OS: M, WS: K direction)."""
+        return self.core.rows
+
+    @property
+    def w_lanes(self) -> int:
+        """Weights per w-vector: one per array column (N direction)."""
+        return self.core.cols
+
+    @property
+    def a_vector_bits(self) -> int:
+        return self.a_lanes * self.core.act.bits
+
+    @property
+    def w_vector_bits(self) -> int:
+        return self.w_lanes * self.core.weight.bits
+
+    @property
+    def c_vector_bits(self) -> int:
+        return self.core.cols * self.core.acc_bits
+
+    @property
+    def bytes_per_beat(self) -> int:
+        return self.memory.data_bits // 8
+
+    def hash(self) -> str:
+        """Stable short hash of the validated config (what a bitstream was built from)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading ----------
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<top>"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"{path}: unknown key (not part of the schema)")
+            continue
+        if kind == "missing":
+            lines.append(f"{path}: required field is missing")
+            continue
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        value = e.get("input")
+        if isinstance(value, (str, int, float, bool, type(None))):
+            lines.append(f"{path}={json.dumps(value)}: {msg}")
+        else:  # a whole-section check: the message names the fields itself
+            lines.append(f"{path}: {msg}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY.PATH=VALUE, e.g. core.rows=8")
+    path, text = assignment.split("=", 1)
+    keys = [k for k in path.strip().split(".")]
+    if not all(keys):
+        raise ConfigError(f"--set {assignment!r}: empty key in path {path!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = data
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {k} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def config_from_dict(data: Any, source: str = "config", overrides: list[str] = ()) -> AcceleratorConfig:
+    """Validate a parsed YAML document (plus ``KEY.PATH=VALUE`` overrides)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping with keys name, core, memory, clock, target; "
+                          f"got {type(data).__name__}")
+    data = json.loads(json.dumps(data))  # deep copy, and rejects non-JSON YAML oddities early
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    try:
+        return AcceleratorConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path as given, or the name of a shipped config in ``rtl_gen/configs``."""
+    p = Path(name)
+    if p.exists():
+        return p
+    for candidate in (CONFIG_DIR / str(name), CONFIG_DIR / f"{name}.yaml"):
+        if candidate.exists():
+            return candidate
+    shipped = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {str(name)!r} not found (neither a file nor a shipped config: {shipped})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> AcceleratorConfig:
+    """Load and validate a YAML config file (default: the shipped default config)."""
+    p = resolve_config_path(path if path is not None else DEFAULT_CONFIG)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return config_from_dict(data, str(p), overrides)
