@@ -28,6 +28,16 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = "systolic_8x8_int8.yaml"
 
 
+#: Resources of the ECP5 parts a config may target (Lattice DS1044 family table).
+DEVICE_RESOURCES = {
+    "LFE5U-25F": {"lut4": 24288, "ff": 24288, "dsp": 28, "bram": 56},
+    "LFE5U-45F": {"lut4": 43848, "ff": 43848, "dsp": 72, "bram": 108},
+    "LFE5U-85F": {"lut4": 83640, "ff": 83640, "dsp": 156, "bram": 208},
+    "LFE5UM-85F": {"lut4": 83640, "ff": 83640, "dsp": 156, "bram": 208},
+    "LFE5UM5G-85F": {"lut4": 83640, "ff": 83640, "dsp": 156, "bram": 208},
+}
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default);
     # strict types stop "8" from passing as 8 or 1 as true.
@@ -62,6 +72,7 @@ class CoreConfig(_Strict):
     edge_pipeline: Annotated[int, Field(ge=0, le=4, description="extra register stages on the array's input and output edges")] = 0
     k_max: Annotated[int, Field(ge=1, le=65536, description="output-stationary: depth of the activation block buffer = largest K")] = 1024
     m_tile: Annotated[int, Field(ge=1, le=65536, description="weight-stationary: accumulator buffer depth = rows of C per pass")] = 256
+    dsp_budget: Annotated[Annotated[int, Field(ge=0)] | Literal["auto"], Field(description="PEs whose multiplier maps to a DSP block; the rest are built from LUTs. auto = the target part's DSP count")] = "auto"
 
     @model_validator(mode="after")
     def _acc_holds_a_product(self):
@@ -163,6 +174,16 @@ class AcceleratorConfig(_Strict):
     @property
     def c_vector_bits(self) -> int:
         return self.core.cols * self.core.acc_bits
+
+    @property
+    def device_resources(self) -> dict[str, int]:
+        return DEVICE_RESOURCES[self.target.device]
+
+    @property
+    def dsp_pes(self) -> int:
+        """How many PEs get a DSP multiplier (row-major from PE (0, 0)); the rest use LUTs."""
+        budget = self.device_resources["dsp"] if self.core.dsp_budget == "auto" else self.core.dsp_budget
+        return min(self.pes, budget)
 
     @property
     def bytes_per_beat(self) -> int:
