@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hw.mem.gearbox import packing
 from ref_model.errors import ConfigError
 from ref_model.formats import IntFormat, product_format
 
@@ -76,6 +77,8 @@ class CoreConfig(_Strict):
 
     @model_validator(mode="after")
     def _acc_holds_a_product(self):
+        if self.m_tile & (self.m_tile - 1):
+            raise ValueError(f"m_tile={self.m_tile} is not a power of two; allowed: 1, 2, 4, ... 65536")
         prod = self.act.bits + self.weight.bits
         if self.acc_bits < prod:
             raise ValueError(
@@ -131,6 +134,15 @@ class AcceleratorConfig(_Strict):
     memory: MemoryConfig = MemoryConfig()
     clock: ClockConfig = ClockConfig()
     target: TargetConfig = TargetConfig()
+
+    @model_validator(mode="after")
+    def _chunks_start_on_beats(self):
+        # Weight-stationary row chunks of m_tile a-vectors must start on a beat boundary.
+        slots, _ = packing(self.a_vector_bits, self.memory.data_bits)
+        if self.core.dataflow == "weight_stationary" and self.core.m_tile % slots:
+            raise ValueError(f"core.m_tile={self.core.m_tile} must be a multiple of {slots}, the a-vectors "
+                             f"per {self.memory.data_bits}-bit beat")
+        return self
 
     # ---- derived values: computed here once, read everywhere ----
     @property
@@ -200,7 +212,7 @@ class AcceleratorConfig(_Strict):
 def _format_error(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<top>"
+        path = ".".join(str(p) for p in e["loc"])
         kind = e["type"]
         if kind == "extra_forbidden":
             lines.append(f"{path}: unknown key (not part of the schema)")
@@ -215,7 +227,7 @@ def _format_error(err: ValidationError, source: str) -> str:
         if isinstance(value, (str, int, float, bool, type(None))):
             lines.append(f"{path}={json.dumps(value)}: {msg}")
         else:  # a whole-section check: the message names the fields itself
-            lines.append(f"{path}: {msg}")
+            lines.append(f"{path}: {msg}" if path else msg)
     return f"{source}: " + "; ".join(lines)
 
 

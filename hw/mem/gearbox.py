@@ -1,0 +1,195 @@
+"""Width conversion between memory beats and operand vectors.
+
+The packing rule (one place for it; ``host_runtime.gemm_layout`` mirrors it):
+
+* a vector narrower than a beat occupies one of ``slots`` equal slots of the beat, least
+  significant slot first, where ``slots`` is the largest power of two with
+  ``slots * vector_bits <= data_bits`` (a power of two keeps every address a shift);
+* a vector wider than a beat spans ``beats_per_vector = ceil(vector_bits / data_bits)``
+  consecutive beats, least significant bits first;
+* every segment (a run of vectors the hardware reads as a unit) starts on a beat.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+
+def packing(vector_bits: int, data_bits: int) -> tuple[int, int]:
+    """(slots per beat, beats per vector) of the packing rule; one of them is 1."""
+    if vector_bits <= data_bits:
+        slots = 1
+        while slots * 2 * vector_bits <= data_bits:
+            slots *= 2
+        return slots, 1
+    return 1, -(-vector_bits // data_bits)
+
+
+def beats_for(vectors: int, vector_bits: int, data_bits: int) -> int:
+    """Beats that a segment of ``vectors`` vectors occupies."""
+    slots, bpv = packing(vector_bits, data_bits)
+    return -(-vectors // slots) * bpv
+
+
+class SegmentCommand(data.StructLayout):
+    def __init__(self):
+        super().__init__({"length": 24, "count": 24})
+
+
+class VectorUnpacker(wiring.Component):
+    """Beats in, vectors out, segment by segment.
+
+    Members
+    -------
+    seg : In(stream of SegmentCommand). ``count`` segments of ``length`` vectors each
+        (``length`` >= 1); the unused slots of each segment's last beat are dropped.
+    beats : In(stream of data_bits).
+    vectors : Out(stream of vector_bits).
+
+    One vector per cycle at most; ``beats_per_vector`` cycles per vector when a vector
+    spans several beats.
+    """
+
+    def __init__(self, *, data_bits: int, vector_bits: int):
+        self.data_bits, self.vector_bits = data_bits, vector_bits
+        self.slots, self.bpv = packing(vector_bits, data_bits)
+        super().__init__({
+            "seg": In(stream.Signature(SegmentCommand())),
+            "beats": In(stream.Signature(data_bits)),
+            "vectors": Out(stream.Signature(vector_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        length = Signal(24)
+        segs_left = Signal(24)
+        in_seg = Signal(range(1 << 24))  # vectors emitted in the current segment
+        active = Signal()
+        m.d.comb += self.seg.ready.eq(~active)
+        with m.If(self.seg.valid & self.seg.ready & (self.seg.payload.count != 0)):
+            m.d.sync += [active.eq(1), length.eq(self.seg.payload.length),
+                         segs_left.eq(self.seg.payload.count), in_seg.eq(0)]
+
+        out_fire = Signal()
+        m.d.comb += out_fire.eq(self.vectors.valid & self.vectors.ready)
+        seg_end = Signal()
+        m.d.comb += seg_end.eq(out_fire & (in_seg + 1 == length))
+        with m.If(out_fire):
+            m.d.sync += in_seg.eq(in_seg + 1)
+        with m.If(seg_end):
+            m.d.sync += [in_seg.eq(0), segs_left.eq(segs_left - 1)]
+            with m.If(segs_left == 1):
+                m.d.sync += active.eq(0)
+
+        if self.bpv == 1:
+            slot = Signal(range(self.slots))
+            lanes = [self.beats.payload[i * self.vector_bits:(i + 1) * self.vector_bits]
+                     for i in range(self.slots)]
+            sel = Signal(self.vector_bits)
+            with m.Switch(slot):
+                for i, lane in enumerate(lanes):
+                    with m.Case(i):
+                        m.d.comb += sel.eq(lane)
+            m.d.comb += [
+                self.vectors.payload.eq(sel),
+                self.vectors.valid.eq(active & self.beats.valid),
+            ]
+            last_slot = (slot == self.slots - 1) if self.slots > 1 else Const(1)
+            with m.If(out_fire):
+                m.d.sync += slot.eq(slot + 1)
+                with m.If(last_slot | seg_end):
+                    m.d.sync += slot.eq(0)
+                    m.d.comb += self.beats.ready.eq(1)
+        else:
+            parts = Signal(range(self.bpv + 1))
+            buf = Signal((self.bpv - 1) * self.data_bits)
+            m.d.comb += [
+                self.vectors.payload.eq(Cat(buf, self.beats.payload)[:self.vector_bits]),
+                self.vectors.valid.eq(active & self.beats.valid & (parts == self.bpv - 1)),
+                self.beats.ready.eq(active & ((parts < self.bpv - 1) | self.vectors.ready)),
+            ]
+            with m.If(self.beats.valid & self.beats.ready):
+                with m.If(parts == self.bpv - 1):
+                    m.d.sync += parts.eq(0)
+                with m.Else():
+                    m.d.sync += [parts.eq(parts + 1)]
+                    for i in range(self.bpv - 1):
+                        with m.If(parts == i):
+                            m.d.sync += buf[i * self.data_bits:(i + 1) * self.data_bits].eq(self.beats.payload)
+        return m
+
+
+class PackerInput(data.StructLayout):
+    def __init__(self, vector_bits: int):
+        super().__init__({"vector": vector_bits, "last": 1})
+
+
+class PackerOutput(data.StructLayout):
+    def __init__(self, data_bits: int):
+        super().__init__({"data": data_bits, "last": 1})
+
+
+class VectorPacker(wiring.Component):
+    """Vectors in, beats out (the inverse of :class:`VectorUnpacker`).
+
+    Members
+    -------
+    vectors : In(stream of PackerInput). ``last`` ends a segment: its beat is flushed
+        with unused slots zero and carries ``last``.
+    beats : Out(stream of PackerOutput).
+    """
+
+    def __init__(self, *, data_bits: int, vector_bits: int):
+        self.data_bits, self.vector_bits = data_bits, vector_bits
+        self.slots, self.bpv = packing(vector_bits, data_bits)
+        super().__init__({
+            "vectors": In(stream.Signature(PackerInput(vector_bits))),
+            "beats": Out(stream.Signature(PackerOutput(data_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        v_in = self.vectors
+        if self.bpv == 1:
+            beat = Signal(self.data_bits)
+            slot = Signal(range(self.slots))
+            full = Signal()      # ``beat`` holds a complete beat waiting to go out
+            last = Signal()
+            m.d.comb += [self.beats.valid.eq(full), self.beats.payload.data.eq(beat),
+                         self.beats.payload.last.eq(last)]
+            drained = ~full | self.beats.ready
+            m.d.comb += v_in.ready.eq(drained)
+            with m.If(self.beats.valid & self.beats.ready):
+                m.d.sync += full.eq(0)
+            with m.If(v_in.valid & v_in.ready):
+                lanes = [beat[i * self.vector_bits:(i + 1) * self.vector_bits] for i in range(self.slots)]
+                # Starting a new beat clears the slots above the first vector.
+                with m.If(slot == 0):
+                    m.d.sync += beat.eq(v_in.payload.vector)
+                for i in range(1, self.slots):
+                    with m.If(slot == i):
+                        m.d.sync += lanes[i].eq(v_in.payload.vector)
+                end = (slot == self.slots - 1) | v_in.payload.last
+                m.d.sync += slot.eq(slot + 1)
+                with m.If(end):
+                    m.d.sync += [slot.eq(0), full.eq(1), last.eq(v_in.payload.last)]
+        else:
+            wide = Signal(self.bpv * self.data_bits)
+            part = Signal(range(self.bpv))
+            busy = Signal()
+            last = Signal()
+            final = part == self.bpv - 1
+            m.d.comb += [
+                # Accept the next vector in the cycle the current one's final beat leaves.
+                v_in.ready.eq(~busy | (self.beats.ready & final)),
+                self.beats.valid.eq(busy),
+                self.beats.payload.data.eq(wide[:self.data_bits]),
+                self.beats.payload.last.eq(last & final),
+            ]
+            with m.If(self.beats.valid & self.beats.ready):
+                m.d.sync += [wide.eq(wide >> self.data_bits), part.eq(part + 1)]
+                with m.If(final):
+                    m.d.sync += busy.eq(0)
+            with m.If(v_in.valid & v_in.ready):
+                m.d.sync += [wide.eq(v_in.payload.vector), busy.eq(1), part.eq(0), last.eq(v_in.payload.last)]
+        return m

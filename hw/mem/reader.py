@@ -1,0 +1,153 @@
+"""Burst read DMA: a (byte address, beat count) command becomes AXI4 INCR bursts."""
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axi4 import AXI4ReadSignature, BURST_INCR, burst_limit, size_code
+
+#: Widest transfer one command may ask for, in beats.
+BEATS_BITS = 24
+
+
+class ReadCommand(data.StructLayout):
+    def __init__(self, addr_bits: int):
+        super().__init__({"addr": addr_bits, "beats": BEATS_BITS})
+
+
+class BurstReader(wiring.Component):
+    """Reads ``beats`` full-width beats from ``addr`` and streams them out in order.
+
+    Parameters
+    ----------
+    addr_bits, data_bits : AXI4 port widths.
+    max_burst : beats per burst (bursts also stop at 4 KiB boundaries).
+    outstanding : bursts in flight; the data FIFO holds ``outstanding * max_burst`` beats.
+
+    Members
+    -------
+    cmd : In(stream of ReadCommand). ``addr`` must be aligned to the beat size.
+    axi : Out(AXI4ReadSignature). ``arid`` is 0; an arbiter may rewrite it.
+    data : Out(stream of data_bits). The beats, in address order.
+    error : Out(1). Sticky: some beat came back with a non-OKAY ``rresp``.
+
+    Behaviour
+    ---------
+    An address request is issued only when the FIFO has room reserved for its whole
+    burst (credit counting), so ``rready`` stays high and a slow consumer never blocks
+    the shared read-data channel. Latency: first beat out one cycle after the memory's
+    first ``rvalid``.
+    """
+
+    def __init__(self, *, addr_bits: int, data_bits: int, max_burst: int, outstanding: int):
+        self.addr_bits, self.data_bits = addr_bits, data_bits
+        self.max_burst, self.outstanding = max_burst, outstanding
+        self.depth = max_burst * outstanding
+        super().__init__({
+            "cmd": In(stream.Signature(ReadCommand(addr_bits))),
+            "axi": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)),
+            "data": Out(stream.Signature(data_bits)),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bpb = self.data_bits // 8
+        m.submodules.buf = buf = fifo.SyncFIFOBuffered(width=self.data_bits, depth=self.depth)
+
+        addr = Signal(self.addr_bits)
+        remaining = Signal(BEATS_BITS)
+        credits = Signal(range(self.depth + 1), init=self.depth)
+        length = burst_limit(addr, remaining, max_burst=self.max_burst, bytes_per_beat=bpb, m=m)
+
+        m.d.comb += [
+            self.axi.arsize.eq(size_code(self.data_bits)),
+            self.axi.arburst.eq(BURST_INCR),
+            self.cmd.ready.eq((remaining == 0) & ~self.axi.arvalid),
+        ]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats)]
+
+        issued = Signal(range(self.max_burst + 1))
+        with m.If(self.axi.arvalid):
+            with m.If(self.axi.arready):
+                m.d.sync += self.axi.arvalid.eq(0)
+        with m.Elif((remaining != 0) & (credits >= length)):
+            # Latch the request; AXI wants it stable while arvalid is high.
+            m.d.sync += [
+                self.axi.arvalid.eq(1),
+                self.axi.araddr.eq(addr),
+                self.axi.arlen.eq(length - 1),
+                addr.eq(addr + length * bpb),
+                remaining.eq(remaining - length),
+            ]
+            m.d.comb += issued.eq(length)
+
+        popped = Signal()
+        m.d.comb += popped.eq(self.data.valid & self.data.ready)
+        m.d.sync += credits.eq(credits + popped - issued)
+
+        m.d.comb += [
+            self.axi.rready.eq(1),  # room is reserved before each request
+            buf.w_en.eq(self.axi.rvalid),
+            buf.w_data.eq(self.axi.rdata),
+            self.data.payload.eq(buf.r_data),
+            self.data.valid.eq(buf.r_rdy),
+            buf.r_en.eq(self.data.ready),
+        ]
+        with m.If(self.axi.rvalid & (self.axi.rresp != 0)):
+            m.d.sync += self.error.eq(1)
+        return m
+
+
+class ReadArbiter(wiring.Component):
+    """Shares one AXI4 read port between ``n`` masters by transaction ID.
+
+    Address requests are granted round-robin through a one-entry register slice
+    (one cycle added to each request); ``arid`` carries the master's index and read data
+    is routed back by ``rid``. Masters must keep ``rready`` high (as :class:`BurstReader`
+    does), so one master's slow consumer cannot block another's data.
+    """
+
+    def __init__(self, *, n: int, addr_bits: int, data_bits: int):
+        self.n = n
+        self.id_bits = max(1, (n - 1).bit_length())
+        members = {f"m{i}": In(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)) for i in range(n)}
+        members["out"] = Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=self.id_bits))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        masters = [getattr(self, f"m{i}") for i in range(self.n)]
+        out = self.out
+        last_grant = Signal(range(self.n))
+        free = Signal()
+        m.d.comb += free.eq(~out.arvalid | out.arready)
+        with m.If(out.arvalid & out.arready):
+            m.d.sync += out.arvalid.eq(0)
+        # Round-robin: the first requester after the last grant wins.
+        with m.If(free):
+            chosen = Signal(range(self.n))
+            any_req = Signal()
+            # Later assignments win, so offset 1 (the next master) has the highest priority.
+            for offset in reversed(range(1, self.n + 1)):
+                for i in range(self.n):
+                    cand = (i + offset) % self.n
+                    with m.If((last_grant == i) & masters[cand].arvalid):
+                        m.d.comb += [chosen.eq(cand), any_req.eq(1)]
+            with m.If(any_req):
+                m.d.sync += [out.arvalid.eq(1), out.arid.eq(chosen), last_grant.eq(chosen)]
+                for i, mm in enumerate(masters):
+                    with m.If(chosen == i):
+                        m.d.comb += mm.arready.eq(1)
+                        m.d.sync += [out.araddr.eq(mm.araddr), out.arlen.eq(mm.arlen),
+                                     out.arsize.eq(mm.arsize), out.arburst.eq(mm.arburst)]
+        for i, mm in enumerate(masters):
+            hit = out.rid == i
+            m.d.comb += [
+                mm.rdata.eq(out.rdata), mm.rresp.eq(out.rresp), mm.rlast.eq(out.rlast),
+                mm.rvalid.eq(out.rvalid & hit),
+            ]
+            with m.If(hit):
+                m.d.comb += out.rready.eq(mm.rready)
+        return m

@@ -1,0 +1,369 @@
+"""Bit-exact references of the decode engine units (``hw/decode``).
+
+Each function mirrors one hardware unit and works on ``torch.int64`` tensors holding
+integers; the docstrings state widths, rounding and saturation. The decode engine in
+hardware must give the same bits for the same inputs. Floats never appear here: the host
+converts weights and constants once (:mod:`ref_model.models.int_llama`), and reads the
+final logits out.
+
+Number formats (``F`` = :attr:`DecodeNumerics.act_frac`, 12 by default):
+
+* **activations / residual**: int32 ``Q.F``, saturated on every write;
+* **matvec inputs**: int8 codes with a power-of-two scale per block of
+  :attr:`DecodeNumerics.act_block` elements (per token when 0): value ``a * 2**e``;
+* **weights**: stored groups of 32 (:class:`~ref_model.models.gguf_model.GroupBlocks`),
+  value ``f16(d) * (code - offset) + f16(m)``; an f16 is decoded into an 11-bit integer
+  mantissa and a power-of-two exponent (:func:`f16_decode`), so every scale is an integer
+  times a shift;
+* **matvec accumulator**: ``acc_bits`` (48) two's complement ``Q.acc_frac`` (Q.24),
+  wrapping like an adder;
+* **attention scores**: int32 ``Q.16``; **probabilities**: unsigned ``Q0.16``;
+* **KV cache**: KIVI-style asymmetric codes of ``kv_bits`` with an int32 ``Q.F`` minimum
+  and a power-of-two step per group (K: per channel over ``k_group`` tokens;
+  V: per token over one head's channels), plus a full-precision (``Q.F``) window.
+
+Rounding is round-half-up by :func:`ref_model.fixedpoint.rshift_round` everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from . import fixedpoint as fx
+from .errors import ConfigError
+from .formats import IntFormat
+
+__all__ = [
+    "DecodeNumerics", "DecodeShape", "INT32", "f16_decode", "quantize_act", "matvec",
+    "embed_row", "rmsnorm", "rope", "attention", "kv_quantize", "kv_dequantize", "swiglu",
+    "residual_add", "argmax", "GROUP",
+]
+
+INT32 = IntFormat(32)
+GROUP = 32
+_I64 = torch.int64
+
+
+@dataclass(frozen=True)
+class DecodeNumerics:
+    """Numeric parameters of the integer decoder, shared by ref model, compiler and hw.
+
+    Attributes (defaults in brackets)
+    ---------------------------------
+    act_frac [12] : fractional bits ``F`` of the int32 activation / residual format.
+    act_bits [8] : width of matvec input codes (signed).
+    act_block [32] : elements sharing one power-of-two activation scale; 0 = whole vector
+        (per token). Must be 0 or a multiple of 32 (the weight group).
+    acc_bits [48], acc_frac [24] : matvec accumulator width and fractional bits.
+    norm_gain_frac [12] : fractional bits of the folded RMSNorm gain ``gamma*sqrt(dim)``.
+    ss_shift [10] : the RMSNorm squares are truncated by this many bits before summing.
+    score_frac [16], prob_frac [16] : attention score / probability fractional bits.
+    kv_bits [8] : KV cache code width: 2, 4, 8, or 16 for no quantization (Q.F kept).
+    k_group [32] : tokens per K per-channel scale group (KIVI); incomplete groups stay
+        full precision.
+    kv_window [0] : most recent tokens kept in full precision (KIVI residual).
+    weights ["stored"] : "stored" (GGUF groups as stored), "w2" (2-bit asymmetric groups
+        of 32, f16 scale + min) or "ternary" ({-1,0,1} groups of 32, f16 scale); the LM
+        head and embedding always stay as stored (Q8_0).
+    """
+
+    act_frac: int = 12
+    act_bits: int = 8
+    act_block: int = 32
+    acc_bits: int = 48
+    acc_frac: int = 24
+    norm_gain_frac: int = 12
+    ss_shift: int = 10
+    score_frac: int = 16
+    prob_frac: int = 16
+    kv_bits: int = 8
+    k_group: int = 32
+    kv_window: int = 0
+    weights: str = "stored"
+
+    def __post_init__(self):
+        allowed = {
+            "act_frac": range(4, 17), "act_bits": range(4, 9), "acc_bits": range(32, 65),
+            "acc_frac": range(8, 33), "norm_gain_frac": range(8, 17), "ss_shift": range(0, 17),
+            "score_frac": (16,), "prob_frac": (16,), "kv_bits": (2, 4, 8, 16),
+            "k_group": range(1, 1025), "kv_window": range(0, 1 << 14),
+            "weights": ("stored", "w2", "ternary"),
+        }
+        for name, ok in allowed.items():
+            v = getattr(self, name)
+            if v not in ok:
+                shown = f"{ok.start}..{ok.stop - 1}" if isinstance(ok, range) else ", ".join(map(str, ok))
+                raise ConfigError(f"decode numerics: {name} = {v!r} is not allowed (allowed: {shown})")
+        if self.act_block < 0 or self.act_block % GROUP:
+            raise ConfigError(f"decode numerics: act_block = {self.act_block} is not allowed "
+                              f"(allowed: 0 for per token, or a multiple of {GROUP})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DecodeNumerics":
+        names = {f.name for f in fields(cls)}
+        bad = set(d) - names
+        if bad:
+            raise ConfigError(f"decode numerics: unknown field(s) {', '.join(sorted(bad))}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DecodeShape:
+    """Model shape limits of a decode engine (what one bitstream supports)."""
+
+    n_layers: int
+    dim: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    vocab_size: int
+    max_context: int
+
+    @classmethod
+    def from_hparams(cls, hp, max_context: int | None = None) -> "DecodeShape":
+        return cls(hp.n_layers, hp.dim, hp.n_heads, hp.n_kv_heads, hp.head_dim, hp.ffn_dim,
+                   hp.vocab_size, max_context or hp.context_length)
+
+    def check_fits(self, hp, context: int) -> None:
+        """Raise ConfigError when a model (hyper-parameters ``hp``) exceeds these limits."""
+        need = DecodeShape.from_hparams(hp, context)
+        for f in fields(self):
+            if getattr(need, f.name) > getattr(self, f.name):
+                raise ConfigError(f"model needs {f.name} = {getattr(need, f.name)}, "
+                                  f"engine allows at most {getattr(self, f.name)}")
+
+
+def _sat32(x):
+    return INT32.saturate(x)
+
+
+# ------------------------------------------------------------------------- f16 ---
+def f16_decode(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IEEE half bit patterns to ``(mant, exp)`` with value ``mant * 2**exp``.
+
+    Bits: in uint16 patterns (finite values; the host rejects inf/NaN). Out ``mant``
+    signed 12-bit (|mant| <= 2047, implicit one restored, subnormals kept), ``exp``
+    signed in -24..5. Exact (no rounding).
+    """
+    bits = bits.to(_I64)
+    e = (bits >> 10) & 31
+    f = bits & 1023
+    mant = torch.where(e == 0, f, f | 1024)
+    mant = torch.where((bits >> 15) & 1 == 1, -mant, mant)
+    return mant, torch.where(e == 0, torch.ones_like(e), e) - 25
+
+
+# --------------------------------------------------------------- activation quant ---
+def quantize_act(y: torch.Tensor, frac: int, block: int, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block floating point quantizer: ``y`` (Q.frac) -> int codes and one exponent per block.
+
+    Bits: in int32 ``Q.frac`` vector of length n. Out ``a`` int``bits`` codes (int8) and
+    ``e`` (n/block,) signed exponents with value ``a * 2**e``. Per block the shift ``sh``
+    is the smallest (possibly negative, i.e. a left shift) such that
+    ``rshift_round(max|y|, sh) <= 2**(bits-1)-1``; ``a = rshift_round(y, sh)``
+    (round half up, so every code is in range, no saturation needed) and ``e = sh - frac``.
+    ``block = 0`` means one block (per token). An all-zero block gets codes 0 and
+    ``sh = -16``.
+    """
+    y = y.to(_I64)
+    n = y.shape[-1]
+    blk = n if block == 0 else block
+    if n % blk:
+        raise ValueError(f"vector length {n} is not a multiple of the activation block {blk}")
+    yb = y.reshape(*y.shape[:-1], n // blk, blk)
+    amax = yb.abs().amax(-1)
+    qmax = (1 << (bits - 1)) - 1
+    sh = fx.bit_length(amax) - (bits - 1)
+    sh = torch.where(amax == 0, torch.full_like(sh, -16), sh)
+    sh = torch.where(fx.rshift_round(amax, sh) > qmax, sh + 1, sh)
+    a = fx.rshift_round(yb, sh.unsqueeze(-1))
+    return a.reshape(y.shape), sh - frac
+
+
+# -------------------------------------------------------------------------- matvec ---
+def matvec(w_codes: torch.Tensor, w_offset: int, d_bits: torch.Tensor, m_bits: torch.Tensor | None,
+           a: torch.Tensor, a_exp: torch.Tensor, out_frac: int, acc_bits: int = 48,
+           acc_frac: int = 24) -> torch.Tensor:
+    """Matrix-vector product with per-group weight dequantization (the matvec unit).
+
+    Bits: weights ``w_codes`` (rows, cols) stored codes (uint4 for Q4_1/Q4_0/W2 with
+    ``w_offset`` 0/8/0, int8 for Q8_0, {-1,0,1} ternary); ``d_bits``/``m_bits``
+    (rows, cols/32) f16 patterns. Input ``a`` int8 (cols,) with exponents ``a_exp``, one
+    per activation block (a whole number of groups). Per row ``r`` and group ``g``:
+
+    * ``P = sum_j a_j*(code_j - offset)`` exact (<= 8+8+5 = 21 bits), ``S = sum_j a_j`` (13 bits);
+    * ``t = rshift_round(mant(d)*P, -(exp(d)+e_g+acc_frac))
+      + rshift_round(mant(m)*S, -(exp(m)+e_g+acc_frac))``: 12x21-bit products, barrel
+      shift with round half up into ``Q.acc_frac``;
+    * the ``acc_bits`` accumulator sums the group terms and wraps modulo ``2**acc_bits``.
+
+    Out int32 ``Q.out_frac``: ``rshift_round(acc, acc_frac - out_frac)`` saturated.
+    """
+    rows, cols = w_codes.shape
+    ng = cols // GROUP
+    ab = a.to(_I64).reshape(ng, GROUP)
+    e = a_exp.to(_I64).repeat_interleave(ng // a_exp.numel())  # per group
+    wc = w_codes if w_codes.dtype == torch.float32 else (w_codes.to(_I64) - w_offset).to(torch.float32)
+    # int8 x (|code| <= 128) x 32 < 2**24: float32 sums of these integers are exact.
+    P = torch.einsum("rgj,gj->rg", wc.reshape(rows, ng, GROUP), ab.to(torch.float32)).to(_I64)
+    md, ed = f16_decode(d_bits)
+    t = fx.rshift_round(md * P, -(ed + e + acc_frac))
+    if m_bits is not None:
+        S = ab.sum(-1)
+        mm, em = f16_decode(m_bits)
+        t = t + fx.rshift_round(mm * S, -(em + e + acc_frac))
+    acc = IntFormat(acc_bits).wrap(t.sum(-1))
+    return _sat32(fx.rshift_round(acc, acc_frac - out_frac))
+
+
+def embed_row(codes: torch.Tensor, d_bits: torch.Tensor, out_frac: int) -> torch.Tensor:
+    """Embedding lookup of one Q8_0 row into the residual format.
+
+    Bits: in int8 codes (dim,) and f16 group scales (dim/32,). Out int32 ``Q.out_frac``:
+    ``rshift_round(mant(d)*code, -(exp(d)+out_frac))`` saturated.
+    """
+    md, ed = f16_decode(d_bits)
+    md = md.repeat_interleave(GROUP)
+    ed = ed.repeat_interleave(GROUP)
+    return _sat32(fx.rshift_round(md * codes.to(_I64), -(ed + out_frac)))
+
+
+# ------------------------------------------------------------------------- rmsnorm ---
+def rmsnorm(h: torch.Tensor, gain: torch.Tensor, eps_int: int, frac: int, gain_frac: int,
+            ss_shift: int = 10) -> torch.Tensor:
+    """RMSNorm with a folded gain: ``y = h / sqrt(mean(h**2) + eps) * gamma``.
+
+    Bits: in ``h`` int32 ``Q.frac`` (n,); ``gain`` int32 ``Q.gain_frac`` holding
+    ``gamma*sqrt(n)`` (host constant); ``eps_int = round(n*eps*2**(2*frac-ss_shift))``
+    (host constant); ``ss_shift`` even. Steps:
+
+    1. ``ss = sum((h*h) >> ss_shift) + eps_int``: 62-bit squares truncated, summed in a
+       64-bit accumulator (no overflow for n <= 2**(ss_shift-1));
+    2. ``(m, s) = rsqrt(ss)`` (Q1.23 mantissa and shift);
+    3. ``t = rshift_round(h*m, s + ss_shift/2 - frac)`` (56-bit product): ``h/rms`` in Q.frac;
+    4. ``y = rshift_round(t*gain, gain_frac)``, saturated to int32.
+
+    Out int32 ``Q.frac``. Error: rsqrt's 2**-21 relative, the truncation of squares
+    (relative < n*2**ss_shift/sum(h*h)), and 1 LSB per rounding.
+    """
+    if ss_shift % 2:
+        raise ValueError("ss_shift must be even")
+    h = h.to(_I64)
+    ss = ((h * h) >> ss_shift).sum() + eps_int
+    m, s = fx.rsqrt(ss.clamp(min=1))
+    # 1/sqrt(ss_real) with ss_real = ss * 2**(ss_shift - 2*frac): m * 2**(-s + frac - ss_shift/2)
+    # y_norm (Q.frac) = h * 2**-frac * m * 2**(-s+frac-ss_shift/2) * 2**frac
+    t = fx.rshift_round(h * m, s + ss_shift // 2 - frac)
+    return _sat32(fx.rshift_round(t * gain.to(_I64), gain_frac))
+
+
+# ---------------------------------------------------------------------------- rope ---
+def rope(x: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs ``(x[2i], x[2i+1])`` of each head by angle ``2*pi*phase[i]/2**32``.
+
+    Bits: in ``x`` int32 ``Q.F`` (heads, head_dim); ``phase`` uint32 turns (head_dim/2,)
+    from :func:`ref_model.fixedpoint.rope_phase`. ``cos``/``sin`` from
+    :func:`ref_model.fixedpoint.sincos` (Q1.16). Out int32 ``Q.F``:
+    ``rshift_round(x0*c - x1*s, 16)`` and ``rshift_round(x0*s + x1*c, 16)``, saturated
+    (50-bit products, 51-bit sums).
+    """
+    c, s = fx.sincos(phase)
+    x = x.to(_I64)
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = fx.rshift_round(x0 * c - x1 * s, fx.TRIG_FRAC)
+    out[..., 1::2] = fx.rshift_round(x0 * s + x1 * c, fx.TRIG_FRAC)
+    return _sat32(out)
+
+
+# -------------------------------------------------------------------------- KV quant ---
+def kv_quantize(x: torch.Tensor, bits: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric power-of-two-step quantizer of a KV group (KIVI layout).
+
+    Bits: in int32 ``Q.F`` values; statistics along ``dim`` (K: the token axis of a group
+    of tokens, so one scale per channel; V: the channel axis, one scale per token).
+    Out ``codes`` uint``bits``, ``mn`` int32 ``Q.F`` group minimum, ``sh`` shift 0..31:
+    ``sh`` is the smallest non-negative shift with ``rshift_round(max-min, sh) <= 2**bits-1``,
+    ``codes = rshift_round(x - mn, sh)`` (always in range). Dequantized value
+    ``mn + (codes << sh)`` is exact in ``Q.F``; error <= ``2**(sh-1)`` LSB.
+    """
+    x = x.to(_I64)
+    mn = x.amin(dim, keepdim=True)
+    rng = x.amax(dim, keepdim=True) - mn
+    qmax = (1 << bits) - 1
+    sh = (fx.bit_length(rng) - bits).clamp(min=0)
+    sh = torch.where(fx.rshift_round(rng, sh) > qmax, sh + 1, sh)
+    return fx.rshift_round(x - mn, sh), mn, sh
+
+
+def kv_dequantize(codes: torch.Tensor, mn: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+    """``mn + (codes << sh)``: exact int32 ``Q.F`` values (what the attention unit reads)."""
+    return mn + (codes.to(_I64) << sh)
+
+
+# ----------------------------------------------------------------------- attention ---
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frac: int, act_bits: int = 8,
+              score_frac: int = 16, prob_frac: int = 16) -> torch.Tensor:
+    """Causal attention of one query token over ``T`` cached tokens, with GQA.
+
+    Bits: ``q`` int32 ``Q.frac`` (heads, hd) after RoPE; ``k``, ``v`` int32 ``Q.frac``
+    (T, kv_heads, hd), already dequantized from the KV cache (exact integers).
+
+    1. ``q`` is quantized per head by :func:`quantize_act` (block = hd) to int8 ``qa``
+       with exponent ``e``.
+    2. ``s = sum_c qa_c * k_c`` exact (<= 8+32+7 bits); scores in int32 ``Q.16``:
+       ``S = rshift_round(s*C, frac - e)`` with ``C = round(2**16/sqrt(hd))``
+       (Q.16 constant; 8192 for hd = 64, exact), saturated.
+    3. softmax: ``D = S - max(S)`` (<= 0), ``p = exp_neg(D)`` Q0.16; ``Z = sum p``
+       (>= 65536); ``(m, r) = reciprocal(Z)``; ``P = rshift_round(p*m, r - 16)`` Q0.16.
+    4. ``o = rshift_round(sum_t P_t * v_t, 16)`` int32 ``Q.frac`` saturated.
+
+    Out (heads, hd) int32 ``Q.frac``.
+    """
+    nh, hd = q.shape
+    T, nkv, _ = k.shape
+    rep = nh // nkv
+    qa, qe = quantize_act(q, frac, hd, act_bits)  # qe: (nh, 1)
+    C = round((1 << score_frac) / hd ** 0.5)  # host constant
+    kh = k.to(_I64).repeat_interleave(rep, dim=1)  # (T, nh, hd)
+    vh = v.to(_I64).repeat_interleave(rep, dim=1)
+    s = torch.einsum("hd,thd->ht", qa, kh)
+    # s real = s * 2**qe * 2**-frac ; scores Q.16 = s*C * 2**(qe - frac)
+    S = _sat32(fx.rshift_round(s * C, -(qe - frac)))
+    D = _sat32(S - S.amax(-1, keepdim=True))
+    p = fx.exp_neg(D)  # score_frac == exp input format Q.16
+    Z = p.sum(-1, keepdim=True)
+    m, r = fx.reciprocal(Z)
+    P = fx.rshift_round(p * m, r - prob_frac)
+    o = torch.einsum("ht,thd->hd", P, vh)
+    return _sat32(fx.rshift_round(o, prob_frac))
+
+
+# -------------------------------------------------------------------- elementwise ---
+def swiglu(g: torch.Tensor, u: torch.Tensor, frac: int) -> torch.Tensor:
+    """``silu(g) * u``.
+
+    Bits: in int32 ``Q.frac`` (frac <= 16). ``g`` is shifted to Q.16 and saturated to
+    int32, ``silu`` (:func:`ref_model.fixedpoint.silu`) gives int32 Q.16, the product with
+    ``u`` (<= 62 bits) is rounded back: ``rshift_round(silu*u, 16)``. Out int32 ``Q.frac``
+    saturated.
+    """
+    g16 = _sat32(g.to(_I64) << (fx.IN_FRAC - frac))
+    return _sat32(fx.rshift_round(fx.silu(g16) * u.to(_I64), fx.IN_FRAC))
+
+
+def residual_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Residual adder. Bits: int32 + int32 -> int32, saturating."""
+    return _sat32(x.to(_I64) + y.to(_I64))
+
+
+def argmax(x: torch.Tensor) -> int:
+    """Index of the largest value; the lowest index wins ties. Bits: int32 in, uint out."""
+    mx = x.max()
+    return int(torch.nonzero(x == mx)[0, 0])
