@@ -94,6 +94,8 @@ class SimMemoryConfig(_Strict):
     read_beats_per_cycle: Annotated[float, Field(gt=0, le=1)] = 1.0
     write_beats_per_cycle: Annotated[float, Field(gt=0, le=1)] = 1.0
     size_bytes: Annotated[int, Field(ge=4096, le=1 << 31)] = 1 << 24
+    refresh_period: Annotated[int, Field(ge=0, le=1 << 20, description="cycles between refresh stalls; 0 = none")] = 0
+    refresh_cycles: Annotated[int, Field(ge=0, le=1 << 16, description="cycles each refresh stall lasts")] = 0
 
 
 class MemoryConfig(_Strict):

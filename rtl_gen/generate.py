@@ -1,0 +1,80 @@
+"""Elaboration and Verilog emission: config -> Amaranth component -> Verilog + manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import wiring
+
+from ref_model.errors import LutforgeError
+
+from .config import AcceleratorConfig
+
+
+def elaborate_core(cfg: AcceleratorConfig) -> wiring.Component:
+    """The tensor core the config describes."""
+    if cfg.core.kind == "systolic":
+        from hw.cores.systolic import SystolicCore
+        return SystolicCore(cfg)
+    raise LutforgeError(f"core.kind={cfg.core.kind!r} has no generator yet")  # pragma: no cover (schema)
+
+
+def top_name(cfg: AcceleratorConfig) -> str:
+    """Verilog module name of the core: ``lutforge_`` + the config name, made an identifier."""
+    return "lutforge_" + "".join(ch if ch.isalnum() else "_" for ch in cfg.name.lower())
+
+
+def emit_verilog(component: wiring.Component, name: str) -> str:
+    """Verilog text of an Amaranth component (ports from its signature)."""
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+def port_list(component: wiring.Component) -> list[dict]:
+    """Flattened ports as Verilog sees them: name, direction, width."""
+    ports = [{"name": "clk", "direction": "input", "width": 1},
+             {"name": "rst", "direction": "input", "width": 1}]
+    for path, member, _value in component.signature.flatten(component):
+        name = "__".join(str(p) for p in path)
+        ports.append({"name": name, "direction": "input" if member.flow == wiring.In else "output",
+                      "width": Shape.cast(member.shape).width})
+    return ports
+
+
+def manifest_for(cfg: AcceleratorConfig, component: wiring.Component, top: str, verilog_path: Path) -> dict:
+    from hw.mem.gearbox import packing
+    return {
+        "top": top,
+        "verilog": str(verilog_path),
+        "config": cfg.name,
+        "config_hash": cfg.hash(),
+        "parameters": cfg.model_dump(mode="json"),
+        "derived": {
+            "pes": cfg.pes, "dsp_pes": cfg.dsp_pes,
+            "a_vector_bits": cfg.a_vector_bits, "w_vector_bits": cfg.w_vector_bits,
+            "c_vector_bits": cfg.c_vector_bits, "product_bits": cfg.product_format.bits,
+            "a_packing": dict(zip(("slots", "beats_per_vector"), packing(cfg.a_vector_bits, cfg.memory.data_bits))),
+            "w_packing": dict(zip(("slots", "beats_per_vector"), packing(cfg.w_vector_bits, cfg.memory.data_bits))),
+            "c_packing": dict(zip(("slots", "beats_per_vector"), packing(cfg.c_vector_bits, cfg.memory.data_bits))),
+        },
+        "ports": port_list(component),
+    }
+
+
+def generate_verilog(cfg: AcceleratorConfig, outdir: Path) -> dict:
+    """Write ``TOP.v`` and ``TOP.json`` (the manifest) into ``outdir``; return the manifest."""
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LutforgeError(f"cannot create output folder {outdir}: {e.strerror}") from None
+    core = elaborate_core(cfg)
+    top = top_name(cfg)
+    text = emit_verilog(core, top)
+    vpath = outdir / f"{top}.v"
+    vpath.write_text(text)
+    manifest = manifest_for(cfg, core, top, vpath)
+    (outdir / f"{top}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,70 @@
+"""The simulation harness: a generated core with the RTL AXI4 memory model beside it.
+
+``SimHarness(cfg)`` is what Verilator builds for cosim and benchmarks: the core's
+memory ports go to ``sim/rtl/lutforge_axi_mem.sv`` (latency, bandwidth and refresh from
+``cfg.memory.sim``), and the top exposes only the command stream, status, counters and
+the memory's backdoor (load/dump through files, so no Python runs per beat or cycle).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from hw.cores.systolic import CounterLayout, GemmCommand, StatusLayout
+from rtl_gen.generate import elaborate_core
+
+RTL_DIR = Path(__file__).parent / "rtl"
+MEMORY_MODEL = RTL_DIR / "lutforge_axi_mem.sv"
+HARNESS_TOP = "lutforge_sim_top"
+
+
+def _ratio(beats_per_cycle: float) -> tuple[int, int]:
+    f = Fraction(beats_per_cycle).limit_denominator(64)
+    return f.numerator, f.denominator
+
+
+class SimHarness(wiring.Component):
+    def __init__(self, cfg):
+        self.cfg = cfg
+        super().__init__({
+            "cmd": In(stream.Signature(GemmCommand(cfg.memory.addr_bits))),
+            "busy": Out(1), "done": Out(1),
+            "status": Out(StatusLayout()), "counters": Out(CounterLayout()),
+            "backdoor_load": In(1), "backdoor_dump": In(1),
+            "dump_first": In(32), "dump_words": In(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        m.submodules.core = core = elaborate_core(cfg)
+        connect(m, wiring.flipped(self.cmd), core.cmd)
+        m.d.comb += [self.busy.eq(core.busy), self.done.eq(core.done),
+                     self.status.eq(core.status), self.counters.eq(core.counters)]
+        sim = cfg.memory.sim
+        rd_num, rd_den = _ratio(sim.read_beats_per_cycle)
+        wr_num, wr_den = _ratio(sim.write_beats_per_cycle)
+        r, w = core.axi_r, core.axi_w
+        m.submodules.memory = Instance(
+            "lutforge_axi_mem",
+            p_ADDR_BITS=cfg.memory.addr_bits, p_DATA_BITS=cfg.memory.data_bits, p_ID_BITS=1,
+            p_WORDS=sim.size_bytes // cfg.bytes_per_beat, p_LATENCY=sim.latency,
+            p_RD_NUM=rd_num, p_RD_DEN=rd_den, p_WR_NUM=wr_num, p_WR_DEN=wr_den,
+            p_REFRESH_PERIOD=sim.refresh_period, p_REFRESH_CYCLES=sim.refresh_cycles,
+            i_clk=ClockSignal(), i_rst=ResetSignal(),
+            i_araddr=r.araddr, i_arlen=r.arlen, i_arsize=r.arsize, i_arburst=r.arburst, i_arid=r.arid,
+            i_arvalid=r.arvalid, o_arready=r.arready,
+            o_rdata=r.rdata, o_rresp=r.rresp, o_rlast=r.rlast, o_rid=r.rid, o_rvalid=r.rvalid, i_rready=r.rready,
+            i_awaddr=w.awaddr, i_awlen=w.awlen, i_awsize=w.awsize, i_awburst=w.awburst, i_awid=w.awid,
+            i_awvalid=w.awvalid, o_awready=w.awready,
+            i_wdata=w.wdata, i_wstrb=w.wstrb, i_wlast=w.wlast, i_wvalid=w.wvalid, o_wready=w.wready,
+            o_bresp=w.bresp, o_bid=w.bid, o_bvalid=w.bvalid, i_bready=w.bready,
+            i_backdoor_load=self.backdoor_load, i_backdoor_dump=self.backdoor_dump,
+            i_dump_first=self.dump_first, i_dump_words=self.dump_words,
+        )
+        return m
