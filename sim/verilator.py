@@ -105,7 +105,8 @@ class Model:
         log = test_dir / "sim.log"
         with _verilator_environment():
             try:
-                results = runner.test(test_module=test_module, hdl_toplevel=self.top, build_dir=self.build_dir,
+                results = runner.test(test_module=test_module, hdl_toplevel=self.top, hdl_toplevel_lang="verilog",
+                                      build_dir=self.build_dir,
                                       test_dir=test_dir, extra_env=extra_env or {}, plusargs=list(plusargs),
                                       seed=seed, log_file=log)
             except SystemExit as e:
@@ -150,7 +151,7 @@ def build(sources: dict[str, str], top: str, *, extra_files: list[Path] = ()) ->
                     runner.build(sources=[cocotb_runner.VerilatorControlFile(p) for p in vlt] + hdl,
                                  hdl_toplevel=top, build_dir=build_dir, build_args=BUILD_FLAGS,
                                  timescale=("1ns", "1ps"), log_file=log)
-                except (SystemExit, subprocess.CalledProcessError) as e:
+                except (SystemExit, RuntimeError, subprocess.CalledProcessError) as e:
                     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
                     raise SimulationError(f"Verilator build of {top} failed ({e}); log: {log}\n{tail}") from None
             if not binary.exists():

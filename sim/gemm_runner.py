@@ -1,0 +1,126 @@
+"""Run GEMMs on a generated core under Verilator and return C with the core's counters.
+
+    results = run_gemms(cfg, [(a, w), ...])
+
+builds (or reuses) the Verilator model of :class:`sim.harness.SimHarness` for ``cfg``,
+packs each GEMM's operands in the core's memory layout
+(:class:`host_runtime.gemm_layout.GemmLayout`), runs them in one simulation through the
+cocotb bench :mod:`sim.cocotb_gemm`, and unpacks C. Comparing C with the reference is
+the caller's business (tests, the demo, benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from host_runtime.gemm_layout import GemmImage, GemmLayout
+from hw.cores.systolic import CounterLayout, GemmCommand, StatusLayout
+from ref_model.errors import LutforgeError
+from rtl_gen.generate import emit_verilog
+
+from . import verilator
+from .harness import HARNESS_TOP, MEMORY_MODEL, SimHarness
+
+#: Bytes written over C's region before each run, so a word the core never writes shows.
+POISON = 0xA5
+
+
+@dataclass
+class GemmRun:
+    """One simulated GEMM: the result, counters (cycles, busy, read/write bytes) and status."""
+
+    c: torch.Tensor
+    counters: dict[str, int]
+    status: dict[str, int]
+    wall_seconds: float
+    image: GemmImage = field(repr=False)
+
+    @property
+    def cycles_per_second(self) -> float:
+        return self.counters["cycles"] / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+
+def _fields(layout, value: int) -> dict[str, int]:
+    return {name: (value >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
+
+
+def _hex_lines(base_word: int, raw: bytes, bpb: int) -> str:
+    words = np.frombuffer(raw, dtype=np.uint8).reshape(-1, bpb)[:, ::-1]
+    text = words.tobytes().hex()
+    step = 2 * bpb
+    body = "\n".join(text[i:i + step] for i in range(0, len(text), step))
+    return f"@{base_word:x}\n{body}\n"
+
+
+def build_model(cfg) -> verilator.Model:
+    """The cached Verilator model of the harness for ``cfg``."""
+    text = emit_verilog(SimHarness(cfg), HARNESS_TOP)
+    return verilator.build({f"{HARNESS_TOP}.v": text}, HARNESS_TOP, extra_files=[MEMORY_MODEL])
+
+
+def timeout_cycles(cfg, m: int, k: int, n: int) -> int:
+    """A generous bound on a GEMM's cycles (memory-bound worst case, 4x margin)."""
+    R, C = cfg.core.rows, cfg.core.cols
+    tiles = -(-m // R) * -(-n // C)
+    per_tile = max(k, 2 * R) + R + C
+    traffic = (m * k + k * n * max(1, -(-m // R)) + m * n) * 4 // cfg.bytes_per_beat + 1
+    rate = min(cfg.memory.sim.read_beats_per_cycle, cfg.memory.sim.write_beats_per_cycle)
+    return 4 * (tiles * per_tile + int(traffic / rate)) + 100 * cfg.memory.sim.latency + 20000
+
+
+def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
+    """Simulate each (A, W) pair of integer tensors on the core ``cfg`` describes."""
+    layout = GemmLayout(cfg)
+    bpb = cfg.bytes_per_beat
+    model = build_model(cfg)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="lutforge_sim_")
+        workdir = Path(tmp.name)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        images, gemms = [], []
+        for idx, (a, w) in enumerate(cases):
+            for name, x, fmt in (("activations", a, cfg.act_format), ("weights", w, cfg.weight_format)):
+                if not fmt.contains(x):
+                    raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
+            img = layout.pack(a, w)
+            if img.end > cfg.memory.sim.size_bytes:
+                raise LutforgeError(f"GEMM {idx} ({img.m}x{img.k}x{img.n}) needs {img.end} bytes of memory; "
+                                    f"memory.sim.size_bytes is {cfg.memory.sim.size_bytes}")
+            hex_path = workdir / f"gemm_{idx}.hex"
+            with open(hex_path, "w") as fh:
+                fh.write(_hex_lines(img.a_addr // bpb, img.a_bytes, bpb))
+                fh.write(_hex_lines(img.w_addr // bpb, img.w_bytes, bpb))
+                fh.write(_hex_lines(img.c_addr // bpb, bytes([POISON]) * img.c_size, bpb))
+            cmd = GemmCommand(cfg.memory.addr_bits).const({
+                "a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr,
+                "m": img.m, "k": img.k, "n": img.n}).as_bits()
+            gemms.append({"hex": str(hex_path), "cmd": cmd, "c_first": img.c_addr // bpb,
+                          "c_words": img.c_size // bpb,
+                          "timeout_ns": 10 * timeout_cycles(cfg, img.m, img.k, img.n)})
+            images.append(img)
+        job = {"load_file": str(workdir / "mem_load.hex"), "dump_file": str(workdir / "mem_dump.hex"),
+               "results": str(workdir / "results.json"), "gemms": gemms}
+        job_path = workdir / "job.json"
+        job_path.write_text(json.dumps(job))
+        model.run("sim.cocotb_gemm", test_dir=workdir, extra_env={"LUTFORGE_JOB": str(job_path)},
+                  plusargs=[f"+memload={job['load_file']}", f"+memdump={job['dump_file']}"])
+        raw_results = json.loads(Path(job["results"]).read_text())
+        runs = []
+        for img, res in zip(images, raw_results):
+            raw = b"".join(bytes.fromhex(wd)[::-1] for wd in res["c_words"])
+            runs.append(GemmRun(c=layout.unpack_c(img, raw), counters=_fields(CounterLayout(), res["counters"]),
+                                status=_fields(StatusLayout(), res["status"]), wall_seconds=res["wall_seconds"],
+                                image=img))
+        return runs
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
