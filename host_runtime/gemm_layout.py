@@ -155,7 +155,14 @@ class GemmLayout:
         if self.dataflow == "output_stationary":
             mt = _ceil_div(m, R)
             rows = _unpack_vectors(raw, mt * nt * R, C, cfg.core.acc_bits, self.data_bits, True)
-            full = rows.reshape(mt, nt, R, C).transpose(0, 2, 1, 3).reshape(mt * R, nt * C)
+            # Tiles leave in (group of row_blocks, j, block in group) order.
+            full = np.zeros((mt * R, nt * C), np.int64)
+            rb, pos = cfg.core.row_blocks, 0
+            for g0 in range(0, mt, rb):
+                for j in range(nt):
+                    for i in range(g0, min(g0 + rb, mt)):
+                        full[i * R:(i + 1) * R, j * C:(j + 1) * C] = rows[pos:pos + R]
+                        pos += R
         else:
             rows = _unpack_vectors(raw, nt * m, C, cfg.core.acc_bits, self.data_bits, True)
             full = rows.reshape(nt, m, C).transpose(1, 0, 2).reshape(m, nt * C)

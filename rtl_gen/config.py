@@ -72,6 +72,7 @@ class CoreConfig(_Strict):
     overflow: Literal["wrap"] = "wrap"
     edge_pipeline: Annotated[int, Field(ge=0, le=4, description="extra register stages on the array's input and output edges")] = 0
     k_max: Annotated[int, Field(ge=1, le=65536, description="output-stationary: depth of the activation block buffer = largest K")] = 1024
+    row_blocks: Annotated[int, Field(ge=1, le=16, description="output-stationary: R-row blocks of A that share each W tile read from memory (divides W traffic)")] = 2
     m_tile: Annotated[int, Field(ge=1, le=65536, description="weight-stationary: accumulator buffer depth = rows of C per pass")] = 256
     dsp_budget: Annotated[Annotated[int, Field(ge=0)] | Literal["auto"], Field(description="PEs whose multiplier maps to a DSP block; the rest are built from LUTs. auto = the target part's DSP count")] = "auto"
 

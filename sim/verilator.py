@@ -79,7 +79,9 @@ class _Runner(cocotb_runner.Verilator):
     def _build_command(self):
         cmds = super()._build_command()
         cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
-        cmds[1] = cmds[1] + [f"OPT_FAST={OPT_FAST}"]
+        # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
+        # precompiled-header rule as soon as a model spans several .cpp files.
+        cmds[1] = cmds[1] + [f"OPT_FAST={OPT_FAST}", "CFG_CXXFLAGS_PCH_I=-include"]
         return cmds
 
 

@@ -6,11 +6,13 @@ M, N (up to 65535) and K (output-stationary: up to ``k_max``; weight-stationary:
 layouts of :mod:`host_runtime.gemm_layout` (vectors packed into beats by
 :mod:`hw.mem.gearbox`; shapes padded to the array with zeros by the host).
 
-Output-stationary (R x C array, loops i over ceil(M/R), j over ceil(N/C), k over K):
-  an R x K block of A is loaded into one of two on-chip banks (the next block loads
-  while the current one is reused for every j); W streams from memory, one w-vector per
-  k, through a FIFO; each (i, j) tile yields R rows of C. Memory traffic per tile: K
-  w-vectors, plus one A block per ceil(N/C) tiles.
+Output-stationary (R x C array; loops: groups g of ``row_blocks`` R-row blocks of A,
+  column blocks j over ceil(N/C), row block b in the group, k over K):
+  a group of A blocks is loaded into one of two on-chip banks (the next group loads while
+  the current one is reused for every j); W is read once per group, one K x C tile at a
+  time into one of two tile banks, and each tile is replayed for every block of the group.
+  Each (i, j) tile yields R rows of C, in (g, j, b) order. Memory traffic: W once per
+  group (so ``row_blocks`` divides it), A once.
 Weight-stationary (loops j over ceil(N/C), row chunks of ``m_tile``, kb over ceil(K/R)):
   each k-block of R x C weights loads into the shadow registers while the previous block
   computes; the chunk's a-vectors stream from memory; column sums accumulate in the
@@ -226,86 +228,119 @@ class SystolicCore(wiring.Component):
     def _output_stationary(self, *, m, cmd, go, setup_done, out_rows, array, read_a, read_w,
                            unpack_a, unpack_w, start):
         cfg, R, C = self.cfg, self.rows, self.cols
+        RB = cfg.core.row_blocks
         bpb = self.data_bits // 8
         a_blk_beats = Signal(25)
         w_blk_beats = Signal(25)
         m.d.comb += [a_blk_beats.eq(self._beats(cmd.k, cfg.a_vector_bits)),
                      w_blk_beats.eq(self._beats(cmd.k, cfg.w_vector_bits))]
 
-        # SETUP: count column blocks (nt) and row blocks (mt) by stepping; no divider.
-        nt, mt = Signal(DIM_BITS + 1), Signal(DIM_BITS + 1)
+        # SETUP: count column blocks (nt), row blocks (mt) and groups of RB row blocks
+        # (ng, the last one ``last_gsize`` blocks) by stepping; no divider.
+        nt, mt, ng = Signal(DIM_BITS + 1), Signal(DIM_BITS + 1), Signal(DIM_BITS + 1)
+        rb_phase = Signal(range(RB + 1))
+        last_gsize = Signal(range(RB + 1))
         col, row = Signal(DIM_BITS + 8), Signal(DIM_BITS + 8)
         w_total = Signal(41)
         counting = Signal()
         with m.If(start):
-            m.d.sync += [nt.eq(0), mt.eq(0), col.eq(0), row.eq(0), w_total.eq(0), out_rows.eq(0), counting.eq(1)]
+            m.d.sync += [nt.eq(0), mt.eq(0), ng.eq(0), rb_phase.eq(0), col.eq(0), row.eq(0), w_total.eq(0),
+                         out_rows.eq(0), counting.eq(1)]
         with m.If(counting):
             with m.If(col < cmd.n):
                 m.d.sync += [col.eq(col + C), nt.eq(nt + 1), w_total.eq(w_total + w_blk_beats)]
             with m.Elif(row < cmd.m):
-                m.d.sync += [row.eq(row + R), mt.eq(mt + 1), out_rows.eq(out_rows + nt * R)]
+                m.d.sync += [row.eq(row + R), mt.eq(mt + 1), out_rows.eq(out_rows + nt * R),
+                             rb_phase.eq(Mux(rb_phase == RB - 1, 0, rb_phase + 1)), last_gsize.eq(rb_phase + 1)]
+                with m.If(rb_phase == 0):
+                    m.d.sync += ng.eq(ng + 1)
             with m.Else():
                 m.d.sync += counting.eq(0)
                 m.d.comb += setup_done.eq(1)
 
-        # A blocks: loaded into two banks, at most two blocks ahead of the feeder.
+        def group_size(g):
+            return Mux(g + 1 == ng, last_gsize, RB)
+
+        # A: two banks, each holding one group of up to RB row blocks of K a-vectors.
         kbits = max(1, (cfg.core.k_max - 1).bit_length())
-        m.submodules.a_banks = banks = Memory(shape=cfg.a_vector_bits, depth=2 << kbits, init=[])
-        bank_w = banks.write_port()
-        bank_r = banks.read_port()
-        a_issued, a_written, a_used = (Signal(DIM_BITS + 1, name=n) for n in ("a_issued", "a_written", "a_used"))
+        bbits = max(1, (RB - 1).bit_length())
+        m.submodules.a_banks = a_banks = Memory(shape=cfg.a_vector_bits, depth=2 << (kbits + bbits), init=[])
+        a_wp, a_rp = a_banks.write_port(), a_banks.read_port()
+        a_g_issued, a_g_written, a_g_used = (Signal(DIM_BITS + 1, name=n) for n in ("a_g_issued", "a_g_written", "a_g_used"))
+        a_b_issue = Signal(range(RB + 1))
         a_ptr = Signal(self.addr_bits)
         with m.If(start):
-            m.d.sync += [a_issued.eq(0), a_written.eq(0), a_used.eq(0), a_ptr.eq(self.cmd.payload.a_addr)]
-        fire_a = self._issue(m, go & (a_issued < mt) & (a_issued - a_used < 2), read_a, a_ptr, a_blk_beats,
+            m.d.sync += [a_g_issued.eq(0), a_g_written.eq(0), a_g_used.eq(0), a_b_issue.eq(0),
+                         a_ptr.eq(self.cmd.payload.a_addr)]
+        fire_a = self._issue(m, go & (a_g_issued < ng) & (a_g_issued - a_g_used < 2), read_a, a_ptr, a_blk_beats,
                              unpack_a, cmd.k, 1)
         with m.If(fire_a):
-            m.d.sync += [a_issued.eq(a_issued + 1), a_ptr.eq(a_ptr + a_blk_beats * bpb)]
-        widx = Signal(kbits + 1)
+            m.d.sync += [a_ptr.eq(a_ptr + a_blk_beats * bpb), a_b_issue.eq(a_b_issue + 1)]
+            with m.If(a_b_issue + 1 == group_size(a_g_issued)):
+                m.d.sync += [a_b_issue.eq(0), a_g_issued.eq(a_g_issued + 1)]
+        a_widx = Signal(kbits + 1)
+        a_wb = Signal(range(RB + 1))
         with m.If(start):
-            m.d.sync += widx.eq(0)
-        m.d.comb += [unpack_a.vectors.ready.eq(1),
-                     bank_w.addr.eq(Cat(widx[:kbits], a_written[0])), bank_w.data.eq(unpack_a.vectors.payload),
-                     bank_w.en.eq(unpack_a.vectors.valid)]
+            m.d.sync += [a_widx.eq(0), a_wb.eq(0)]
+        m.d.comb += [unpack_a.vectors.ready.eq(1),   # a bank is free whenever its group was issued
+                     a_wp.addr.eq(Cat(a_widx[:kbits], a_wb[:bbits], a_g_written[0])),
+                     a_wp.data.eq(unpack_a.vectors.payload), a_wp.en.eq(unpack_a.vectors.valid)]
         with m.If(unpack_a.vectors.valid):
-            m.d.sync += widx.eq(widx + 1)
-            with m.If(widx + 1 == cmd.k):
-                m.d.sync += [widx.eq(0), a_written.eq(a_written + 1)]
+            m.d.sync += a_widx.eq(a_widx + 1)
+            with m.If(a_widx + 1 == cmd.k):
+                m.d.sync += [a_widx.eq(0), a_wb.eq(a_wb + 1)]
+                with m.If(a_wb + 1 == group_size(a_g_written)):
+                    m.d.sync += [a_wb.eq(0), a_g_written.eq(a_g_written + 1)]
 
-        # W: the whole of W once per row block, as ceil(N/C) segments of K vectors.
+        # W: the whole of W once per group, as ceil(N/C) tiles of K w-vectors; each tile
+        # goes into one of two banks and is replayed for every row block of the group.
         w_issued = Signal(DIM_BITS + 1)
         with m.If(start):
             m.d.sync += w_issued.eq(0)
-        fire_w = self._issue(m, go & (w_issued < mt), read_w, cmd.w_addr, w_total, unpack_w, cmd.k, nt)
+        fire_w = self._issue(m, go & (w_issued < ng), read_w, cmd.w_addr, w_total, unpack_w, cmd.k, nt)
         with m.If(fire_w):
             m.d.sync += w_issued.eq(w_issued + 1)
-
-        # Feeder: F1 reads the bank and takes a w-vector, F2 presents both to the array.
-        k, j = Signal(DIM_BITS), Signal(DIM_BITS + 1)
+        m.submodules.w_banks = w_banks = Memory(shape=cfg.w_vector_bits, depth=2 << kbits, init=[])
+        w_wp, w_rp = w_banks.write_port(), w_banks.read_port()
+        wt_written, wt_used = Signal(2 * DIM_BITS + 2), Signal(2 * DIM_BITS + 2)
+        w_widx = Signal(kbits + 1)
         with m.If(start):
-            m.d.sync += [k.eq(0), j.eq(0)]
+            m.d.sync += [wt_written.eq(0), wt_used.eq(0), w_widx.eq(0)]
+        w_room = Signal()
+        m.d.comb += [w_room.eq(wt_written - wt_used < 2),
+                     unpack_w.vectors.ready.eq(w_room),
+                     w_wp.addr.eq(Cat(w_widx[:kbits], wt_written[0])), w_wp.data.eq(unpack_w.vectors.payload),
+                     w_wp.en.eq(unpack_w.vectors.valid & w_room)]
+        with m.If(unpack_w.vectors.valid & w_room):
+            m.d.sync += w_widx.eq(w_widx + 1)
+            with m.If(w_widx + 1 == cmd.k):
+                m.d.sync += [w_widx.eq(0), wt_written.eq(wt_written + 1)]
+
+        # Feeder, loops (group, j, b, k): F1 reads both banks, F2 presents to the array.
+        k, b, j = Signal(DIM_BITS), Signal(range(RB + 1)), Signal(DIM_BITS + 1)
+        with m.If(start):
+            m.d.sync += [k.eq(0), b.eq(0), j.eq(0)]
         f2_valid, f2_first, f2_last = Signal(), Signal(), Signal()
-        f2_w = Signal(cfg.w_vector_bits)
         take = Signal()
         m.d.comb += take.eq(array.a.valid & array.a.ready)
         adv = Signal()
         m.d.comb += adv.eq(~f2_valid | take)
         f1 = Signal()
         m.d.comb += [
-            f1.eq(go & adv & (a_written != a_used) & unpack_w.vectors.valid),
-            unpack_w.vectors.ready.eq(f1),
-            bank_r.addr.eq(Cat(k[:kbits], a_used[0])),
-            bank_r.en.eq(adv),
+            f1.eq(go & adv & (a_g_written != a_g_used) & (wt_written != wt_used)),
+            a_rp.addr.eq(Cat(k[:kbits], b[:bbits], a_g_used[0])), a_rp.en.eq(adv),
+            w_rp.addr.eq(Cat(k[:kbits], wt_used[0])), w_rp.en.eq(adv),
         ]
         with m.If(adv):
-            m.d.sync += [f2_valid.eq(f1), f2_first.eq(k == 0), f2_last.eq(k + 1 == cmd.k),
-                         f2_w.eq(unpack_w.vectors.payload)]
+            m.d.sync += [f2_valid.eq(f1), f2_first.eq(k == 0), f2_last.eq(k + 1 == cmd.k)]
         with m.If(f1):
             m.d.sync += k.eq(k + 1)
             with m.If(k + 1 == cmd.k):
-                m.d.sync += [k.eq(0), j.eq(j + 1)]
-                with m.If(j + 1 == nt):
-                    m.d.sync += [j.eq(0), a_used.eq(a_used + 1)]
+                m.d.sync += [k.eq(0), b.eq(b + 1)]
+                with m.If(b + 1 == group_size(a_g_used)):
+                    m.d.sync += [b.eq(0), j.eq(j + 1), wt_used.eq(wt_used + 1)]
+                    with m.If(j + 1 == nt):
+                        m.d.sync += [j.eq(0), a_g_used.eq(a_g_used + 1)]
 
         # Tiles must start at least ``min_tile_ticks`` apart (results share the chain).
         gap = array.min_tile_ticks
@@ -317,8 +352,8 @@ class SystolicCore(wiring.Component):
         ok = ~f2_first | (since >= gap)
         m.d.comb += [
             array.a.valid.eq(f2_valid & ok), array.w.valid.eq(f2_valid & ok),
-            array.a.payload.data.eq(bank_r.data), array.a.payload.first.eq(f2_first),
-            array.a.payload.last.eq(f2_last), array.w.payload.eq(f2_w),
+            array.a.payload.data.eq(a_rp.data), array.a.payload.first.eq(f2_first),
+            array.a.payload.last.eq(f2_last), array.w.payload.eq(w_rp.data),
         ]
 
     # ------------------------------------------------------------------ weight-stationary
