@@ -12,6 +12,7 @@ the caller's business (tests, the demo, benchmarks).
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 
 from host_runtime.gemm_layout import GemmImage, GemmLayout
 from hw.cores.systolic import CounterLayout, GemmCommand, StatusLayout
-from ref_model.errors import LutforgeError
+from ref_model.errors import LutforgeError, SimulationError
 from rtl_gen.generate import emit_verilog
 
 from . import verilator
@@ -74,6 +75,54 @@ def timeout_cycles(cfg, m: int, k: int, n: int) -> int:
     return 4 * (tiles * per_tile + int(traffic / rate)) + 100 * cfg.memory.sim.latency + 20000
 
 
+def _prepare(cfg, layout: GemmLayout, idx: int, a, w, workdir: Path) -> tuple[GemmImage, dict]:
+    """Check and pack one GEMM; write its memory image as a $readmemh file."""
+    bpb = cfg.bytes_per_beat
+    for name, x, fmt in (("activations", a, cfg.act_format), ("weights", w, cfg.weight_format)):
+        if not fmt.contains(x):
+            raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
+    img = layout.pack(a, w)
+    if img.end > cfg.memory.sim.size_bytes:
+        raise LutforgeError(f"GEMM {idx} ({img.m}x{img.k}x{img.n}) needs {img.end} bytes of memory; "
+                            f"memory.sim.size_bytes is {cfg.memory.sim.size_bytes}")
+    hex_path = workdir / f"gemm_{idx}.hex"
+    with open(hex_path, "w") as fh:
+        fh.write(_hex_lines(img.a_addr // bpb, img.a_bytes, bpb))
+        fh.write(_hex_lines(img.w_addr // bpb, img.w_bytes, bpb))
+        fh.write(_hex_lines(img.c_addr // bpb, bytes([POISON]) * img.c_size, bpb))
+    cmd = GemmCommand(cfg.memory.addr_bits).const({
+        "a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr,
+        "m": img.m, "k": img.k, "n": img.n}).as_bits()
+    return img, {"hex": str(hex_path), "cmd": cmd, "c_first": img.c_addr // bpb, "c_words": img.c_size // bpb,
+                 "timeout_ns": 10 * timeout_cycles(cfg, img.m, img.k, img.n)}
+
+
+def _read_dump(path: Path) -> bytes:
+    words = [w.strip() for w in Path(path).read_text().splitlines()]
+    return b"".join(bytes.fromhex(w)[::-1] for w in words if w and not w.startswith(("//", "@")))
+
+
+def run_raw(cfg, a, w, *, workdir: Path) -> dict:
+    """The same GEMM on a plain Verilator build (no cocotb): cycles, wall seconds, and
+    whether C matched what :func:`run_gemms` would unpack. The raw-speed reference."""
+    layout = GemmLayout(cfg)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    text = emit_verilog(SimHarness(cfg), HARNESS_TOP)
+    binary = verilator.build_raw({f"{HARNESS_TOP}.v": text}, HARNESS_TOP, extra_files=[MEMORY_MODEL])
+    img, g = _prepare(cfg, layout, 0, a, w, workdir)
+    load, dump = workdir / "raw_load.hex", workdir / "raw_dump.hex"
+    load.write_text(Path(g["hex"]).read_text())
+    args = [str(binary), f"+memload={load}", f"+memdump={dump}", f"+cmd={g['cmd']:x}",
+            f"+dump_first={g['c_first']}", f"+dump_words={g['c_words']}", f"+max_cycles={g['timeout_ns'] // 10}"]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=workdir)
+    if out.returncode != 0:
+        raise SimulationError(f"raw simulation failed ({out.returncode}): {(out.stdout + out.stderr)[-1000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["c"] = layout.unpack_c(img, _read_dump(dump))
+    return res
+
+
 def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
     """Simulate each (A, W) pair of integer tensors on the core ``cfg`` describes."""
     layout = GemmLayout(cfg)
@@ -88,25 +137,9 @@ def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
     try:
         images, gemms = [], []
         for idx, (a, w) in enumerate(cases):
-            for name, x, fmt in (("activations", a, cfg.act_format), ("weights", w, cfg.weight_format)):
-                if not fmt.contains(x):
-                    raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
-            img = layout.pack(a, w)
-            if img.end > cfg.memory.sim.size_bytes:
-                raise LutforgeError(f"GEMM {idx} ({img.m}x{img.k}x{img.n}) needs {img.end} bytes of memory; "
-                                    f"memory.sim.size_bytes is {cfg.memory.sim.size_bytes}")
-            hex_path = workdir / f"gemm_{idx}.hex"
-            with open(hex_path, "w") as fh:
-                fh.write(_hex_lines(img.a_addr // bpb, img.a_bytes, bpb))
-                fh.write(_hex_lines(img.w_addr // bpb, img.w_bytes, bpb))
-                fh.write(_hex_lines(img.c_addr // bpb, bytes([POISON]) * img.c_size, bpb))
-            cmd = GemmCommand(cfg.memory.addr_bits).const({
-                "a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr,
-                "m": img.m, "k": img.k, "n": img.n}).as_bits()
-            gemms.append({"hex": str(hex_path), "cmd": cmd, "c_first": img.c_addr // bpb,
-                          "c_words": img.c_size // bpb,
-                          "timeout_ns": 10 * timeout_cycles(cfg, img.m, img.k, img.n)})
+            img, gemm = _prepare(cfg, layout, idx, a, w, workdir)
             images.append(img)
+            gemms.append(gemm)
         job = {"load_file": str(workdir / "mem_load.hex"), "dump_file": str(workdir / "mem_dump.hex"),
                "results": str(workdir / "results.json"), "gemms": gemms}
         job_path = workdir / "job.json"
@@ -116,7 +149,7 @@ def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
         raw_results = json.loads(Path(job["results"]).read_text())
         runs = []
         for img, res in zip(images, raw_results):
-            raw = b"".join(bytes.fromhex(wd)[::-1] for wd in res["c_words"])
+            raw = b"".join(bytes.fromhex(wd)[::-1] for wd in res["c_words"])  # words are big-endian hex
             runs.append(GemmRun(c=layout.unpack_c(img, raw), counters=_fields(CounterLayout(), res["counters"]),
                                 status=_fields(StatusLayout(), res["status"]), wall_seconds=res["wall_seconds"],
                                 image=img))

@@ -161,6 +161,39 @@ def build(sources: dict[str, str], top: str, *, extra_files: list[Path] = ()) ->
     return Model(build_dir, top)
 
 
+RAW_MAIN = Path(__file__).parent / "rtl" / "raw_main.cpp"
+
+
+def build_raw(sources: dict[str, str], top: str, *, extra_files: list[Path] = ()) -> Path:
+    """Build (or reuse) a plain Verilator executable of ``sources`` driven by
+    ``sim/rtl/raw_main.cpp`` (no cocotb, no VPI): the raw-speed reference."""
+    files = dict(sources)
+    for f in list(extra_files) + [RAW_MAIN]:
+        files[Path(f).name] = Path(f).read_text()
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    h.update("\0".join(["raw", *BUILD_FLAGS, OPT_FAST, top, verilator_version()]).encode())
+    build_dir = cache_root() / "verilator-raw" / h.hexdigest()[:20]
+    binary = build_dir / "Vraw"
+    with _locked(build_dir.parent / f"{build_dir.name}.lock"):
+        if not binary.exists():
+            src = build_dir / "src"
+            src.mkdir(parents=True, exist_ok=True)
+            paths = []
+            for name, text in files.items():
+                (src / name).write_text(text)
+                paths.append(src / name)
+            cmd = [str(toolchain.verilator_bin()), "--cc", "--exe", "--build", "-j", "2", "--prefix", "Vraw",
+                   "--top-module", top, "-Mdir", str(build_dir), "-o", "Vraw", *BUILD_FLAGS,
+                   "-MAKEFLAGS", f"OPT_FAST={OPT_FAST}", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
+                   *[str(p) for p in paths]]
+            out = subprocess.run(cmd, env=_env_with_verilator(), capture_output=True, text=True)
+            if out.returncode != 0 or not binary.exists():
+                raise SimulationError(f"raw Verilator build failed: {(out.stdout + out.stderr)[-2000:]}")
+    return binary
+
+
 def lint(verilog: Path, top: str) -> list[str]:
     """``verilator --lint-only -Wall`` with the emitter waivers; returns warning lines."""
     cmd = [str(toolchain.verilator_bin()), "--lint-only", "-Wall", str(LINT_WAIVERS), str(verilog),
