@@ -97,6 +97,8 @@ class SimMemoryConfig(_Strict):
     size_bytes: Annotated[int, Field(ge=4096, le=1 << 31)] = 1 << 24
     refresh_period: Annotated[int, Field(ge=0, le=1 << 20, description="cycles between refresh stalls; 0 = none")] = 0
     refresh_cycles: Annotated[int, Field(ge=0, le=1 << 16, description="cycles each refresh stall lasts")] = 0
+    stall_percent: Annotated[int, Field(ge=0, le=90, description="random back-pressure on every AXI channel, % of cycles")] = 0
+    stall_seed: Annotated[int, Field(ge=1, le=(1 << 31) - 1)] = 1
 
 
 class MemoryConfig(_Strict):

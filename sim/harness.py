@@ -56,6 +56,7 @@ class SimHarness(wiring.Component):
             p_WORDS=sim.size_bytes // cfg.bytes_per_beat, p_LATENCY=sim.latency,
             p_RD_NUM=rd_num, p_RD_DEN=rd_den, p_WR_NUM=wr_num, p_WR_DEN=wr_den,
             p_REFRESH_PERIOD=sim.refresh_period, p_REFRESH_CYCLES=sim.refresh_cycles,
+            p_STALL_PERCENT=sim.stall_percent, p_STALL_SEED=sim.stall_seed,
             i_clk=ClockSignal(), i_rst=ResetSignal(),
             i_araddr=r.araddr, i_arlen=r.arlen, i_arsize=r.arsize, i_arburst=r.arburst, i_arid=r.arid,
             i_arvalid=r.arvalid, o_arready=r.arready,

@@ -6,6 +6,8 @@
 //   WR_NUM/WR_DEN   write bandwidth in beats per cycle
 //   REFRESH_PERIOD  every REFRESH_PERIOD cycles both ports stall for REFRESH_CYCLES
 //                   (0 disables), like DRAM refresh
+//   STALL_PERCENT   each channel (AR, R, AW, W, B) is also held off at random in this
+//                   share of cycles (LFSR seeded by STALL_SEED), to exercise back-pressure
 // Read bursts are answered in order (legal for AXI4 whatever the IDs). INCR bursts only.
 //
 // Backdoor (no per-beat host traffic): a cycle with `backdoor_load` high runs
@@ -23,7 +25,9 @@ module lutforge_axi_mem #(
     parameter int WR_NUM = 1,
     parameter int WR_DEN = 1,
     parameter int REFRESH_PERIOD = 0,
-    parameter int REFRESH_CYCLES = 0
+    parameter int REFRESH_CYCLES = 0,
+    parameter int STALL_PERCENT = 0,
+    parameter int STALL_SEED = 1
 ) (
     input  logic                 clk,
     input  logic                 rst,
@@ -95,6 +99,15 @@ module lutforge_axi_mem #(
         end
     endgenerate
 
+    // Random back-pressure: a 32-bit Galois LFSR; each channel looks at its own byte.
+    logic [31:0] lfsr;
+    always_ff @(posedge clk) lfsr <= rst ? 32'(STALL_SEED) | 32'd1 : (lfsr >> 1) ^ (lfsr[0] ? 32'hA3000000 : 32'd0);
+    function automatic logic hold(input logic [7:0] r);
+        return STALL_PERCENT > 0 && 32'(r) * 100 < 32'(STALL_PERCENT) * 256;
+    endfunction
+    wire hold_ar = hold(lfsr[7:0]), hold_r = hold(lfsr[15:8]), hold_aw = hold(lfsr[23:16]);
+    wire hold_w = hold(lfsr[31:24]), hold_b = hold(lfsr[11:4]);
+
     // ---------------------------------------------------------------- reads
     logic [ADDR_BITS-1:0] rq_addr [QDEPTH];
     logic [7:0]           rq_len  [QDEPTH];
@@ -108,12 +121,12 @@ module lutforge_axi_mem #(
     wire [QBITS-1:0] rq_head = rq_rp[QBITS-1:0];
     // Token bucket: RD_NUM tokens a cycle, a beat costs RD_DEN, at most one beat banked.
     wire [31:0] r_avail = r_tokens + 32'(RD_NUM);
-    wire r_can = !rq_empty && rq_due[rq_head] <= cycle && r_avail >= 32'(RD_DEN) && !refreshing;
+    wire r_can = !rq_empty && rq_due[rq_head] <= cycle && r_avail >= 32'(RD_DEN) && !refreshing && !hold_r;
     wire r_send = (!rvalid || rready) && r_can;
     // Word index of the next beat (the address is beat aligned; wraps at WORDS).
     wire [WBITS-1:0] r_word = WBITS'((32'(rq_addr[rq_head] >> SHIFT) + 32'(r_beat)) % 32'(WORDS));
 
-    assign arready = !rq_full;
+    assign arready = !rq_full && !hold_ar;
     always_ff @(posedge clk) begin
         if (rst) begin
             rq_wp <= '0; rq_rp <= '0; r_beat <= '0; rvalid <= 1'b0; r_tokens <= '0;
@@ -161,9 +174,9 @@ module lutforge_axi_mem #(
     wire [QBITS-1:0] wq_head = wq_rp[QBITS-1:0];
     wire [WBITS-1:0] w_word = WBITS'((32'(wq_addr[wq_head] >> SHIFT) + 32'(w_beat)) % 32'(WORDS));
 
-    assign awready = !wq_full;
+    assign awready = !wq_full && !hold_aw;
     wire [31:0] w_avail = w_tokens + 32'(WR_NUM);
-    assign wready = !wq_empty && !bq_full && w_avail >= 32'(WR_DEN) && !refreshing;
+    assign wready = !wq_empty && !bq_full && w_avail >= 32'(WR_DEN) && !refreshing && !hold_w;
     always_ff @(posedge clk) begin
         if (rst) begin
             wq_wp <= '0; wq_rp <= '0; w_beat <= '0; bq_wp <= '0; w_tokens <= '0;
@@ -193,7 +206,8 @@ module lutforge_axi_mem #(
     end
 
     wire [QBITS-1:0] bq_head = bq_rp[QBITS-1:0];
-    assign bvalid = bq_wp != bq_rp && bq_due[bq_head] <= cycle;
+    // bvalid may drop while held: the B queue head waits (the master keeps bready high).
+    assign bvalid = bq_wp != bq_rp && bq_due[bq_head] <= cycle && !hold_b;
     assign bid = bq_id[bq_head];
     assign bresp = 2'b00;
     always_ff @(posedge clk) begin
