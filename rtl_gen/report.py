@@ -379,6 +379,11 @@ def _pct(used, avail) -> str:
     return f"{100.0 * used / avail:5.1f}%"
 
 
+def _short(cell, limit: int = 48) -> str:
+    cell = str(cell)
+    return cell if len(cell) <= limit else cell[:limit - 3] + "..."
+
+
 def format_report(rep: dict) -> str:
     """A short human-readable table of a :func:`synthesize` / :func:`run_report` dict."""
     synth, pnr, avail = rep.get("synth") or {}, rep.get("pnr"), rep.get("available") or {}
@@ -410,6 +415,9 @@ def format_report(rep: dict) -> str:
                            f"(target {c['target_mhz']:g} MHz, {verdict})")
         else:
             out.append("  Fmax: no clocked paths")
+        for cp in pnr.get("critical_paths", [])[:3]:
+            out.append(f"  critical path {cp['from']} -> {cp['to']}: {cp['delay_ns']:.1f} ns, "
+                       f"{_short(cp['start'])} -> {_short(cp['end'])}")
     else:
         out.append("  not placed (synthesis only)")
     secs = rep.get("seconds") or {}
