@@ -192,7 +192,8 @@ def matvec(w_codes: torch.Tensor, w_offset: int, d_bits: torch.Tensor, m_bits: t
            acc_frac: int = 24) -> torch.Tensor:
     """Matrix-vector product with per-group weight dequantization (the matvec unit).
 
-    Bits: weights ``w_codes`` (rows, cols) stored codes (uint4 for Q4_1/Q4_0/W2 with
+    Bits: weights ``w_codes`` (rows, cols) stored codes (or float32 ``code - offset``,
+    pre-converted by the host, with ``w_offset`` 0) (uint4 for Q4_1/Q4_0/W2 with
     ``w_offset`` 0/8/0, int8 for Q8_0, {-1,0,1} ternary); ``d_bits``/``m_bits``
     (rows, cols/32) f16 patterns. Input ``a`` int8 (cols,) with exponents ``a_exp``, one
     per activation block (a whole number of groups). Per row ``r`` and group ``g``:
@@ -207,11 +208,15 @@ def matvec(w_codes: torch.Tensor, w_offset: int, d_bits: torch.Tensor, m_bits: t
     """
     rows, cols = w_codes.shape
     ng = cols // GROUP
-    ab = a.to(_I64).reshape(ng, GROUP)
-    e = a_exp.to(_I64).repeat_interleave(ng // a_exp.numel())  # per group
     wc = w_codes if w_codes.dtype == torch.float32 else (w_codes.to(_I64) - w_offset).to(torch.float32)
-    # int8 x (|code| <= 128) x 32 < 2**24: float32 sums of these integers are exact.
-    P = torch.einsum("rgj,gj->rg", wc.reshape(rows, ng, GROUP), ab.to(torch.float32)).to(_I64)
+    ab = a.to(_I64).reshape(ng, GROUP)
+    e = a_exp.to(_I64).reshape(-1).repeat_interleave(ng // a_exp.numel())  # per group
+    # Group sums as one GEMM against a block-diagonal activation matrix (cols, ng). Every
+    # output sums <= 32 products int8 x (|code| <= 128) < 2**24 plus zeros, so float32
+    # BLAS gives the exact integers.
+    bd = torch.zeros(ng, GROUP, ng, dtype=torch.float32)
+    bd[torch.arange(ng), :, torch.arange(ng)] = ab.to(torch.float32)
+    P = (wc @ bd.reshape(cols, ng)).to(_I64)  # (rows, ng)
     md, ed = f16_decode(d_bits)
     t = fx.rshift_round(md * P, -(ed + e + acc_frac))
     if m_bits is not None:
@@ -235,6 +240,8 @@ def embed_row(codes: torch.Tensor, d_bits: torch.Tensor, out_frac: int) -> torch
 
 
 # ------------------------------------------------------------------------- rmsnorm ---
+_NORM_EXTRA = 8  # extra fractional bits of the normalized intermediate h/rms
+
 def rmsnorm(h: torch.Tensor, gain: torch.Tensor, eps_int: int, frac: int, gain_frac: int,
             ss_shift: int = 10) -> torch.Tensor:
     """RMSNorm with a folded gain: ``y = h / sqrt(mean(h**2) + eps) * gamma``.
@@ -246,8 +253,9 @@ def rmsnorm(h: torch.Tensor, gain: torch.Tensor, eps_int: int, frac: int, gain_f
     1. ``ss = sum((h*h) >> ss_shift) + eps_int``: 62-bit squares truncated, summed in a
        64-bit accumulator (no overflow for n <= 2**(ss_shift-1));
     2. ``(m, s) = rsqrt(ss)`` (Q1.23 mantissa and shift);
-    3. ``t = rshift_round(h*m, s + ss_shift/2 - frac)`` (56-bit product): ``h/rms`` in Q.frac;
-    4. ``y = rshift_round(t*gain, gain_frac)``, saturated to int32.
+    3. ``t = rshift_round(h*m, s + ss_shift/2 - frac - 8)`` (56-bit product): ``h/rms``
+       in Q.(frac+8) (|t| <= sqrt(n), so 26 bits for n <= 2**10);
+    4. ``y = rshift_round(t*gain, gain_frac + 8)`` (<= 58-bit product), saturated to int32.
 
     Out int32 ``Q.frac``. Error: rsqrt's 2**-21 relative, the truncation of squares
     (relative < n*2**ss_shift/sum(h*h)), and 1 LSB per rounding.
@@ -259,8 +267,8 @@ def rmsnorm(h: torch.Tensor, gain: torch.Tensor, eps_int: int, frac: int, gain_f
     m, s = fx.rsqrt(ss.clamp(min=1))
     # 1/sqrt(ss_real) with ss_real = ss * 2**(ss_shift - 2*frac): m * 2**(-s + frac - ss_shift/2)
     # y_norm (Q.frac) = h * 2**-frac * m * 2**(-s+frac-ss_shift/2) * 2**frac
-    t = fx.rshift_round(h * m, s + ss_shift // 2 - frac)
-    return _sat32(fx.rshift_round(t * gain.to(_I64), gain_frac))
+    t = fx.rshift_round(h * m, s + ss_shift // 2 - frac - _NORM_EXTRA)
+    return _sat32(fx.rshift_round(t * gain.to(_I64), gain_frac + _NORM_EXTRA))
 
 
 # ---------------------------------------------------------------------------- rope ---

