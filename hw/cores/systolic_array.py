@@ -19,6 +19,9 @@ from ..pipeline import delay
 #: stop takes effect.
 _FIFO_DEPTH = 8
 _FIFO_SLACK = 3
+#: Register stages every operand passes before the skew (decouples the array from the
+#: buffer RAMs' clock-to-out), on top of the configurable ``edge_pipeline``.
+_IN = 1
 
 
 class OSActVector(data.StructLayout):
@@ -78,8 +81,8 @@ class OutputStationaryArray(_ArrayBase):
     tick : Out(1). The array advanced this cycle.
 
     ``a`` and ``w`` are taken together. Timing: the vector taken at tick t reaches PE
-    (r, c) at tick t + E + r + c; row r of a tile whose last vector was taken at tick T
-    leaves the output edge at tick T + 2E + 2r + C (E = ``edge_pipeline``). Results
+    (r, c) at tick t + 1 + E + r + c; row r of a tile whose last vector was taken at tick T
+    leaves the output edge at tick T + 2E + 2r + C + 2 (E = ``edge_pipeline``). Results
     move up a chain shared with the next tile, so consecutive tiles must start at least
     2R ticks apart; the caller pads shorter tiles with idle ticks (see ``min_tile_ticks``).
     """
@@ -114,7 +117,7 @@ class OutputStationaryArray(_ArrayBase):
         for r in range(R):
             lane = Signal(self.act_shape.width + 3, name=f"a_lane_{r}")
             m.d.comb += lane.eq(Cat(a.data[r], take, a.first, a.last))
-            lane = delay(m, lane, E + r, en, name=f"a_skew_{r}")
+            lane = delay(m, lane, _IN + E + r, en, name=f"a_skew_{r}")
             pe = pes[r][0]
             m.d.comb += [pe.a_in.eq(lane[:self.act_shape.width]), pe.valid_in.eq(lane[-3]),
                          pe.first_in.eq(lane[-2]), pe.last_in.eq(lane[-1])]
@@ -124,7 +127,7 @@ class OutputStationaryArray(_ArrayBase):
                              pe.first_in.eq(left.first_out), pe.last_in.eq(left.last_out)]
         # Top edge: column c skewed by c ticks.
         for c in range(C):
-            lane = delay(m, w[c], E + c, en, name=f"w_skew_{c}")
+            lane = delay(m, w[c], _IN + E + c, en, name=f"w_skew_{c}")
             m.d.comb += pes[0][c].w_in.eq(lane)
             for r in range(1, R):
                 m.d.comb += pes[r][c].w_in.eq(pes[r - 1][c].w_out)
@@ -165,7 +168,7 @@ class WeightStationaryArray(_ArrayBase):
     next block may only start shifting ``R + C - 1 + E`` ticks after a swap, when the swap
     wavefront has passed every PE. Column sums leave the bottom edge, are de-skewed and
     added into a ``m_tile``-deep accumulator buffer (``first_kb`` overwrites); rows with
-    ``last_kb`` go to ``c``. Latency from a-vector to its C row: 2E + R + C + 1 ticks.
+    ``last_kb`` go to ``c``. Latency from a-vector to its C row: 2E + R + C + 3 ticks.
     """
 
     def __init__(self, *, rows, cols, act_shape, weight_shape, acc_bits, m_tile, edge_pipeline=0, dsp_pes=None):
@@ -198,7 +201,7 @@ class WeightStationaryArray(_ArrayBase):
         with m.If(shift):
             m.d.sync += loaded.eq(loaded + 1)
         with m.If(take & a.swap):
-            m.d.sync += [loaded.eq(0), guard.eq(R + C - 1 + E)]
+            m.d.sync += [loaded.eq(0), guard.eq(_IN + R + C - 1 + E)]  # swaps happen at the PE inputs
 
         pes = [[WeightStationaryPE(act_shape=self.act_shape, weight_shape=self.weight_shape,
                                    acc_bits=self.acc_bits, use_dsp=self._use_dsp(r, c))
@@ -216,7 +219,7 @@ class WeightStationaryArray(_ArrayBase):
         for r in range(R):
             lane = Signal(self.act_shape.width + 2, name=f"a_lane_{r}")
             m.d.comb += lane.eq(Cat(a.data[r], take, a.swap))
-            lane = delay(m, lane, E + r, en, name=f"a_skew_{r}")
+            lane = delay(m, lane, _IN + E + r, en, name=f"a_skew_{r}")
             pe = pes[r][0]
             m.d.comb += [pe.a_in.eq(lane[:self.act_shape.width]), pe.valid_in.eq(lane[-2]),
                          pe.swap_in.eq(lane[-1])]
@@ -232,7 +235,7 @@ class WeightStationaryArray(_ArrayBase):
                  for c in range(C)]
 
         # Row metadata skips the grid through a delay line of the same latency.
-        latency = 2 * E + R + C - 1  # ticks from ``take`` to the de-skewed column sums
+        latency = _IN + 2 * E + R + C  # ticks from ``take`` to the de-skewed column sums
         meta = Signal(3 + self.row_bits)
         m.d.comb += meta.eq(Cat(take, a.first_kb, a.last_kb, a.row))
         meta_early = delay(m, meta, latency - 1, en, name="meta")

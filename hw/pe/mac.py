@@ -45,10 +45,11 @@ class OutputStationaryPE(wiring.Component):
 
     Activations (with their ``valid``/``first``/``last`` flags) enter from the left and
     leave right one cycle later; weights enter from the top and leave below one cycle
-    later. On a valid step the accumulator becomes ``(first ? 0 : acc) + a*w``; on the
-    ``last`` step of a tile that sum is also dropped into the output chain register, which
-    otherwise takes the value of the chain register below it (results move up one row per
-    cycle). Everything holds while ``en`` is low.
+    later. The product is registered; one cycle later, on a valid step, the accumulator
+    becomes ``(first ? 0 : acc) + a*w``; on the ``last`` step of a tile that sum is also
+    dropped into the output chain register, which otherwise takes the value of the chain
+    register below it (results move up one row per cycle). Everything holds while ``en``
+    is low. Latency from operands in to the chain: 2 cycles.
     """
 
     def __init__(self, *, act_shape, weight_shape, acc_bits: int, use_dsp: bool):
@@ -66,21 +67,25 @@ class OutputStationaryPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        prod_shape = product_shape(self.act_shape, self.weight_shape)
-        prod = Signal(prod_shape)
-        m.d.comb += prod.eq(multiply(self.a_in, self.w_in, product_shape=prod_shape, use_dsp=self.use_dsp))
+        # Stage 1 registers the product (DSP output register, or the end of the LUT
+        # adder tree) with the flags; stage 2 accumulates. Every PE has the same extra
+        # cycle, so the array's skew is unchanged.
+        prod = Signal(product_shape(self.act_shape, self.weight_shape))
+        valid, first, last = Signal(), Signal(), Signal()
         acc = Signal(signed(self.acc_bits))
         total = Signal(signed(self.acc_bits))
-        m.d.comb += total.eq(Mux(self.first_in, 0, acc) + prod)
+        m.d.comb += total.eq(Mux(first, 0, acc) + prod)
         with m.If(self.en):
             m.d.sync += [
+                prod.eq(multiply(self.a_in, self.w_in, product_shape=prod.shape(), use_dsp=self.use_dsp)),
+                valid.eq(self.valid_in), first.eq(self.first_in), last.eq(self.last_in),
                 self.a_out.eq(self.a_in), self.valid_out.eq(self.valid_in),
                 self.first_out.eq(self.first_in), self.last_out.eq(self.last_in),
                 self.w_out.eq(self.w_in),
             ]
-            with m.If(self.valid_in):
+            with m.If(valid):
                 m.d.sync += acc.eq(total)
-            with m.If(self.valid_in & self.last_in):
+            with m.If(valid & last):
                 m.d.sync += [self.chain_out.eq(total), self.chain_valid_out.eq(1)]
             with m.Else():
                 m.d.sync += [self.chain_out.eq(self.chain_in), self.chain_valid_out.eq(self.chain_valid_in)]
@@ -116,10 +121,12 @@ class WeightStationaryPE(wiring.Component):
         weight = Signal(self.weight_shape)
         swapping = self.valid_in & self.swap_in
         m.d.comb += weight.eq(Mux(swapping, self.shadow_out, active))
-        prod = Signal(prod_shape)
-        m.d.comb += prod.eq(multiply(self.a_in, weight, product_shape=prod_shape, use_dsp=self.use_dsp))
+        # The product is registered (one cycle, as in every PE of the column, so the
+        # partial sum from above arrives in step with it).
+        prod = Signal(product_shape(self.act_shape, self.weight_shape))
         with m.If(self.en):
             m.d.sync += [
+                prod.eq(multiply(self.a_in, weight, product_shape=prod.shape(), use_dsp=self.use_dsp)),
                 self.a_out.eq(self.a_in), self.valid_out.eq(self.valid_in), self.swap_out.eq(self.swap_in),
                 self.psum_out.eq(self.psum_in + prod),
             ]
