@@ -85,3 +85,13 @@ def test_against_transformers(smollm2, float_model):
           f"logit range {ref.abs().max().item():.1f}")
     assert torch.equal(ours.argmax(-1), ref.argmax(-1))
     assert diff.max().item() < 1e-2
+
+
+@pytest.mark.slow
+def test_fidelity_w4(smollm2):
+    """Integer decoder vs float on 64 tokens of a real prompt (numbers in docs/reference_decoder.md)."""
+    from ref_model.models.fidelity import run
+    res = run(smollm2.path, 64, ["W4-KV8", "W4-KV4-win16", "W4-KV4"])["configs"]
+    for name, top1, kl in (("W4-KV8", 0.85, 0.03), ("W4-KV4-win16", 0.85, 0.05), ("W4-KV4", 0.8, 0.12)):
+        assert res[name]["top1_agreement"] >= top1, (name, res[name])
+        assert res[name]["mean_kl"] <= kl, (name, res[name])
