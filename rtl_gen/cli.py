@@ -46,7 +46,10 @@ def cmd_generate(args) -> int:
 def cmd_demo(args) -> int:
     from sim.demo import run_demo
     cfg = _load(args)
-    return run_demo(cfg, m=args.m, k=args.k, n=args.n, seed=args.seed)
+    for name in ("m", "k", "n"):
+        if getattr(args, name) < 1:
+            raise LutforgeError(f"--{name} {getattr(args, name)}: GEMM dimensions must be at least 1")
+    return run_demo(cfg, m=args.m, k=args.k, n=args.n, seed=args.seed, outdir=Path(args.output))
 
 
 def cmd_report(args) -> int:
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--k", type=int, default=40)
     d.add_argument("--n", type=int, default=20)
     d.add_argument("--seed", type=int, default=1)
+    d.add_argument("-o", "--output", default="build", help="folder for the generated Verilog")
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("report", help="synthesize (yowasp Yosys) and place-and-route (nextpnr-ecp5): area and Fmax")

@@ -46,6 +46,26 @@ class GemmRun:
     def cycles_per_second(self) -> float:
         return self.counters["cycles"] / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
+    def metrics(self, cfg) -> dict:
+        """Ratios against the limits, from the hardware counters.
+
+        ``mac_utilization``: useful MACs (M*K*N) / (PEs * cycles); ``array_busy``: cycles
+        in which the array took operands / cycles; ``read_port_utilization``: bytes read /
+        (port bytes per cycle * cycles)."""
+        c = self.counters
+        cycles = max(c["cycles"], 1)
+        img = self.image
+        return {
+            "cycles": c["cycles"],
+            "useful_macs": img.m * img.k * img.n,
+            "mac_utilization": img.m * img.k * img.n / (cfg.pes * cycles),
+            "array_busy": c["busy"] / cycles,
+            "read_bytes": c["read_bytes"], "write_bytes": c["write_bytes"],
+            "read_port_utilization": c["read_bytes"] / (cfg.bytes_per_beat * cycles),
+            "write_port_utilization": c["write_bytes"] / (cfg.bytes_per_beat * cycles),
+            "sim_cycles_per_second": self.cycles_per_second,
+        }
+
 
 def _fields(layout, value: int) -> dict[str, int]:
     return {name: (value >> f.offset) & ((1 << f.width) - 1) for name, f in layout}

@@ -149,8 +149,9 @@ class SystolicCore(wiring.Component):
         m.d.comb += self.busy.eq(~self.cmd.ready)
         bad = Signal()
         dims = self.cmd.payload
-        k_limit = cfg.core.k_max if self.dataflow == "output_stationary" else (1 << DIM_BITS) - 1
-        m.d.comb += bad.eq((dims.m == 0) | (dims.n == 0) | (dims.k == 0) | (dims.k > k_limit))
+        deep_limit = cfg.core.k_max if self.dataflow == "output_stationary" else (1 << DIM_BITS) - 1
+        too_deep = (dims.k > deep_limit) if deep_limit < (1 << DIM_BITS) - 1 else 0
+        m.d.comb += bad.eq((dims.m == 0) | (dims.n == 0) | (dims.k == 0) | too_deep)
         start_writer = Signal()
         writer_started = Signal()
         with m.FSM(name="seq"):
