@@ -58,7 +58,12 @@ class BurstReader(wiring.Component):
         addr = Signal(self.addr_bits)
         remaining = Signal(BEATS_BITS)
         credits = Signal(range(self.depth + 1), init=self.depth)
-        length = burst_limit(addr, remaining, max_burst=self.max_burst, bytes_per_beat=bpb, m=m)
+        # The next burst's length is registered (the 4 KiB / max_burst / remaining minimum
+        # is a long path); ``fresh`` says it was computed from the current addr/remaining.
+        length = Signal(range(self.max_burst + 1))
+        fresh = Signal()
+        m.d.sync += [length.eq(burst_limit(addr, remaining, max_burst=self.max_burst, bytes_per_beat=bpb, m=m)),
+                     fresh.eq(1)]
 
         m.d.comb += [
             self.axi.arsize.eq(size_code(self.data_bits)),
@@ -66,13 +71,13 @@ class BurstReader(wiring.Component):
             self.cmd.ready.eq((remaining == 0) & ~self.axi.arvalid),
         ]
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats)]
+            m.d.sync += [addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats), fresh.eq(0)]
 
         issued = Signal(range(self.max_burst + 1))
         with m.If(self.axi.arvalid):
             with m.If(self.axi.arready):
                 m.d.sync += self.axi.arvalid.eq(0)
-        with m.Elif((remaining != 0) & (credits >= length)):
+        with m.Elif(fresh & (remaining != 0) & (credits >= length)):
             # Latch the request; AXI wants it stable while arvalid is high.
             m.d.sync += [
                 self.axi.arvalid.eq(1),
@@ -80,6 +85,7 @@ class BurstReader(wiring.Component):
                 self.axi.arlen.eq(length - 1),
                 addr.eq(addr + length * bpb),
                 remaining.eq(remaining - length),
+                fresh.eq(0),
             ]
             m.d.comb += issued.eq(length)
 

@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi4 import AXI4WriteSignature, BURST_INCR, burst_limit, size_code
+from .axi4 import AXI4WriteSignature, BURST_INCR, size_code
 
 
 class WriteBeat(data.StructLayout):
@@ -55,13 +55,17 @@ class BurstWriter(wiring.Component):
         m.submodules.w_q = w_q = fifo.SyncFIFOBuffered(width=8, depth=4)
 
         open_ = Signal()          # a transfer is in progress (start seen, last not yet)
-        addr = Signal(self.addr_bits)
+        addr = Signal(self.addr_bits)             # start of the burst being formed
+        beat_addr = Signal(self.addr_bits)        # address of the next beat
         count = Signal(range(self.max_burst + 1))  # beats of the burst being formed
-        cap = burst_limit(addr, self.max_burst, max_burst=self.max_burst, bytes_per_beat=bpb, m=m)
+        shift = bpb.bit_length() - 1
+        # A burst ends at max_burst beats or on the last beat of a 4 KiB page; checking the
+        # page offset of the current beat avoids a subtract-and-compare on every beat.
+        page_end = beat_addr[shift:12] == (1 << (12 - shift)) - 1
 
         m.d.comb += self.start.ready.eq(~open_)
         with m.If(self.start.valid & self.start.ready):
-            m.d.sync += [open_.eq(1), addr.eq(self.start.payload), count.eq(0)]
+            m.d.sync += [open_.eq(1), addr.eq(self.start.payload), beat_addr.eq(self.start.payload), count.eq(0)]
 
         take = Signal()
         m.d.comb += [
@@ -71,13 +75,13 @@ class BurstWriter(wiring.Component):
             beats.w_data.eq(self.data.payload.data),
         ]
         close = Signal()
-        m.d.comb += close.eq(take & (self.data.payload.last | (count + 1 == cap)))
+        m.d.comb += close.eq(take & (self.data.payload.last | (count == self.max_burst - 1) | page_end))
         with m.If(take):
-            m.d.sync += count.eq(count + 1)
+            m.d.sync += [count.eq(count + 1), beat_addr.eq(beat_addr + bpb)]
         with m.If(close):
             # The burst's awlen is the index of its final beat, i.e. count before this beat.
             m.d.comb += [aw_q.w_en.eq(1), aw_q.w_data.eq(Cat(addr, count[:8]))]
-            m.d.sync += [addr.eq(addr + (count + 1) * bpb), count.eq(0)]
+            m.d.sync += [addr.eq(beat_addr + bpb), count.eq(0)]
             with m.If(self.data.payload.last):
                 m.d.sync += open_.eq(0)
 

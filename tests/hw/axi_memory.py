@@ -32,6 +32,7 @@ class AXIMemory:
                     if p[2] == 0:
                         pending.popleft()
                 if arvalid:
+                    assert araddr % 4096 + (arlen + 1) * self.bpb <= 4096, "read burst crosses 4 KiB"
                     pending.append([cycle + self.latency, araddr, arlen + 1, arid])
                 if pending and pending[0][0] <= cycle:
                     p = pending[0]
@@ -56,6 +57,7 @@ class AXIMemory:
                     port.awvalid, port.awaddr, port.awlen, port.wvalid, port.wdata, port.wlast, port.bvalid)
                 cycle += 1
                 if awvalid:
+                    assert awaddr % 4096 + (awlen + 1) * self.bpb <= 4096, "write burst crosses 4 KiB"
                     bursts.append([awaddr, awlen + 1])
                 if wvalid:
                     b = bursts[0]
