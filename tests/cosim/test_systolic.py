@@ -60,13 +60,16 @@ def check_runs(cfg, label, cases, runs, seed, overrides):
         assert run.counters["write_bytes"] == run.image.c_size, where
 
 
-@pytest.mark.parametrize("seed", [1])
-@pytest.mark.parametrize("label,overrides", CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_systolic_cosim(label, overrides, seed, tmp_path):
+def cosim(label, overrides, seed, workdir):
     cfg = load_config(None, overrides)
     cases = standard_cases(cfg, seed)
-    runs = run_gemms(cfg, [(a, w) for _, a, w in cases], workdir=tmp_path)
+    runs = run_gemms(cfg, [(a, w) for _, a, w in cases], workdir=workdir)
     check_runs(cfg, label, cases, runs, seed, overrides)
+
+
+@pytest.mark.parametrize("label,overrides", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_systolic_cosim(label, overrides, tmp_path):
+    cosim(label, overrides, 1, tmp_path)
 
 
 def test_busy_counts_every_mac_step(tmp_path):
@@ -84,7 +87,4 @@ def test_busy_counts_every_mac_step(tmp_path):
 @pytest.mark.parametrize("seed", [2, 3, 4])
 @pytest.mark.parametrize("label,overrides", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_systolic_cosim_more_seeds(label, overrides, seed, tmp_path):
-    cfg = load_config(None, overrides)
-    cases = standard_cases(cfg, seed)
-    runs = run_gemms(cfg, [(a, w) for _, a, w in cases], workdir=tmp_path)
-    check_runs(cfg, label, cases, runs, seed, overrides)
+    cosim(label, overrides, seed, tmp_path)
