@@ -273,12 +273,18 @@ class SystolicCore(wiring.Component):
         with m.If(start):
             m.d.sync += [a_g_issued.eq(0), a_g_written.eq(0), a_g_used.eq(0), a_b_issue.eq(0),
                          a_ptr.eq(self.cmd.payload.a_addr)]
-        fire_a = self._issue(m, go & (a_g_issued < ng) & (a_g_issued - a_g_used < 2), read_a, a_ptr, a_blk_beats,
+        # Banks of A: ``a_held`` groups issued and not yet used up, ``a_full`` of them loaded.
+        a_held, a_full = Signal(range(3)), Signal(range(3))
+        a_group_issued, a_group_done, a_group_used = Signal(), Signal(), Signal()
+        m.d.sync += [a_held.eq(a_held + a_group_issued - a_group_used),
+                     a_full.eq(a_full + a_group_done - a_group_used)]
+        fire_a = self._issue(m, go & (a_g_issued < ng) & (a_held != 2), read_a, a_ptr, a_blk_beats,
                              unpack_a, cmd.k, 1)
         with m.If(fire_a):
             m.d.sync += [a_ptr.eq(a_ptr + a_blk_beats * bpb), a_b_issue.eq(a_b_issue + 1)]
             with m.If(a_b_issue + 1 == group_size(a_g_issued)):
                 m.d.sync += [a_b_issue.eq(0), a_g_issued.eq(a_g_issued + 1)]
+                m.d.comb += a_group_issued.eq(1)
         a_widx = Signal(kbits + 1)
         a_wb = Signal(range(RB + 1))
         with m.If(start):
@@ -292,6 +298,7 @@ class SystolicCore(wiring.Component):
                 m.d.sync += [a_widx.eq(0), a_wb.eq(a_wb + 1)]
                 with m.If(a_wb + 1 == group_size(a_g_written)):
                     m.d.sync += [a_wb.eq(0), a_g_written.eq(a_g_written + 1)]
+                    m.d.comb += a_group_done.eq(1)
 
         # W: the whole of W once per group, as ceil(N/C) tiles of K w-vectors; each tile
         # goes into one of two banks and is replayed for every row block of the group.
@@ -303,12 +310,17 @@ class SystolicCore(wiring.Component):
             m.d.sync += w_issued.eq(w_issued + 1)
         m.submodules.w_banks = w_banks = Memory(shape=cfg.w_vector_bits, depth=2 << kbits, init=[])
         w_wp, w_rp = w_banks.write_port(), w_banks.read_port()
-        wt_written, wt_used = Signal(2 * DIM_BITS + 2), Signal(2 * DIM_BITS + 2)
+        # Tile counters only select a bank by parity; occupancy (0..2 full banks) is
+        # counted separately so no wide subtraction sits on the ready path.
+        wt_written, wt_used = Signal(1), Signal(1)
+        w_full = Signal(range(3))
         w_widx = Signal(kbits + 1)
         with m.If(start):
             m.d.sync += [wt_written.eq(0), wt_used.eq(0), w_widx.eq(0)]
         w_room = Signal()
-        m.d.comb += [w_room.eq(wt_written - wt_used < 2),
+        w_tile_done, w_tile_used = Signal(), Signal()
+        m.d.sync += w_full.eq(w_full + w_tile_done - w_tile_used)
+        m.d.comb += [w_room.eq(w_full != 2),
                      unpack_w.vectors.ready.eq(w_room),
                      w_wp.addr.eq(Cat(w_widx[:kbits], wt_written[0])), w_wp.data.eq(unpack_w.vectors.payload),
                      w_wp.en.eq(unpack_w.vectors.valid & w_room)]
@@ -316,6 +328,7 @@ class SystolicCore(wiring.Component):
             m.d.sync += w_widx.eq(w_widx + 1)
             with m.If(w_widx + 1 == cmd.k):
                 m.d.sync += [w_widx.eq(0), wt_written.eq(wt_written + 1)]
+                m.d.comb += w_tile_done.eq(1)
 
         # Feeder, loops (group, j, b, k): F1 reads both banks, F2 presents to the array.
         k, b, j = Signal(DIM_BITS), Signal(range(RB + 1)), Signal(DIM_BITS + 1)
@@ -328,7 +341,7 @@ class SystolicCore(wiring.Component):
         m.d.comb += adv.eq(~f2_valid | take)
         f1 = Signal()
         m.d.comb += [
-            f1.eq(go & adv & (a_g_written != a_g_used) & (wt_written != wt_used)),
+            f1.eq(go & adv & (a_full != 0) & (w_full != 0)),
             a_rp.addr.eq(Cat(k[:kbits], b[:bbits], a_g_used[0])), a_rp.en.eq(adv),
             w_rp.addr.eq(Cat(k[:kbits], wt_used[0])), w_rp.en.eq(adv),
         ]
@@ -340,8 +353,10 @@ class SystolicCore(wiring.Component):
                 m.d.sync += [k.eq(0), b.eq(b + 1)]
                 with m.If(b + 1 == group_size(a_g_used)):
                     m.d.sync += [b.eq(0), j.eq(j + 1), wt_used.eq(wt_used + 1)]
+                    m.d.comb += w_tile_used.eq(1)
                     with m.If(j + 1 == nt):
                         m.d.sync += [j.eq(0), a_g_used.eq(a_g_used + 1)]
+                        m.d.comb += a_group_used.eq(1)
 
         # Tiles must start at least ``min_tile_ticks`` apart (results share the chain).
         gap = array.min_tile_ticks

@@ -63,22 +63,26 @@ class VectorUnpacker(wiring.Component):
         m = Module()
         length = Signal(24)
         segs_left = Signal(24)
-        in_seg = Signal(range(1 << 24))  # vectors emitted in the current segment
+        left = Signal(24)            # vectors still to emit in the current segment
+        last_vec = Signal()          # registered: left == 1 (keeps compares off the ready path)
+        last_seg = Signal()          # registered: segs_left == 1
         active = Signal()
         m.d.comb += self.seg.ready.eq(~active)
         with m.If(self.seg.valid & self.seg.ready & (self.seg.payload.count != 0)):
-            m.d.sync += [active.eq(1), length.eq(self.seg.payload.length),
-                         segs_left.eq(self.seg.payload.count), in_seg.eq(0)]
+            m.d.sync += [active.eq(1), length.eq(self.seg.payload.length), left.eq(self.seg.payload.length),
+                         last_vec.eq(self.seg.payload.length == 1),
+                         segs_left.eq(self.seg.payload.count), last_seg.eq(self.seg.payload.count == 1)]
 
         out_fire = Signal()
         m.d.comb += out_fire.eq(self.vectors.valid & self.vectors.ready)
         seg_end = Signal()
-        m.d.comb += seg_end.eq(out_fire & (in_seg + 1 == length))
+        m.d.comb += seg_end.eq(out_fire & last_vec)
         with m.If(out_fire):
-            m.d.sync += in_seg.eq(in_seg + 1)
+            m.d.sync += [left.eq(left - 1), last_vec.eq(left == 2)]
         with m.If(seg_end):
-            m.d.sync += [in_seg.eq(0), segs_left.eq(segs_left - 1)]
-            with m.If(segs_left == 1):
+            m.d.sync += [left.eq(length), last_vec.eq(length == 1),
+                         segs_left.eq(segs_left - 1), last_seg.eq(segs_left == 2)]
+            with m.If(last_seg):
                 m.d.sync += active.eq(0)
 
         if self.bpv == 1:
