@@ -60,14 +60,14 @@ def quantize_q8_0(w: torch.Tensor) -> GroupBlocks:
     return GroupBlocks("Q8_0", q.to(torch.int64).reshape(w.shape), db, None, 0)
 
 
-def quantize_w2(w: torch.Tensor, grid: int = 8) -> GroupBlocks:
+def quantize_w2(w: torch.Tensor, grid: int = 5) -> GroupBlocks:
     """2-bit asymmetric groups of 32 (``w = d*code + m``, code 0..3), f16 ``d`` and ``m``."""
     g = _groups(w)
     lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
     best_err = torch.full(lo.shape, float("inf"))
     best_d = torch.zeros_like(lo)
     best_m = torch.zeros_like(lo)
-    fr = torch.linspace(0.55, 1.0, grid)
+    fr = torch.linspace(0.6, 1.0, grid)
     for a in fr:
         for b in fr:
             m = f16_value(f16_bits(lo * a))
@@ -85,7 +85,7 @@ def quantize_w2(w: torch.Tensor, grid: int = 8) -> GroupBlocks:
                        f16_bits(best_m.squeeze(-1)), 0)
 
 
-def quantize_ternary(w: torch.Tensor, grid: int = 16) -> GroupBlocks:
+def quantize_ternary(w: torch.Tensor, grid: int = 8) -> GroupBlocks:
     """Ternary groups of 32 (``w = d*t``, t in {-1,0,1}), f16 ``d`` (absmean x best factor)."""
     g = _groups(w)
     am = g.abs().mean(-1, keepdim=True)

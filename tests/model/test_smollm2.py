@@ -69,6 +69,7 @@ def test_int_greedy_answers(smollm2):
 def test_against_transformers(smollm2, float_model):
     """Our float decoder vs Hugging Face transformers loading the same GGUF."""
     tr = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # transformers needs it to load GGUF
     import os
     path = smollm2.path
     model = tr.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=path.name,
