@@ -331,9 +331,16 @@ class SystolicCore(wiring.Component):
                 m.d.comb += w_tile_done.eq(1)
 
         # Feeder, loops (group, j, b, k): F1 reads both banks, F2 presents to the array.
+        # The end of each loop is a registered flag (k_last, b_last, j_last) so the
+        # counters' updates do not wait on chained comparisons.
         k, b, j = Signal(DIM_BITS), Signal(range(RB + 1)), Signal(DIM_BITS + 1)
+        k_last, b_last, j_last = Signal(), Signal(), Signal()
+        gsize = Signal(range(RB + 1))   # blocks in the group being fed
         with m.If(start):
-            m.d.sync += [k.eq(0), b.eq(0), j.eq(0)]
+            m.d.sync += [k.eq(0), b.eq(0), j.eq(0), k_last.eq(self.cmd.payload.k == 1)]
+        with m.If(setup_done):
+            first_gsize = Mux(ng == 1, last_gsize, RB)
+            m.d.sync += [gsize.eq(first_gsize), b_last.eq(first_gsize == 1), j_last.eq(nt == 1)]
         f2_valid, f2_first, f2_last = Signal(), Signal(), Signal()
         take = Signal()
         m.d.comb += take.eq(array.a.valid & array.a.ready)
@@ -346,26 +353,30 @@ class SystolicCore(wiring.Component):
             w_rp.addr.eq(Cat(k[:kbits], wt_used[0])), w_rp.en.eq(adv),
         ]
         with m.If(adv):
-            m.d.sync += [f2_valid.eq(f1), f2_first.eq(k == 0), f2_last.eq(k + 1 == cmd.k)]
+            m.d.sync += [f2_valid.eq(f1), f2_first.eq(k == 0), f2_last.eq(k_last)]
         with m.If(f1):
-            m.d.sync += k.eq(k + 1)
-            with m.If(k + 1 == cmd.k):
-                m.d.sync += [k.eq(0), b.eq(b + 1)]
-                with m.If(b + 1 == group_size(a_g_used)):
-                    m.d.sync += [b.eq(0), j.eq(j + 1), wt_used.eq(wt_used + 1)]
+            m.d.sync += [k.eq(k + 1), k_last.eq(k + 2 == cmd.k)]
+            with m.If(k_last):
+                m.d.sync += [k.eq(0), k_last.eq(cmd.k == 1), b.eq(b + 1), b_last.eq(b + 2 == gsize)]
+                with m.If(b_last):
+                    m.d.sync += [b.eq(0), b_last.eq(gsize == 1), j.eq(j + 1), j_last.eq(j + 2 == nt),
+                                 wt_used.eq(wt_used + 1)]
                     m.d.comb += w_tile_used.eq(1)
-                    with m.If(j + 1 == nt):
-                        m.d.sync += [j.eq(0), a_g_used.eq(a_g_used + 1)]
+                    with m.If(j_last):
+                        next_gsize = Mux(a_g_used + 2 == ng, last_gsize, RB)
+                        m.d.sync += [j.eq(0), j_last.eq(nt == 1), a_g_used.eq(a_g_used + 1),
+                                     gsize.eq(next_gsize), b_last.eq(next_gsize == 1)]
                         m.d.comb += a_group_used.eq(1)
 
         # Tiles must start at least ``min_tile_ticks`` apart (results share the chain).
         gap = array.min_tile_ticks
         since = Signal(range(gap + 1), init=gap)
+        gap_ok = Signal(init=1)          # registered since >= gap
         with m.If(take & f2_first):
-            m.d.sync += since.eq(1)
+            m.d.sync += [since.eq(1), gap_ok.eq(gap <= 1)]
         with m.Elif(array.tick & (since < gap)):
-            m.d.sync += since.eq(since + 1)
-        ok = ~f2_first | (since >= gap)
+            m.d.sync += [since.eq(since + 1), gap_ok.eq(since + 1 >= gap)]
+        ok = ~f2_first | gap_ok
         m.d.comb += [
             array.a.valid.eq(f2_valid & ok), array.w.valid.eq(f2_valid & ok),
             array.a.payload.data.eq(a_rp.data), array.a.payload.first.eq(f2_first),
