@@ -1,6 +1,6 @@
 """Burst read DMA: a (byte address, beat count) command becomes AXI4 INCR bursts."""
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,12 +58,16 @@ class BurstReader(wiring.Component):
         addr = Signal(self.addr_bits)
         remaining = Signal(BEATS_BITS)
         credits = Signal(range(self.depth + 1), init=self.depth)
-        # The next burst's length is registered (the 4 KiB / max_burst / remaining minimum
-        # is a long path); ``fresh`` says it was computed from the current addr/remaining.
+        # The next burst's length is computed over two registered steps (the 4 KiB and
+        # max_burst cap from the address, then the minimum with ``remaining``): a long
+        # path otherwise. ``settled`` counts the cycles since addr/remaining changed.
+        cap = Signal(range(self.max_burst + 1))
         length = Signal(range(self.max_burst + 1))
-        fresh = Signal()
-        m.d.sync += [length.eq(burst_limit(addr, remaining, max_burst=self.max_burst, bytes_per_beat=bpb, m=m)),
-                     fresh.eq(1)]
+        settled = Signal(range(3))
+        m.d.sync += [cap.eq(burst_limit(addr, self.max_burst, max_burst=self.max_burst, bytes_per_beat=bpb, m=m)),
+                     length.eq(Mux(remaining < cap, remaining, cap)),
+                     settled.eq(Mux(settled == 2, 2, settled + 1))]
+        fresh = settled == 2
 
         m.d.comb += [
             self.axi.arsize.eq(size_code(self.data_bits)),
@@ -71,7 +75,7 @@ class BurstReader(wiring.Component):
             self.cmd.ready.eq((remaining == 0) & ~self.axi.arvalid),
         ]
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats), fresh.eq(0)]
+            m.d.sync += [addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats), settled.eq(0)]
 
         issued = Signal(range(self.max_burst + 1))
         with m.If(self.axi.arvalid):
@@ -85,7 +89,7 @@ class BurstReader(wiring.Component):
                 self.axi.arlen.eq(length - 1),
                 addr.eq(addr + length * bpb),
                 remaining.eq(remaining - length),
-                fresh.eq(0),
+                settled.eq(0),
             ]
             m.d.comb += issued.eq(length)
 
