@@ -11,6 +11,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 def run_bench(suite: str, *, quick: bool, json_path: str | None, extra) -> int:
     if suite == "systolic":
         from .systolic import run
+        reports = [Path(p) for p in (getattr(extra, "report_from", None) or [])]
         return run(quick=quick, json_path=Path(json_path) if json_path else RESULTS_DIR / "systolic.json",
-                   with_report=not getattr(extra, "no_report", False))
+                   with_report=not getattr(extra, "no_report", False), reports=reports)
     raise ValueError(f"unknown benchmark suite {suite!r}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ref_model.errors import SimulationError
+from ref_model.errors import LutforgeError, SimulationError
 from ref_model.gemm import systolic_gemm
 from rtl_gen.config import load_config
 from sim.gemm_runner import run_gemms, run_raw
@@ -42,7 +42,20 @@ QUICK = [
 ]
 
 
-def _bench_config(name, overrides, shapes, *, seed: int, raw: bool, with_report: bool) -> dict:
+def _saved_report(cfg, reports: list[Path]) -> dict | None:
+    """A saved report of exactly this config (matched by config hash), if one was given."""
+    for path in reports:
+        try:
+            rep = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise LutforgeError(f"--report-from {path}: cannot read a report ({e})") from None
+        if rep.get("config_hash") == cfg.hash():
+            return rep
+    return None
+
+
+def _bench_config(name, overrides, shapes, *, seed: int, raw: bool, with_report: bool,
+                  reports: list[Path] = ()) -> dict:
     cfg = load_config(name, overrides)
     gen = torch.Generator().manual_seed(seed)
     cases = [(label, cfg.act_format.random((m, k), gen), cfg.weight_format.random((k, n), gen))
@@ -73,7 +86,10 @@ def _bench_config(name, overrides, shapes, *, seed: int, raw: bool, with_report:
                           "raw_cycles_per_second": r["cycles"] / r["seconds"],
                           "cocotb_cycles_per_second": cocotb_cps,
                           "cocotb_over_raw": cocotb_cps / (r["cycles"] / r["seconds"])}
-    if with_report:
+    saved = _saved_report(cfg, reports)
+    if saved is not None:
+        entry["report"] = saved
+    elif with_report:
         from rtl_gen.report import run_report
         entry["report"] = run_report(cfg)
     return entry
@@ -99,17 +115,16 @@ def _plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run(*, quick: bool, json_path: Path, with_report: bool) -> int:
+def run(*, quick: bool, json_path: Path, with_report: bool, reports: list[Path] = ()) -> int:
     plan = QUICK if quick else FULL
     results = {"suite": "systolic", "quick": quick, "host": platform.node(), "python": platform.python_version(),
                "configs": []}
     seen = set()
     for name, overrides, shapes in plan:
-        key = (name, tuple(overrides))
         first_of_config = name not in seen
         seen.add(name)
         entry = _bench_config(name, overrides, shapes, seed=1, raw=True,
-                              with_report=with_report and first_of_config and not overrides)
+                              with_report=with_report and first_of_config and not overrides, reports=reports)
         results["configs"].append(entry)
         for g in entry["gemms"]:
             print(f"{entry['array']:>6} {entry['dataflow']:<18} {g['shape']:<20} {g['m']:>4}x{g['k']:<5}x{g['n']:<5} "

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small shapes only")
     b.add_argument("--json", metavar="PATH", default=None, help="result file (default bench/results/SUITE.json)")
     b.add_argument("--no-report", action="store_true", help="skip synthesis and place-and-route")
+    b.add_argument("--report-from", action="append", metavar="JSON",
+                   help="attach a saved `lutforge report --json` result instead of rerunning the flow (repeatable)")
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("config", help="validate a config and print it with defaults filled in")
