@@ -38,7 +38,8 @@ from .formats import IntFormat
 __all__ = [
     "DecodeNumerics", "DecodeShape", "INT32", "f16_decode", "quantize_act", "matvec",
     "embed_row", "rmsnorm", "rope", "attention", "kv_quantize", "kv_dequantize", "swiglu",
-    "residual_add", "argmax", "GROUP",
+    "residual_add", "argmax", "GROUP", "MatvecWeights", "matvec_prepare", "matvec_prepared",
+    "matvec_int", "act_scale_rom",
 ]
 
 INT32 = IntFormat(32)
@@ -54,8 +55,11 @@ class DecodeNumerics:
     ---------------------------------
     act_frac [12] : fractional bits ``F`` of the int32 activation / residual format.
     act_bits [8] : width of matvec input codes (signed).
-    act_block [32] : elements sharing one power-of-two activation scale; 0 = whole vector
-        (per token). Must be 0 or a multiple of 32 (the weight group).
+    act_block [32] : elements sharing one activation scale; 0 = whole vector (per token).
+        Must be 0 or a multiple of 32 (the weight group).
+    act_scale_bits [8] : mantissa bits of each activation block scale (the scale is
+        ``m * 2**e`` with ``m`` unsigned in ``[2**(b-1), 2**b)``, like the f16 scale of
+        llama.cpp's Q8 blocks); 0 = a pure power of two (``m = 1``).
     acc_bits [48], acc_frac [24] : matvec accumulator width and fractional bits.
     norm_gain_frac [12] : fractional bits of the folded RMSNorm gain ``gamma*sqrt(dim)``.
     ss_shift [10] : the RMSNorm squares are truncated by this many bits before summing.
@@ -72,6 +76,7 @@ class DecodeNumerics:
     act_frac: int = 12
     act_bits: int = 8
     act_block: int = 32
+    act_scale_bits: int = 8
     acc_bits: int = 48
     acc_frac: int = 24
     norm_gain_frac: int = 12
@@ -85,7 +90,7 @@ class DecodeNumerics:
 
     def __post_init__(self):
         allowed = {
-            "act_frac": range(4, 17), "act_bits": range(4, 9), "acc_bits": range(32, 65),
+            "act_frac": range(4, 17), "act_bits": range(4, 9), "act_scale_bits": (0, *range(2, 13)), "acc_bits": range(32, 65),
             "acc_frac": range(8, 33), "norm_gain_frac": range(8, 17), "ss_shift": range(0, 17),
             "score_frac": (16,), "prob_frac": (16,), "kv_bits": (2, 4, 8, 16),
             "k_group": range(1, 1025), "kv_window": range(0, 1 << 14),
@@ -94,7 +99,8 @@ class DecodeNumerics:
         for name, ok in allowed.items():
             v = getattr(self, name)
             if v not in ok:
-                shown = f"{ok.start}..{ok.stop - 1}" if isinstance(ok, range) else ", ".join(map(str, ok))
+                shown = (f"{ok.start}..{ok.stop - 1}" if isinstance(ok, range) else
+                         "0, 2..12" if name == "act_scale_bits" else ", ".join(map(str, ok)))
                 raise ConfigError(f"decode numerics: {name} = {v!r} is not allowed (allowed: {shown})")
         if self.act_block < 0 or self.act_block % GROUP:
             raise ConfigError(f"decode numerics: act_block = {self.act_block} is not allowed "
@@ -160,16 +166,49 @@ def f16_decode(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # --------------------------------------------------------------- activation quant ---
-def quantize_act(y: torch.Tensor, frac: int, block: int, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Block floating point quantizer: ``y`` (Q.frac) -> int codes and one exponent per block.
+#: Fractional bits of the activation-scale computation ``amax/qmax`` (``Q.(frac+24)``).
+_SCALE_FRAC = 24
+_RCP_ROMS: dict[int, torch.Tensor] = {}
 
-    Bits: in int32 ``Q.frac`` vector of length n. Out ``a`` int``bits`` codes (int8) and
-    ``e`` (n/block,) signed exponents with value ``a * 2**e``. Per block the shift ``sh``
-    is the smallest (possibly negative, i.e. a left shift) such that
-    ``rshift_round(max|y|, sh) <= 2**(bits-1)-1``; ``a = rshift_round(y, sh)``
-    (round half up, so every code is in range, no saturation needed) and ``e = sh - frac``.
-    ``block = 0`` means one block (per token). An all-zero block gets codes 0 and
-    ``sh = -16``.
+
+def act_scale_rom(scale_bits: int) -> torch.Tensor:
+    """ROM of the activation quantizer: ``round(2**(scale_bits+16) / m)`` indexed by the
+    scale mantissa ``m`` in ``[2**(scale_bits-1), 2**scale_bits)`` (entries ``2**scale_bits``
+    long, the low half unused; each entry 17 bits). A host constant (integers)."""
+    rom = _RCP_ROMS.get(scale_bits)
+    if rom is None:
+        n = 1 << scale_bits
+        rom = torch.tensor([0] * (n // 2) + [((1 << (scale_bits + 17)) // m + 1) >> 1 for m in range(n // 2, n)],
+                           dtype=_I64)
+        _RCP_ROMS[scale_bits] = rom
+    return rom
+
+
+def quantize_act(y: torch.Tensor, frac: int, block: int, bits: int = 8,
+                 scale_bits: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Block quantizer: ``y`` (Q.frac) -> int codes and one scale ``m * 2**e`` per block.
+
+    Bits: in int32 ``Q.frac`` (..., n). Out ``a`` int``bits`` codes (int8), and per block
+    (n/block of them) the scale mantissa ``m`` (unsigned ``scale_bits`` wide, or 1) and
+    exponent ``e`` (signed): value ``a * m * 2**e``. ``block = 0``: one block (per token).
+    With ``qmax = 2**(bits-1)-1`` and ``amax = max|y|`` of the block:
+
+    * ``scale_bits = 0`` (power-of-two scale): the shift ``sh`` is the smallest (possibly
+      negative, a left shift) with ``rshift_round(amax, sh) <= qmax``;
+      ``a = rshift_round(y, sh)`` (in range by construction), ``m = 1``, ``e = sh - frac``.
+      An all-zero block gets ``sh = -16``.
+    * ``scale_bits = b > 0`` (mantissa scale, the llama.cpp Q8 block idea in fixed point):
+      ``r = amax * round(2**24/qmax)`` (31x18-bit product: ``amax/qmax`` in
+      ``Q.(frac+24)``); ``s = bit_length(r) - b``; ``m = ceil(r / 2**s)`` (add
+      ``2**s - 1``, shift; a left shift when ``s < 0``), and when it carries to ``2**b``,
+      ``m = 2**(b-1)``, ``s += 1``; then
+      ``a = clamp(rshift_round(y * R[m], s + b - 8), -qmax, qmax)`` with the reciprocal ROM
+      ``R[m] = round(2**(b+16)/m)`` (:func:`act_scale_rom`; 31x17-bit product), i.e.
+      ``a ~= y / (m * 2**(s-24))``; ``e = s - 24 - frac``. An all-zero block gets codes 0,
+      ``m = 2**(b-1)`` and ``s = -16``. Since the scale is rounded up, ``|y|/scale <=
+      qmax`` and the clamp never cuts more than rounding noise: the error is <= 1/2 step
+      (+ 2**-15 of a step from the ROM) and the block max maps to ``qmax(1 - 2**(1-b))`` or
+      more.
     """
     y = y.to(_I64)
     n = y.shape[-1]
@@ -179,50 +218,140 @@ def quantize_act(y: torch.Tensor, frac: int, block: int, bits: int = 8) -> tuple
     yb = y.reshape(*y.shape[:-1], n // blk, blk)
     amax = yb.abs().amax(-1)
     qmax = (1 << (bits - 1)) - 1
-    sh = fx.bit_length(amax) - (bits - 1)
-    sh = torch.where(amax == 0, torch.full_like(sh, -16), sh)
-    sh = torch.where(fx.rshift_round(amax, sh) > qmax, sh + 1, sh)
-    a = fx.rshift_round(yb, sh.unsqueeze(-1))
-    return a.reshape(y.shape), sh - frac
+    if scale_bits == 0:
+        sh = fx.bit_length(amax) - (bits - 1)
+        sh = torch.where(amax == 0, torch.full_like(sh, -16), sh)
+        sh = torch.where(fx.rshift_round(amax, sh) > qmax, sh + 1, sh)
+        a = fx.rshift_round(yb, sh.unsqueeze(-1))
+        return a.reshape(y.shape), sh - frac, torch.ones_like(sh)
+    b = scale_bits
+    r = amax * (((1 << (_SCALE_FRAC + 1)) // qmax + 1) >> 1)
+    s = fx.bit_length(r) - b
+    m = torch.where(s > 0, (r + (torch.ones_like(s) << s.clamp(min=0)) - 1) >> s.clamp(min=0),
+                    r << (-s).clamp(min=0))  # ceiling shift: the scale never undershoots
+    carry = m >= (1 << b)
+    m = torch.where(carry, m >> 1, m)
+    s = s + carry.to(_I64)
+    zero = amax == 0
+    m = torch.where(zero, torch.full_like(m, 1 << (b - 1)), m)
+    s = torch.where(zero, torch.full_like(s, -16), s)
+    rom = act_scale_rom(b)[m]
+    a = fx.rshift_round(yb * rom.unsqueeze(-1), (s + b - 8).unsqueeze(-1)).clamp(-qmax, qmax)
+    return a.reshape(y.shape), s - _SCALE_FRAC - frac, m
 
 
 # -------------------------------------------------------------------------- matvec ---
+@dataclass(frozen=True)
+class MatvecWeights:
+    """A weight matrix laid out for :func:`matvec_prepared` (host side, built once).
+
+    ``codes`` (groups, 32, rows) float32 holding the integers ``code - offset``; ``d`` and
+    ``m`` (groups, rows) float64 holding the f16 group scale / minimum values exactly
+    (``mant * 2**exp`` of :func:`f16_decode`); ``m`` is ``None`` for symmetric formats.
+    """
+
+    codes: torch.Tensor
+    d: torch.Tensor
+    m: torch.Tensor | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        ng, g, rows = self.codes.shape
+        return rows, ng * g
+
+
+def matvec_prepare(w_codes: torch.Tensor, w_offset: int, d_bits: torch.Tensor,
+                   m_bits: torch.Tensor | None) -> MatvecWeights:
+    """Host layout of a group-quantized matrix for the matvec reference (no rounding)."""
+    rows, cols = w_codes.shape
+    ng = cols // GROUP
+    wc = w_codes if w_codes.dtype == torch.float32 else (w_codes.to(_I64) - w_offset).to(torch.float32)
+    codes = wc.reshape(rows, ng, GROUP).permute(1, 2, 0).contiguous()
+
+    def val(bits):
+        mant, ex = f16_decode(bits)
+        return mant.to(torch.float64) * torch.pow(2.0, ex.to(torch.float64))
+
+    return MatvecWeights(codes, val(d_bits).T.contiguous(), None if m_bits is None else val(m_bits).T.contiguous())
+
+
 def matvec(w_codes: torch.Tensor, w_offset: int, d_bits: torch.Tensor, m_bits: torch.Tensor | None,
            a: torch.Tensor, a_exp: torch.Tensor, out_frac: int, acc_bits: int = 48,
-           acc_frac: int = 24) -> torch.Tensor:
+           acc_frac: int = 24, a_man: torch.Tensor | None = None) -> torch.Tensor:
     """Matrix-vector product with per-group weight dequantization (the matvec unit).
 
     Bits: weights ``w_codes`` (rows, cols) stored codes (or float32 ``code - offset``,
     pre-converted by the host, with ``w_offset`` 0) (uint4 for Q4_1/Q4_0/W2 with
     ``w_offset`` 0/8/0, int8 for Q8_0, {-1,0,1} ternary); ``d_bits``/``m_bits``
-    (rows, cols/32) f16 patterns. Input ``a`` int8 (cols,) with exponents ``a_exp``, one
-    per activation block (a whole number of groups). Per row ``r`` and group ``g``:
+    (rows, cols/32) f16 patterns. Input ``a`` int8 (cols,) with one scale
+    ``a_man * 2**a_exp`` per activation block (a whole number of groups; ``a_man``
+    unsigned <= 12 bits, ``None`` = 1) from :func:`quantize_act`. Per row ``r`` and
+    group ``g`` (``mant``/``exp`` from :func:`f16_decode`):
 
     * ``P = sum_j a_j*(code_j - offset)`` exact (<= 8+8+5 = 21 bits), ``S = sum_j a_j`` (13 bits);
-    * ``t = rshift_round(mant(d)*P, -(exp(d)+e_g+acc_frac))
-      + rshift_round(mant(m)*S, -(exp(m)+e_g+acc_frac))``: 12x21-bit products, barrel
-      shift with round half up into ``Q.acc_frac``;
+    * ``t = rshift_round(mant(d)*P*a_man, -(exp(d)+a_exp+acc_frac))
+      + rshift_round(mant(m)*S*a_man, -(exp(m)+a_exp+acc_frac))``: 12x21x12-bit
+      products (<= 45 bits), barrel shift with round half up into ``Q.acc_frac``;
     * the ``acc_bits`` accumulator sums the group terms and wraps modulo ``2**acc_bits``.
 
     Out int32 ``Q.out_frac``: ``rshift_round(acc, acc_frac - out_frac)`` saturated.
     """
+    W = matvec_prepare(w_codes, w_offset, d_bits, m_bits)
+    return matvec_prepared(W, a, a_exp, out_frac, acc_bits, acc_frac, a_man)
+
+
+def _round_half_up_f64(x: torch.Tensor) -> torch.Tensor:
+    # floor(x + 1/2) of a float64 holding (integer <= 2**45) * 2**k: exact as long as the
+    # bits from 2**-1 to the top fit 53 bits (the terms are < 2**acc_bits <= 2**51 here).
+    return torch.floor(x + 0.5).to(_I64)
+
+
+def matvec_prepared(W: MatvecWeights, a: torch.Tensor, a_exp: torch.Tensor, out_frac: int,
+                    acc_bits: int = 48, acc_frac: int = 24, a_man: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`matvec` on a :class:`MatvecWeights` (same bits; the fast path).
+
+    Implementation note: the group sums are a float32 batched GEMM (each is a sum of 32
+    products < 2**16, so every partial sum is an exact integer < 2**24) and the per-group
+    terms ``mant(d)*P*a_man*2**k`` are float64 products of integers with <= 45
+    significant bits times powers of two, hence exact; ``floor(x + 1/2)`` is then exactly
+    ``rshift_round``. Terms whose magnitude reaches ``2**51`` (outside any sane
+    accumulator) are not supported.
+    """
+    ng, _, rows = W.codes.shape
+    ab = a.reshape(ng, GROUP)
+    e = a_exp.to(_I64).reshape(-1)
+    e = e.repeat_interleave(ng // e.numel())
+    sc = torch.pow(2.0, (e + acc_frac).to(torch.float64))
+    if a_man is not None:
+        am = a_man.to(_I64).reshape(-1)
+        sc = sc * am.repeat_interleave(ng // am.numel()).to(torch.float64)
+    sc = sc.unsqueeze(-1)
+    P = torch.bmm(ab.to(torch.float32).unsqueeze(1), W.codes).squeeze(1)  # (ng, rows), exact
+    t = _round_half_up_f64(P.to(torch.float64) * W.d * sc)
+    if W.m is not None:
+        S = ab.to(_I64).sum(-1).to(torch.float64).unsqueeze(-1)
+        t = t + _round_half_up_f64(W.m * (S * sc))
+    acc = IntFormat(acc_bits).wrap(t.sum(0))
+    return _sat32(fx.rshift_round(acc, acc_frac - out_frac))
+
+
+def matvec_int(w_codes: torch.Tensor, w_offset: int, d_bits: torch.Tensor, m_bits: torch.Tensor | None,
+               a: torch.Tensor, a_exp: torch.Tensor, out_frac: int, acc_bits: int = 48,
+               acc_frac: int = 24, a_man: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`matvec` written with integer operations only (slow; the bit-level statement,
+    used to check the fast path). Same bits in and out as :func:`matvec`."""
     rows, cols = w_codes.shape
     ng = cols // GROUP
-    wc = w_codes if w_codes.dtype == torch.float32 else (w_codes.to(_I64) - w_offset).to(torch.float32)
+    wc = (w_codes.to(_I64) - w_offset) if w_codes.dtype != torch.float32 else w_codes.to(_I64)
     ab = a.to(_I64).reshape(ng, GROUP)
-    e = a_exp.to(_I64).reshape(-1).repeat_interleave(ng // a_exp.numel())  # per group
-    # Group sums as one GEMM against a block-diagonal activation matrix (cols, ng). Every
-    # output sums <= 32 products int8 x (|code| <= 128) < 2**24 plus zeros, so float32
-    # BLAS gives the exact integers.
-    bd = torch.zeros(ng, GROUP, ng, dtype=torch.float32)
-    bd[torch.arange(ng), :, torch.arange(ng)] = ab.to(torch.float32)
-    P = (wc @ bd.reshape(cols, ng)).to(_I64)  # (rows, ng)
+    e = a_exp.to(_I64).reshape(-1).repeat_interleave(ng // a_exp.numel())
+    am = torch.ones_like(e) if a_man is None else a_man.to(_I64).reshape(-1).repeat_interleave(ng // a_man.numel())
+    P = (wc.reshape(rows, ng, GROUP) * ab).sum(-1)
     md, ed = f16_decode(d_bits)
-    t = fx.rshift_round(md * P, -(ed + e + acc_frac))
+    t = fx.rshift_round(md * P * am, -(ed + e + acc_frac))
     if m_bits is not None:
-        S = ab.sum(-1)
         mm, em = f16_decode(m_bits)
-        t = t + fx.rshift_round(mm * S, -(em + e + acc_frac))
+        t = t + fx.rshift_round(mm * ab.sum(-1) * am, -(em + e + acc_frac))
     acc = IntFormat(acc_bits).wrap(t.sum(-1))
     return _sat32(fx.rshift_round(acc, acc_frac - out_frac))
 
@@ -337,7 +466,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frac: int, act_
     nh, hd = q.shape
     T, nkv, _ = k.shape
     rep = nh // nkv
-    qa, qe = quantize_act(q, frac, hd, act_bits)  # qe: (nh, 1)
+    qa, qe, _ = quantize_act(q, frac, hd, act_bits)  # qe: (nh, 1), power-of-two scale
     C = round((1 << score_frac) / hd ** 0.5)  # host constant
     kh = k.to(_I64).repeat_interleave(rep, dim=1)  # (T, nh, hd)
     vh = v.to(_I64).repeat_interleave(rep, dim=1)

@@ -40,21 +40,25 @@ _I64 = torch.int64
 
 @dataclass
 class PackedMatrix:
-    """A matrix ready for the matvec unit: codes (minus offset, float32 for exact BLAS
-    group sums of small integers) and f16 scale / min bit patterns per group."""
+    """A matrix ready for the matvec unit: the stored integer groups (``kind``, f16 scale /
+    min bit patterns) and their :class:`~ref_model.decode.MatvecWeights` layout."""
 
     kind: str
-    codes: torch.Tensor  # float32 (rows, cols), integer values (code - offset)
     d_bits: torch.Tensor
     m_bits: torch.Tensor | None
+    w: U.MatvecWeights
 
     @classmethod
     def from_blocks(cls, b) -> "PackedMatrix":
-        return cls(b.kind, (b.codes - b.offset).to(torch.float32), b.d_bits, b.m_bits)
+        return cls(b.kind, b.d_bits, b.m_bits, U.matvec_prepare(b.codes, b.offset, b.d_bits, b.m_bits))
 
-    def __call__(self, a, a_exp, num: U.DecodeNumerics) -> torch.Tensor:
-        return U.matvec(self.codes, 0, self.d_bits, self.m_bits, a, a_exp, num.act_frac,
-                        num.acc_bits, num.acc_frac)
+    @property
+    def codes(self) -> torch.Tensor:
+        """(rows, cols) integer values ``code - offset`` (float32)."""
+        return self.w.codes.permute(2, 0, 1).reshape(self.w.shape)
+
+    def __call__(self, a, a_exp, a_man, num: U.DecodeNumerics) -> torch.Tensor:
+        return U.matvec_prepared(self.w, a, a_exp, num.act_frac, num.acc_bits, num.acc_frac, a_man)
 
 
 @dataclass
@@ -153,7 +157,7 @@ class IntLlama:
     # ------------------------------------------------------------------------- step ---
     def _act(self, y):
         n = self.num
-        return U.quantize_act(y, n.act_frac, n.act_block, n.act_bits)
+        return U.quantize_act(y, n.act_frac, n.act_block, n.act_bits, n.act_scale_bits)
 
     @torch.no_grad()
     def step(self, token: int, cache: IntKVCache, trace: dict | None = None) -> torch.Tensor:
@@ -168,27 +172,27 @@ class IntLlama:
         phase = fx.rope_phase(pos, self.rope_consts)
         for i, L in enumerate(self.layers):
             h = U.rmsnorm(x, L["attn_gain"], self.eps_int, F, num.norm_gain_frac, num.ss_shift)
-            a, e = self._act(h)
-            q = U.rope(L["attn_q"](a, e, num).view(nh, hd), phase)
-            k = U.rope(L["attn_k"](a, e, num).view(nkv, hd), phase)
-            v = L["attn_v"](a, e, num).view(nkv, hd)
+            a = self._act(h)
+            q = U.rope(L["attn_q"](*a, num).view(nh, hd), phase)
+            k = U.rope(L["attn_k"](*a, num).view(nkv, hd), phase)
+            v = L["attn_v"](*a, num).view(nkv, hd)
             c = cache.layers[i]
             c.k_raw[pos], c.v_raw[pos] = k, v
             K, V = self._kv_update(c, pos + 1)
             o = U.attention(q, K, V, F, num.act_bits, num.score_frac, num.prob_frac).reshape(-1)
-            a, e = self._act(o)
-            x = U.residual_add(x, L["attn_output"](a, e, num))
+            a = self._act(o)
+            x = U.residual_add(x, L["attn_output"](*a, num))
             h = U.rmsnorm(x, L["ffn_gain"], self.eps_int, F, num.norm_gain_frac, num.ss_shift)
-            a, e = self._act(h)
-            f = U.swiglu(L["ffn_gate"](a, e, num), L["ffn_up"](a, e, num), F)
-            a, e = self._act(f)
-            x = U.residual_add(x, L["ffn_down"](a, e, num))
+            a = self._act(h)
+            f = U.swiglu(L["ffn_gate"](*a, num), L["ffn_up"](*a, num), F)
+            a = self._act(f)
+            x = U.residual_add(x, L["ffn_down"](*a, num))
             if trace is not None:
                 trace.setdefault("resid", []).append(x.clone())
         cache.length = pos + 1
         h = U.rmsnorm(x, self.out_gain, self.eps_int, F, num.norm_gain_frac, num.ss_shift)
-        a, e = self._act(h)
-        return self.lm_head(a, e, num)
+        a = self._act(h)
+        return self.lm_head(*a, num)
 
     def to_float(self, logits: torch.Tensor) -> torch.Tensor:
         """Host readout: int32 ``Q.act_frac`` logits to float32."""

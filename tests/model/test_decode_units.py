@@ -27,17 +27,24 @@ def test_f16_decode_all_patterns():
     assert m.abs().max() <= 2047
 
 
-@pytest.mark.parametrize("block", [0, 32])
-def test_quantize_act(block):
+@pytest.mark.parametrize("block,scale_bits", [(0, 0), (32, 0), (0, 8), (32, 8), (32, 4)])
+def test_quantize_act(block, scale_bits):
     y = _fix(torch.randn(256, generator=G) * 5)
     y[40] = 3000 << F  # an outlier
-    a, e = U.quantize_act(y, F, block)
-    assert a.abs().max() <= 127 and e.numel() == (1 if block == 0 else 8)
-    deq = a.view(e.numel(), -1).double() * torch.pow(2.0, e.double()).unsqueeze(-1)
-    err = (deq.reshape(-1) - y.double() / (1 << F)).abs().view(e.numel(), -1)
-    assert (err <= torch.pow(2.0, e.double() - 1).unsqueeze(-1) + 1e-12).all()
-    # the largest magnitude of each block uses the top half of the code range
-    assert (a.view(e.numel(), -1).abs().amax(-1) >= 64).all()
+    y[64:96] = 0  # an all-zero block
+    a, e, m = U.quantize_act(y, F, block, 8, scale_bits)
+    nb = 1 if block == 0 else 8
+    assert a.abs().max() <= 127 and e.numel() == nb and m.numel() == nb
+    step = (m.double() * torch.pow(2.0, e.double())).unsqueeze(-1)
+    deq = a.view(nb, -1).double() * step
+    err = (deq.reshape(-1) - y.double() / (1 << F)).abs().view(nb, -1)
+    assert (err <= step / 2 * (1 + 2.0 ** -15) + 1e-12).all()
+    top = a.view(nb, -1).abs().amax(-1)[y.view(nb, -1).abs().amax(-1) > 0]
+    if scale_bits == 0:
+        assert (m == 1).all() and (top >= 64).all()  # power of two: top half of the range
+    else:
+        assert ((m >= 1 << (scale_bits - 1)) & (m < 1 << scale_bits)).all()
+        assert (top >= 127 * (1 - 2.0 ** (1 - scale_bits))).all()  # block max lands near qmax
 
 
 @pytest.mark.parametrize("maker", [quantize_q8_0, quantize_w2, quantize_ternary])
@@ -49,12 +56,29 @@ def test_matvec_matches_dequantized_float(maker):
     if b.m_bits is not None:
         wf = wf + f16_value(b.m_bits).repeat_interleave(32, 1)
     y = _fix(torch.randn(128, generator=G) * 3)
-    a, e = U.quantize_act(y, F, 32)
-    xq = a.double() * torch.pow(2.0, e.double()).repeat_interleave(32)
-    out = U.matvec(b.codes, b.offset, b.d_bits, b.m_bits, a, e, F)
-    ref = wf.double() @ xq
-    # per group one rounding at Q.24, then one at the output: <= 1 LSB of Q.12
-    assert ((out.double() / (1 << F) - ref).abs() <= 2 ** -F * 0.5 + 4 * 2 ** -24).all()
+    for sb in (0, 8):
+        a, e, m = U.quantize_act(y, F, 32, 8, sb)
+        xq = a.double() * (m.double() * torch.pow(2.0, e.double())).repeat_interleave(32)
+        out = U.matvec(b.codes, b.offset, b.d_bits, b.m_bits, a, e, F, a_man=m)
+        ref = wf.double() @ xq
+        # per group one rounding at Q.24, then one at the output: <= 1 LSB of Q.12
+        assert ((out.double() / (1 << F) - ref).abs() <= 2 ** -F * 0.5 + 4 * 2 ** -24).all()
+        assert torch.equal(out, U.matvec_int(b.codes, b.offset, b.d_bits, b.m_bits, a, e, F, a_man=m))
+
+
+def test_matvec_fast_path_is_bit_exact():
+    """The float-backed fast path equals the integer statement on wide random inputs."""
+    for maker in (quantize_q8_0, quantize_w2):
+        w = torch.randn(40, 256, generator=G) * torch.logspace(-4, 1, 256)
+        b = maker(w)
+        y = _fix(torch.randn(256, generator=G) * torch.logspace(-3, 4, 256))
+        y[:32] = 0
+        for sb in (0, 8, 12):
+            a, e, m = U.quantize_act(y, F, 32, 8, sb)
+            for acc_bits, acc_frac, of in ((48, 24, F), (32, 16, 8), (40, 30, 16)):
+                fast = U.matvec(b.codes, b.offset, b.d_bits, b.m_bits, a, e, of, acc_bits, acc_frac, m)
+                ref = U.matvec_int(b.codes, b.offset, b.d_bits, b.m_bits, a, e, of, acc_bits, acc_frac, m)
+                assert torch.equal(fast, ref), (maker.__name__, sb, acc_bits)
 
 
 def test_matvec_accumulator_wraps():
