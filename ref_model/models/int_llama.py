@@ -70,9 +70,11 @@ class _LayerKV:
     k_codes: torch.Tensor  # stored codes (what DRAM holds)
     v_codes: torch.Tensor
     k_min: list = field(default_factory=list)  # per K group: (1, nkv, hd) Q.F minimum
-    k_sh: list = field(default_factory=list)   # per K group: (1, nkv, hd) shift
+    k_sh: list = field(default_factory=list)   # per K group: (1, nkv, hd) step exponent
+    k_m: list = field(default_factory=list)    # per K group: (1, nkv, hd) step mantissa
     v_min: torch.Tensor | None = None  # (max_len, nkv, 1)
     v_sh: torch.Tensor | None = None
+    v_m: torch.Tensor | None = None
     kq: int = 0  # tokens whose K is quantized
     vq: int = 0  # tokens whose V is quantized
 
@@ -125,7 +127,8 @@ class IntLlama:
         z = lambda: torch.zeros(max_len, hp.n_kv_heads, hp.head_dim, dtype=_I64)  # noqa: E731
         layers = [_LayerKV(z(), z(), z(), z(), z(), z(),
                            v_min=torch.zeros(max_len, hp.n_kv_heads, 1, dtype=_I64),
-                           v_sh=torch.zeros(max_len, hp.n_kv_heads, 1, dtype=_I64))
+                           v_sh=torch.zeros(max_len, hp.n_kv_heads, 1, dtype=_I64),
+                           v_m=torch.zeros(max_len, hp.n_kv_heads, 1, dtype=_I64))
                   for _ in range(hp.n_layers)]
         return IntKVCache(layers, max_len)
 
@@ -137,18 +140,19 @@ class IntLlama:
         old = max(n - num.kv_window, 0)
         while c.vq < old:  # V: per token, one group per KV head
             t = c.vq
-            codes, mn, sh = U.kv_quantize(c.v_raw[t], num.kv_bits, dim=-1)
-            c.v_codes[t], c.v_min[t], c.v_sh[t] = codes, mn, sh
-            c.v_deq[t] = U.kv_dequantize(codes, mn, sh)
+            codes, mn, sh, m = U.kv_quantize(c.v_raw[t], num.kv_bits, -1, num.kv_scale_bits)
+            c.v_codes[t], c.v_min[t], c.v_sh[t], c.v_m[t] = codes, mn, sh, m
+            c.v_deq[t] = U.kv_dequantize(codes, mn, sh, m)
             c.vq += 1
         G = num.k_group
         while c.kq + G <= old:  # K: per channel over a complete group of G tokens
             s = slice(c.kq, c.kq + G)
-            codes, mn, sh = U.kv_quantize(c.k_raw[s], num.kv_bits, dim=0)
+            codes, mn, sh, m = U.kv_quantize(c.k_raw[s], num.kv_bits, 0, num.kv_scale_bits)
             c.k_codes[s] = codes
             c.k_min.append(mn)
             c.k_sh.append(sh)
-            c.k_deq[s] = U.kv_dequantize(codes, mn, sh)
+            c.k_m.append(m)
+            c.k_deq[s] = U.kv_dequantize(codes, mn, sh, m)
             c.kq += G
         K = torch.cat([c.k_deq[: c.kq], c.k_raw[c.kq: n]])
         V = torch.cat([c.v_deq[: c.vq], c.v_raw[c.vq: n]])

@@ -116,16 +116,21 @@ def test_rope_close_to_float():
     assert (out - ref).abs().max() <= 2 ** -F + x.abs().max() * 2 * 2 ** -16
 
 
-def test_kv_quantize_bounds():
+@pytest.mark.parametrize("scale_bits", [0, 8])
+def test_kv_quantize_bounds(scale_bits):
     x = _fix(torch.randn(32, 3, 64, generator=G) * 2)
+    x[:, 1, 5] = 7  # a constant channel
     for bits in (2, 4, 8):
-        codes, mn, sh = U.kv_quantize(x, bits, dim=0)  # K: per channel over tokens
-        assert mn.shape == (1, 3, 64) and codes.min() >= 0 and codes.max() <= (1 << bits) - 1
-        err = (U.kv_dequantize(codes, mn, sh) - x).abs()
-        assert (err <= (1 << sh) // 2).all()
-        codes, mn, sh = U.kv_quantize(x, bits, dim=-1)  # V: per token
-        assert mn.shape == (32, 3, 1)
-        assert ((U.kv_dequantize(codes, mn, sh) - x).abs() <= (1 << sh) // 2).all()
+        for dim, shape in ((0, (1, 3, 64)), (-1, (32, 3, 1))):  # K per channel, V per token
+            codes, mn, e, m = U.kv_quantize(x, bits, dim, scale_bits)
+            assert mn.shape == shape and codes.min() >= 0 and codes.max() <= (1 << bits) - 1
+            step = m.double() * torch.pow(2.0, e.double())
+            rng = x.amax(dim, keepdim=True) - mn
+            assert (step * ((1 << bits) - 0.5) >= rng).all()  # the step covers the range
+            if scale_bits:
+                assert (step * ((1 << bits) - 1) <= rng * (1 + 2.0 ** (1 - scale_bits)) + 1).all()
+            err = (U.kv_dequantize(codes, mn, e, m) - x).abs()
+            assert (err <= step / 2 * (1 + 2.0 ** -15) + 0.5).all()
 
 
 def test_attention_close_to_float():
