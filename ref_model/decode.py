@@ -55,6 +55,9 @@ class DecodeNumerics:
     ---------------------------------
     act_frac [12] : fractional bits ``F`` of the int32 activation / residual format.
     act_bits [8] : width of matvec input codes (signed).
+    norm_act_bits [12] : width of the matvec input codes that come straight from an RMSNorm
+        (the Q/K/V, FFN gate/up and LM head inputs), up to 12 bits (the matvec's group
+        sums stay exact: 12+8+5 bits).
     act_block [32] : elements sharing one activation scale; 0 = whole vector (per token).
         Must be 0 or a multiple of 32 (the weight group).
     act_scale_bits [8] : mantissa bits of each activation block scale (the scale is
@@ -76,6 +79,7 @@ class DecodeNumerics:
 
     act_frac: int = 12
     act_bits: int = 8
+    norm_act_bits: int = 12
     act_block: int = 32
     act_scale_bits: int = 8
     acc_bits: int = 48
@@ -92,7 +96,7 @@ class DecodeNumerics:
 
     def __post_init__(self):
         allowed = {
-            "act_frac": range(4, 17), "act_bits": range(4, 9), "act_scale_bits": (0, *range(2, 13)),
+            "act_frac": range(4, 17), "act_bits": range(4, 9), "norm_act_bits": range(4, 13), "act_scale_bits": (0, *range(2, 13)),
             "kv_scale_bits": (0, *range(2, 13)), "acc_bits": range(32, 65),
             "acc_frac": range(8, 33), "norm_gain_frac": range(8, 17), "ss_shift": range(0, 17),
             "score_frac": (16,), "prob_frac": (16,), "kv_bits": (2, 4, 8, 16),
@@ -297,15 +301,15 @@ def matvec(w_codes: torch.Tensor, w_offset: int, d_bits: torch.Tensor, m_bits: t
     Bits: weights ``w_codes`` (rows, cols) stored codes (or float32 ``code - offset``,
     pre-converted by the host, with ``w_offset`` 0) (uint4 for Q4_1/Q4_0/W2 with
     ``w_offset`` 0/8/0, int8 for Q8_0, {-1,0,1} ternary); ``d_bits``/``m_bits``
-    (rows, cols/32) f16 patterns. Input ``a`` int8 (cols,) with one scale
+    (rows, cols/32) f16 patterns. Input ``a`` int8..int12 codes (cols,) with one scale
     ``a_man * 2**a_exp`` per activation block (a whole number of groups; ``a_man``
     unsigned <= 12 bits, ``None`` = 1) from :func:`quantize_act`. Per row ``r`` and
     group ``g`` (``mant``/``exp`` from :func:`f16_decode`):
 
-    * ``P = sum_j a_j*(code_j - offset)`` exact (<= 8+8+5 = 21 bits), ``S = sum_j a_j`` (13 bits);
+    * ``P = sum_j a_j*(code_j - offset)`` exact (<= 12+8+5 = 25 bits), ``S = sum_j a_j`` (17 bits);
     * ``t = rshift_round(mant(d)*P*a_man, -(exp(d)+a_exp+acc_frac))
-      + rshift_round(mant(m)*S*a_man, -(exp(m)+a_exp+acc_frac))``: 12x21x12-bit
-      products (<= 45 bits), barrel shift with round half up into ``Q.acc_frac``;
+      + rshift_round(mant(m)*S*a_man, -(exp(m)+a_exp+acc_frac))``: 12x25x12-bit
+      products (<= 49 bits), barrel shift with round half up into ``Q.acc_frac``;
     * the ``acc_bits`` accumulator sums the group terms and wraps modulo ``2**acc_bits``.
 
     Out int32 ``Q.out_frac``: ``rshift_round(acc, acc_frac - out_frac)`` saturated.
@@ -315,7 +319,7 @@ def matvec(w_codes: torch.Tensor, w_offset: int, d_bits: torch.Tensor, m_bits: t
 
 
 def _round_half_up_f64(x: torch.Tensor) -> torch.Tensor:
-    # floor(x + 1/2) of a float64 holding (integer <= 2**45) * 2**k: exact as long as the
+    # floor(x + 1/2) of a float64 holding (integer <= 2**49) * 2**k: exact as long as the
     # bits from 2**-1 to the top fit 53 bits (the terms are < 2**acc_bits <= 2**51 here).
     return torch.floor(x + 0.5).to(_I64)
 
@@ -325,8 +329,9 @@ def matvec_prepared(W: MatvecWeights, a: torch.Tensor, a_exp: torch.Tensor, out_
     """:func:`matvec` on a :class:`MatvecWeights` (same bits; the fast path).
 
     Implementation note: the group sums are a float32 batched GEMM (each is a sum of 32
-    products < 2**16, so every partial sum is an exact integer < 2**24) and the per-group
-    terms ``mant(d)*P*a_man*2**k`` are float64 products of integers with <= 45
+    products ``|a*code| <= 2**11 * 2**7``, so every partial sum is an exact integer
+    < 2**24) and the per-group terms ``mant(d)*P*a_man*2**k`` are float64 products of
+    integers with <= 49
     significant bits times powers of two, hence exact; ``floor(x + 1/2)`` is then exactly
     ``rshift_round``. Terms whose magnitude reaches ``2**51`` (outside any sane
     accumulator) are not supported.

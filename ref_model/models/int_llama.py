@@ -8,7 +8,7 @@ integer-only and returns int32 ``Q.act_frac`` logits.
 Per layer::
 
     h  = rmsnorm(x)                      int32 Q.F
-    a  = quantize_act(h)                 int8 + exponent per act_block
+    a  = quantize_act(h)                 norm_act_bits codes + scale per act_block
     q,k,v = matvec(Wq|Wk|Wv, a)          int32 Q.F
     q,k = rope(q,k, phase(pos))
     KV cache <- k, v                     KIVI codes (K per channel, V per token) + window
@@ -159,9 +159,9 @@ class IntLlama:
         return K, V
 
     # ------------------------------------------------------------------------- step ---
-    def _act(self, y):
+    def _act(self, y, bits=None):
         n = self.num
-        return U.quantize_act(y, n.act_frac, n.act_block, n.act_bits, n.act_scale_bits)
+        return U.quantize_act(y, n.act_frac, n.act_block, bits or n.act_bits, n.act_scale_bits)
 
     @torch.no_grad()
     def step(self, token: int, cache: IntKVCache, trace: dict | None = None) -> torch.Tensor:
@@ -176,7 +176,7 @@ class IntLlama:
         phase = fx.rope_phase(pos, self.rope_consts)
         for i, L in enumerate(self.layers):
             h = U.rmsnorm(x, L["attn_gain"], self.eps_int, F, num.norm_gain_frac, num.ss_shift)
-            a = self._act(h)
+            a = self._act(h, num.norm_act_bits)
             q = U.rope(L["attn_q"](*a, num).view(nh, hd), phase)
             k = U.rope(L["attn_k"](*a, num).view(nkv, hd), phase)
             v = L["attn_v"](*a, num).view(nkv, hd)
@@ -187,7 +187,7 @@ class IntLlama:
             a = self._act(o)
             x = U.residual_add(x, L["attn_output"](*a, num))
             h = U.rmsnorm(x, L["ffn_gain"], self.eps_int, F, num.norm_gain_frac, num.ss_shift)
-            a = self._act(h)
+            a = self._act(h, num.norm_act_bits)
             f = U.swiglu(L["ffn_gate"](*a, num), L["ffn_up"](*a, num), F)
             a = self._act(f)
             x = U.residual_add(x, L["ffn_down"](*a, num))
@@ -195,7 +195,7 @@ class IntLlama:
                 trace.setdefault("resid", []).append(x.clone())
         cache.length = pos + 1
         h = U.rmsnorm(x, self.out_gain, self.eps_int, F, num.norm_gain_frac, num.ss_shift)
-        a = self._act(h)
+        a = self._act(h, num.norm_act_bits)
         return self.lm_head(*a, num)
 
     def to_float(self, logits: torch.Tensor) -> torch.Tensor:

