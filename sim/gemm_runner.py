@@ -146,7 +146,6 @@ def run_raw(cfg, a, w, *, workdir: Path) -> dict:
 def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
     """Simulate each (A, W) pair of integer tensors on the core ``cfg`` describes."""
     layout = GemmLayout(cfg)
-    bpb = cfg.bytes_per_beat
     model = build_model(cfg)
     tmp = None
     if workdir is None:

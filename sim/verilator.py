@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import cocotb
-import cocotb_tools.config
 from cocotb_tools import runner as cocotb_runner
 
 from ref_model.errors import SimulationError, ToolchainError

@@ -59,6 +59,17 @@ class _ArrayBase(wiring.Component):
     def _use_dsp(self, r, c):
         return r * self.cols + c < self.dsp_pes
 
+    def _grid(self, m, pe_class, en):
+        """rows x cols PEs as submodules ``pe_R_C``, all enabled by ``en``; the first
+        ``dsp_pes`` in row-major order get DSP multipliers."""
+        pes = [[pe_class(act_shape=self.act_shape, weight_shape=self.weight_shape, acc_bits=self.acc_bits,
+                         use_dsp=self._use_dsp(r, c)) for c in range(self.cols)] for r in range(self.rows)]
+        for r, row in enumerate(pes):
+            for c, pe in enumerate(row):
+                m.submodules[f"pe_{r}_{c}"] = pe
+                m.d.comb += pe.en.eq(en)
+        return pes
+
     def _result_fifo(self, m):
         m.submodules.results = results = fifo.SyncFIFOBuffered(width=self.cols * self.acc_bits, depth=_FIFO_DEPTH)
         # Registered so the enable that fans out to every PE starts at a flip-flop.
@@ -105,13 +116,7 @@ class OutputStationaryArray(_ArrayBase):
                      self.a.ready.eq(take), self.w.ready.eq(take)]
         a, w = self.a.payload, self.w.payload
 
-        pes = [[OutputStationaryPE(act_shape=self.act_shape, weight_shape=self.weight_shape,
-                                   acc_bits=self.acc_bits, use_dsp=self._use_dsp(r, c))
-                for c in range(C)] for r in range(R)]
-        for r in range(R):
-            for c in range(C):
-                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
-                m.d.comb += pes[r][c].en.eq(en)
+        pes = self._grid(m, OutputStationaryPE, en)
 
         # Left edge: row r skewed by r ticks (plus E edge stages), flags travel along.
         for r in range(R):
@@ -203,13 +208,8 @@ class WeightStationaryArray(_ArrayBase):
         with m.If(take & a.swap):
             m.d.sync += [loaded.eq(0), guard.eq(_IN + R + C - 1 + E)]  # swaps happen at the PE inputs
 
-        pes = [[WeightStationaryPE(act_shape=self.act_shape, weight_shape=self.weight_shape,
-                                   acc_bits=self.acc_bits, use_dsp=self._use_dsp(r, c))
-                for c in range(C)] for r in range(R)]
-        for r in range(R):
-            for c in range(C):
-                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
-                m.d.comb += [pes[r][c].en.eq(en), pes[r][c].shift.eq(shift)]
+        pes = self._grid(m, WeightStationaryPE, en)
+        m.d.comb += [pe.shift.eq(shift) for row in pes for pe in row]
         # Shadow chains: the block's vectors enter at the top of each column.
         for c in range(C):
             m.d.comb += pes[0][c].shadow_in.eq(w[c])

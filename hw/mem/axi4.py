@@ -6,7 +6,7 @@ slave uses ``.flip()``. Only INCR bursts are used; ``arsize``/``awsize`` is alwa
 full data width.
 """
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -53,7 +53,6 @@ class AXI4WriteSignature(wiring.Signature):
 def burst_limit(addr, remaining, *, max_burst: int, bytes_per_beat: int, m):
     """Beats of the next burst from ``addr``: at most ``max_burst``, ``remaining``, and
     never across a 4 KiB boundary. Returns an Amaranth value (combinational)."""
-    from amaranth.hdl import Mux, Signal
     shift = bytes_per_beat.bit_length() - 1
     to_boundary = Signal(range(BOUNDARY_BYTES // bytes_per_beat + 1))
     m.d.comb += to_boundary.eq((BOUNDARY_BYTES - addr[:12]) >> shift)

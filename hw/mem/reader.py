@@ -1,6 +1,6 @@
 """Burst read DMA: a (byte address, beat count) command becomes AXI4 INCR bursts."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -116,7 +116,6 @@ class WeightStationaryPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        prod_shape = product_shape(self.act_shape, self.weight_shape)
         active = Signal(self.weight_shape)
         weight = Signal(self.weight_shape)
         swapping = self.valid_in & self.swap_in

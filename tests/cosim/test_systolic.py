@@ -54,7 +54,6 @@ def check_runs(cfg, label, cases, runs, seed, overrides):
             i, j = bad[0].tolist()
             raise AssertionError(f"{where} {len(bad)} of {ref.numel()} words differ; first at C[{i},{j}]: "
                                  f"got {int(run.c[i, j])}, expected {int(ref[i, j])}")
-        m, k, n = a.shape[0], a.shape[1], w.shape[1]
         assert run.counters["busy"] >= 1 and run.counters["cycles"] > run.counters["busy"], where
         assert run.counters["read_bytes"] >= len(run.image.a_bytes), where
         assert run.counters["write_bytes"] == run.image.c_size, where

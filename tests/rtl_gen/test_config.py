@@ -1,6 +1,5 @@
 """Config schema: shipped configs load; each bad value is one clear line and exit 1."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
