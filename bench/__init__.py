@@ -1,21 +1,23 @@
 """Benchmarks: they run the hardware in simulation and the report flow, and write JSON
-results and a plot (``bench/results/``). Numbers, not pass/fail: tests check behaviour."""
+results and a plot (``bench/results/``). Numbers, not pass/fail: tests check behaviour.
+
+Each suite is a module ``bench/SUITE.py`` with ``run(args, json_path) -> int``; ``args``
+is the parsed ``lutforge bench`` command line (``quick``, ``no_report``, ``report_from``,
+``threads``...)."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
+#: ``lutforge bench SUITE`` -> module under bench/
+SUITES = ("systolic", "reference")
 
-def run_bench(suite: str, *, quick: bool, json_path: str | None, extra) -> int:
-    if suite == "systolic":
-        from .systolic import run
-        reports = [Path(p) for p in (getattr(extra, "report_from", None) or [])]
-        return run(quick=quick, json_path=Path(json_path) if json_path else RESULTS_DIR / "systolic.json",
-                   with_report=not getattr(extra, "no_report", False), reports=reports)
-    if suite == "reference":
-        from .reference import run
-        return run(quick=quick, json_path=Path(json_path) if json_path else RESULTS_DIR / "reference.json",
-                   threads=getattr(extra, "threads", 1) or 1)
-    raise ValueError(f"unknown benchmark suite {suite!r}")
+
+def run_bench(suite: str, *, json_path: str | None, args) -> int:
+    if suite not in SUITES:
+        raise ValueError(f"unknown benchmark suite {suite!r}; allowed: {', '.join(SUITES)}")
+    module = importlib.import_module(f"bench.{suite}")
+    return module.run(args, Path(json_path) if json_path else RESULTS_DIR / f"{suite}.json")

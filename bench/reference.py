@@ -36,7 +36,12 @@ def _decode_speed(backend, ids: list[int], n: int) -> tuple[float, list[int]]:
     return n / (time.perf_counter() - t0), out
 
 
-def run(quick: bool, json_path: Path, threads: int = 1, model: str | None = None) -> int:
+def run(args, json_path: Path) -> int:
+    """``lutforge bench reference [--quick] [--threads N]``."""
+    return run_suite(args.quick, json_path, threads=max(1, args.threads))
+
+
+def run_suite(quick: bool, json_path: Path, threads: int = 1, model: str | None = None) -> int:
     from ref_model.models.generate import DEFAULT_TEXT, Backend, fidelity, quant_numerics, resolve_model
 
     torch.set_num_threads(threads)

@@ -115,7 +115,13 @@ def _plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run(*, quick: bool, json_path: Path, with_report: bool, reports: list[Path] = ()) -> int:
+def run(args, json_path: Path) -> int:
+    """``lutforge bench systolic [--quick] [--no-report] [--report-from JSON ...]``."""
+    return run_suite(quick=args.quick, json_path=json_path, with_report=not args.no_report,
+                     reports=[Path(p) for p in (args.report_from or [])])
+
+
+def run_suite(*, quick: bool, json_path: Path, with_report: bool, reports: list[Path] = ()) -> int:
     plan = QUICK if quick else FULL
     results = {"suite": "systolic", "quick": quick, "host": platform.node(), "python": platform.python_version(),
                "configs": []}

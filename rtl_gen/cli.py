@@ -114,7 +114,7 @@ def cmd_report(args) -> int:
 
 def cmd_bench(args) -> int:
     from bench import run_bench
-    return run_bench(args.suite, quick=args.quick, json_path=args.json, extra=args)
+    return run_bench(args.suite, json_path=args.json, args=args)
 
 
 def cmd_config(args) -> int:
@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="benchmarks: JSON results and a plot")
-    b.add_argument("suite", choices=["systolic", "reference"], help="which benchmark")
+    from bench import SUITES
+    b.add_argument("suite", choices=SUITES, help="which benchmark")
     b.add_argument("--quick", action="store_true", help="small shapes only")
     b.add_argument("--json", metavar="PATH", default=None, help="result file (default bench/results/SUITE.json)")
     b.add_argument("--no-report", action="store_true", help="skip synthesis and place-and-route")

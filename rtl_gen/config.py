@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -58,8 +58,8 @@ class OperandType(_Strict):
         return IntFormat(self.bits, self.signed)
 
 
-class CoreConfig(_Strict):
-    """The tensor core: array shape, operand types, accumulator and buffers."""
+class SystolicCoreConfig(_Strict):
+    """The systolic tensor core: array shape, operand types, accumulator and buffers."""
 
     kind: Literal["systolic"] = "systolic"
     rows: Annotated[int, Field(ge=1, le=64)]
@@ -85,6 +85,18 @@ class CoreConfig(_Strict):
                 f"acc_bits={self.acc_bits} is narrower than one {self.act.bits}x{self.weight.bits}-bit "
                 f"product ({prod} bits); allowed: acc_bits >= {prod}")
         return self
+
+
+#: The ``core`` section: one schema class per core kind, chosen by its ``kind`` key.
+#: A new core kind adds its class here; kind-specific derived values are properties
+#: of that class, shared ones (memory port, device) stay on AcceleratorConfig.
+CoreConfig = Annotated[SystolicCoreConfig, Field(discriminator="kind")]
+
+
+def core_kinds() -> list[str]:
+    """The values ``core.kind`` may take."""
+    members = get_args(get_args(CoreConfig)[0]) or (get_args(CoreConfig)[0],)
+    return [get_args(m.model_fields["kind"].annotation)[0] for m in members]
 
 
 class SimMemoryConfig(_Strict):
@@ -142,6 +154,8 @@ class AcceleratorConfig(_Strict):
     @model_validator(mode="after")
     def _chunks_start_on_beats(self):
         # Weight-stationary row chunks of m_tile a-vectors must start on a beat boundary.
+        if self.core.kind != "systolic":
+            return self
         slots, _ = packing(self.a_vector_bits, self.memory.data_bits)
         if self.core.dataflow == "weight_stationary" and self.core.m_tile % slots:
             raise ValueError(f"core.m_tile={self.core.m_tile} must be a multiple of {slots}, the a-vectors "
@@ -216,13 +230,21 @@ class AcceleratorConfig(_Strict):
 def _format_error(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"])
+        loc = list(e["loc"])
+        if len(loc) > 1 and loc[0] == "core" and loc[1] in core_kinds():
+            del loc[1]  # pydantic names the union member; the user wrote core.FIELD
+        path = ".".join(str(p) for p in loc)
         kind = e["type"]
         if kind == "extra_forbidden":
             lines.append(f"{path}: unknown key (not part of the schema)")
             continue
         if kind == "missing":
             lines.append(f"{path}: required field is missing")
+            continue
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            tag = e.get("ctx", {}).get("tag")
+            what = f"{path}.kind={json.dumps(tag)}: unknown kind" if tag is not None else f"{path}.kind: required field is missing"
+            lines.append(f"{what}; allowed: {', '.join(core_kinds())}")
             continue
         msg = e["msg"]
         if msg.startswith("Value error, "):

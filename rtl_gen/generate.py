@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -14,12 +15,20 @@ from ref_model.errors import LutforgeError
 from .config import AcceleratorConfig
 
 
+#: core.kind -> (module, class) of its generator; the class takes the AcceleratorConfig.
+CORE_GENERATORS = {
+    "systolic": ("hw.cores.systolic", "SystolicCore"),
+}
+
+
 def elaborate_core(cfg: AcceleratorConfig) -> wiring.Component:
     """The tensor core the config describes."""
-    if cfg.core.kind == "systolic":
-        from hw.cores.systolic import SystolicCore
-        return SystolicCore(cfg)
-    raise LutforgeError(f"core.kind={cfg.core.kind!r} has no generator yet")  # pragma: no cover (schema)
+    try:
+        module, cls = CORE_GENERATORS[cfg.core.kind]
+    except KeyError:  # pragma: no cover (the schema admits only kinds listed here)
+        raise LutforgeError(f"core.kind={cfg.core.kind!r} has no generator; allowed: "
+                            f"{', '.join(CORE_GENERATORS)}") from None
+    return getattr(importlib.import_module(module), cls)(cfg)
 
 
 def top_name(cfg: AcceleratorConfig) -> str:
