@@ -33,7 +33,7 @@ import torch
 
 from . import fixedpoint as fx
 from .errors import ConfigError
-from .formats import IntFormat
+from .formats import IntFormat, f16_decode
 
 __all__ = [
     "DecodeNumerics", "DecodeShape", "INT32", "f16_decode", "quantize_act", "matvec",
@@ -157,21 +157,6 @@ def _sat32(x):
 
 
 # ------------------------------------------------------------------------- f16 ---
-def f16_decode(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """IEEE half bit patterns to ``(mant, exp)`` with value ``mant * 2**exp``.
-
-    Bits: in uint16 patterns (finite values; the host rejects inf/NaN). Out ``mant``
-    signed 12-bit (|mant| <= 2047, implicit one restored, subnormals kept), ``exp``
-    signed in -24..5. Exact (no rounding).
-    """
-    bits = bits.to(_I64)
-    e = (bits >> 10) & 31
-    f = bits & 1023
-    mant = torch.where(e == 0, f, f | 1024)
-    mant = torch.where((bits >> 15) & 1 == 1, -mant, mant)
-    return mant, torch.where(e == 0, torch.ones_like(e), e) - 25
-
-
 # --------------------------------------------------------------- activation quant ---
 #: Fractional bits of the activation-scale computation ``amax/qmax`` (``Q.(frac+24)``).
 _SCALE_FRAC = 24
@@ -234,7 +219,7 @@ def quantize_act(y: torch.Tensor, frac: int, block: int, bits: int = 8,
       ``a ~= y / (m * 2**(s-24))``; ``e = s - 24 - frac``. An all-zero block gets codes 0,
       ``m = 2**(b-1)`` and ``s = -16``. Since the scale is rounded up, ``|y|/scale <=
       qmax`` and the clamp never cuts more than rounding noise: the error is <= 1/2 step
-      (+ 2**-15 of a step from the ROM) and the block max maps to ``qmax(1 - 2**(1-b))`` or
+      (+ 2**-15 of a step from the ROM) and the block max maps to ``qmax(1 - 2**(1-b)) - 1/2`` or
       more.
     """
     y = y.to(_I64)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ConfigError
+from .fixedpoint import rshift_round
 
 #: Widths the integer formats accept (2..16 for operands; accumulators up to 64).
 MIN_BITS = 1
@@ -100,3 +101,49 @@ def product_format(a: IntFormat, b: IntFormat) -> IntFormat:
     # [-2^(n-1)(2^m-1), (2^(n-1)-1)(2^m-1)]; signed x signed peaks at the
     # -2^(n-1) * -2^(m-1) = 2^(n+m-2) corner.
     return IntFormat(a.bits + b.bits, signed=a.signed or b.signed)
+
+
+# ------------------------------------------------------------- group scales ----------
+#: Width of a group scale as stored in memory: an IEEE-754 binary16 bit pattern.
+SCALE_BITS = 16
+#: Width of the signed mantissa :func:`f16_decode` yields (implicit one restored, sign applied).
+SCALE_MANT_BITS = 12
+
+
+def f16_decode(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IEEE half bit patterns to ``(mant, exp)`` with value ``mant * 2**exp``.
+
+    The one scale format of the hardware: group scales of the bit-serial, LUT and decode
+    matvec units are stored as f16 patterns and decoded by this rule. Bits: in uint16
+    patterns (finite values; the host rejects inf/NaN). Out ``mant`` signed 12-bit
+    (|mant| <= 2047, implicit one restored, subnormals kept), ``exp`` signed in -24..5.
+    Exact (no rounding).
+    """
+    bits = bits.to(torch.int64)
+    e = (bits >> 10) & 31
+    f = bits & 1023
+    mant = torch.where(e == 0, f, f | 1024)
+    mant = torch.where((bits >> 15) & 1 == 1, -mant, mant)
+    return mant, torch.where(e == 0, torch.ones_like(e), e) - 25
+
+
+def f16_encode(x: torch.Tensor) -> torch.Tensor:
+    """Float values to IEEE half bit patterns (int64, 0..65535), round to nearest even.
+    Raises ValueError for values that are not finite in f16 (a scale must be)."""
+    h = x.to(torch.float16)
+    if not torch.isfinite(h).all():
+        raise ValueError("scale outside the finite f16 range (|x| <= 65504)")
+    return h.view(torch.int16).to(torch.int64) & 0xFFFF
+
+
+def group_rescale(partial: torch.Tensor, scale_bits: torch.Tensor, frac: int) -> torch.Tensor:
+    """One group's contribution to a group-scaled dot product, in ``Q.frac``.
+
+    ``partial`` is the exact integer sum over the group of ``activation * weight value``;
+    ``scale_bits`` the group's f16 scale. The result is
+    ``rshift_round(mant * partial, -(exp + frac))`` (:func:`ref_model.fixedpoint.rshift_round`) with ``(mant, exp) = f16_decode(scale)``:
+    one ``12 x P``-bit product and a barrel shift with round half up (the dequantization
+    step of the tensor cores; the matvec unit of the decode engine uses the same rule).
+    """
+    mant, exp = f16_decode(scale_bits)
+    return rshift_round(mant * partial.to(torch.int64), -(exp + frac))

@@ -219,6 +219,18 @@ class AcceleratorConfig(_Strict):
     def bytes_per_beat(self) -> int:
         return self.memory.data_bits // 8
 
+    def derived(self) -> dict:
+        """The derived values a manifest records (per core kind)."""
+        if self.core.kind == "systolic":
+            def pk(bits):
+                return dict(zip(("slots", "beats_per_vector"), packing(bits, self.memory.data_bits)))
+            return {"pes": self.pes, "dsp_pes": self.dsp_pes,
+                    "a_vector_bits": self.a_vector_bits, "w_vector_bits": self.w_vector_bits,
+                    "c_vector_bits": self.c_vector_bits, "product_bits": self.product_format.bits,
+                    "a_packing": pk(self.a_vector_bits), "w_packing": pk(self.w_vector_bits),
+                    "c_packing": pk(self.c_vector_bits)}
+        return self.core.derived(self)
+
     def hash(self) -> str:
         """Stable short hash of the validated config (what a bitstream was built from)."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)

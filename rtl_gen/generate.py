@@ -53,21 +53,13 @@ def port_list(component: wiring.Component) -> list[dict]:
 
 
 def manifest_for(cfg: AcceleratorConfig, component: wiring.Component, top: str, verilog_path: Path) -> dict:
-    from hw.mem.gearbox import packing
     return {
         "top": top,
         "verilog": str(verilog_path),
         "config": cfg.name,
         "config_hash": cfg.hash(),
         "parameters": cfg.model_dump(mode="json"),
-        "derived": {
-            "pes": cfg.pes, "dsp_pes": cfg.dsp_pes,
-            "a_vector_bits": cfg.a_vector_bits, "w_vector_bits": cfg.w_vector_bits,
-            "c_vector_bits": cfg.c_vector_bits, "product_bits": cfg.product_format.bits,
-            "a_packing": dict(zip(("slots", "beats_per_vector"), packing(cfg.a_vector_bits, cfg.memory.data_bits))),
-            "w_packing": dict(zip(("slots", "beats_per_vector"), packing(cfg.w_vector_bits, cfg.memory.data_bits))),
-            "c_packing": dict(zip(("slots", "beats_per_vector"), packing(cfg.c_vector_bits, cfg.memory.data_bits))),
-        },
+        "derived": cfg.derived(),
         "ports": port_list(component),
     }
 

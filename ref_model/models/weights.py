@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from ..formats import f16_encode
 from .gguf_model import GROUP, GGUFTensor, GroupBlocks
 
 __all__ = ["f16_bits", "f16_value", "quantize_q8_0", "quantize_w2", "quantize_ternary",
@@ -31,8 +32,9 @@ __all__ = ["f16_bits", "f16_value", "quantize_q8_0", "quantize_w2", "quantize_te
 
 
 def f16_bits(x: torch.Tensor) -> torch.Tensor:
-    """Float values to IEEE half bit patterns (int64, 0..65535), round to nearest even."""
-    return x.to(torch.float16).view(torch.int16).to(torch.int64) & 0xFFFF
+    """Float values to IEEE half bit patterns (int64, 0..65535), round to nearest even
+    (:func:`ref_model.formats.f16_encode`)."""
+    return f16_encode(x)
 
 
 def f16_value(bits: torch.Tensor) -> torch.Tensor:
