@@ -95,13 +95,36 @@ def timeout_cycles(cfg, m: int, k: int, n: int) -> int:
     return 4 * (tiles * per_tile + int(traffic / rate)) + 100 * cfg.memory.sim.latency + 20000
 
 
-def _prepare(cfg, layout: GemmLayout, idx: int, a, w, workdir: Path) -> tuple[GemmImage, dict]:
-    """Check and pack one GEMM; write its memory image as a $readmemh file."""
-    bpb = cfg.bytes_per_beat
+def layout_for(cfg):
+    """The host-side memory layout of ``cfg``'s core kind."""
+    if cfg.core.kind == "lut":
+        from host_runtime.lut_layout import LutLayout
+        return LutLayout(cfg)
+    return GemmLayout(cfg)
+
+
+def _pack_case(cfg, layout, idx: int, case) -> tuple[GemmImage, int, int]:
+    """(image, command bits, timeout cycles) of one GEMM case of ``cfg``'s core kind:
+    ``(A, W)`` for the systolic core, a :class:`host_runtime.lut_layout.LutGemm` for the LUT core."""
+    if cfg.core.kind == "lut":
+        x = layout.check(idx, case)
+        img = layout.pack(x)
+        return img, layout.command(x, img), layout.timeout_cycles(x, img)
+    a, w = case
     for name, x, fmt in (("activations", a, cfg.act_format), ("weights", w, cfg.weight_format)):
         if not fmt.contains(x):
             raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
     img = layout.pack(a, w)
+    cmd = GemmCommand(cfg.memory.addr_bits).const({
+        "a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr,
+        "m": img.m, "k": img.k, "n": img.n}).as_bits()
+    return img, cmd, timeout_cycles(cfg, img.m, img.k, img.n)
+
+
+def _prepare(cfg, layout, idx: int, case, workdir: Path) -> tuple[GemmImage, dict]:
+    """Check and pack one GEMM; write its memory image as a $readmemh file."""
+    bpb = cfg.bytes_per_beat
+    img, cmd, timeout = _pack_case(cfg, layout, idx, case)
     if img.end > cfg.memory.sim.size_bytes:
         raise LutforgeError(f"GEMM {idx} ({img.m}x{img.k}x{img.n}) needs {img.end} bytes of memory; "
                             f"memory.sim.size_bytes is {cfg.memory.sim.size_bytes}")
@@ -110,11 +133,8 @@ def _prepare(cfg, layout: GemmLayout, idx: int, a, w, workdir: Path) -> tuple[Ge
         fh.write(_hex_lines(img.a_addr // bpb, img.a_bytes, bpb))
         fh.write(_hex_lines(img.w_addr // bpb, img.w_bytes, bpb))
         fh.write(_hex_lines(img.c_addr // bpb, bytes([POISON]) * img.c_size, bpb))
-    cmd = GemmCommand(cfg.memory.addr_bits).const({
-        "a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr,
-        "m": img.m, "k": img.k, "n": img.n}).as_bits()
     return img, {"hex": str(hex_path), "cmd": cmd, "c_first": img.c_addr // bpb, "c_words": img.c_size // bpb,
-                 "timeout_ns": 10 * timeout_cycles(cfg, img.m, img.k, img.n)}
+                 "timeout_ns": 10 * timeout}
 
 
 def _read_dump(path: Path) -> bytes:
@@ -122,15 +142,15 @@ def _read_dump(path: Path) -> bytes:
     return b"".join(bytes.fromhex(w)[::-1] for w in words if w and not w.startswith(("//", "@")))
 
 
-def run_raw(cfg, a, w, *, workdir: Path) -> dict:
+def run_raw(cfg, a, w=None, *, workdir: Path) -> dict:
     """The same GEMM on a plain Verilator build (no cocotb): cycles, wall seconds, and
     whether C matched what :func:`run_gemms` would unpack. The raw-speed reference."""
-    layout = GemmLayout(cfg)
+    layout = layout_for(cfg)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     text = emit_verilog(SimHarness(cfg), HARNESS_TOP)
     binary = verilator.build_raw({f"{HARNESS_TOP}.v": text}, HARNESS_TOP, extra_files=[MEMORY_MODEL])
-    img, g = _prepare(cfg, layout, 0, a, w, workdir)
+    img, g = _prepare(cfg, layout, 0, (a, w) if w is not None else a, workdir)
     load, dump = workdir / "raw_load.hex", workdir / "raw_dump.hex"
     load.write_text(Path(g["hex"]).read_text())
     args = [str(binary), f"+memload={load}", f"+memdump={dump}", f"+cmd={g['cmd']:x}",
@@ -144,8 +164,9 @@ def run_raw(cfg, a, w, *, workdir: Path) -> dict:
 
 
 def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
-    """Simulate each (A, W) pair of integer tensors on the core ``cfg`` describes."""
-    layout = GemmLayout(cfg)
+    """Simulate each case on the core ``cfg`` describes: an (A, W) pair of integer
+    tensors for the systolic core, a :class:`host_runtime.lut_layout.LutGemm` for the LUT core."""
+    layout = layout_for(cfg)
     model = build_model(cfg)
     tmp = None
     if workdir is None:
@@ -155,8 +176,8 @@ def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         images, gemms = [], []
-        for idx, (a, w) in enumerate(cases):
-            img, gemm = _prepare(cfg, layout, idx, a, w, workdir)
+        for idx, case in enumerate(cases):
+            img, gemm = _prepare(cfg, layout, idx, case, workdir)
             images.append(img)
             gemms.append(gemm)
         job = {"load_file": str(workdir / "mem_load.hex"), "dump_file": str(workdir / "mem_dump.hex"),

@@ -15,7 +15,7 @@ from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
-from hw.cores.systolic import CounterLayout, GemmCommand, StatusLayout
+from hw.cores.systolic import CounterLayout, StatusLayout
 from rtl_gen.generate import elaborate_core
 
 RTL_DIR = Path(__file__).parent / "rtl"
@@ -31,8 +31,10 @@ def _ratio(beats_per_cycle: float) -> tuple[int, int]:
 class SimHarness(wiring.Component):
     def __init__(self, cfg):
         self.cfg = cfg
+        self.core = elaborate_core(cfg)
         super().__init__({
-            "cmd": In(stream.Signature(GemmCommand(cfg.memory.addr_bits))),
+            # The core's own command layout (the LUT core adds the weight precision).
+            "cmd": In(stream.Signature(self.core.cmd.payload.shape())),
             "busy": Out(1), "done": Out(1),
             "status": Out(StatusLayout()), "counters": Out(CounterLayout()),
             "backdoor_load": In(1), "backdoor_dump": In(1),
@@ -42,7 +44,7 @@ class SimHarness(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        m.submodules.core = core = elaborate_core(cfg)
+        m.submodules.core = core = self.core
         connect(m, wiring.flipped(self.cmd), core.cmd)
         m.d.comb += [self.busy.eq(core.busy), self.done.eq(core.done),
                      self.status.eq(core.status), self.counters.eq(core.counters)]
