@@ -108,9 +108,14 @@ class LutCoreConfig(_Strict):
     frac: Annotated[int, Field(ge=0, le=30, description="fractional bits of C (group terms are rounded into Q.frac)")] = 8
     acc_bits: Annotated[int, Field(ge=8, le=48, description="accumulator width; sums wrap modulo 2**acc_bits")] = 32
     overflow: Literal["wrap"] = "wrap"
+    rescale_units: Annotated[int, Field(ge=1, le=512, description="shared group-rescale units (multiplier + shifter); each serves rows*cols/rescale_units lanes, one per cycle")] = 1
 
     @model_validator(mode="after")
     def _consistent(self):
+        lanes = self.rows * self.cols
+        if lanes % self.rescale_units:
+            raise ValueError(f"rescale_units={self.rescale_units} does not divide rows * cols = {lanes}; "
+                             f"allowed: a divisor of {lanes}")
         if not self.act.signed:
             raise ValueError("act.signed=false: the LUT core takes signed activations; allowed: act.signed=true")
         if self.group_size % self.k_tile:
@@ -173,9 +178,25 @@ class LutCoreConfig(_Strict):
         """Cycles per chunk in steady state: planes read vs table build (double-buffered)."""
         return max(wbits, self.build_cycles)
 
+    @property
+    def drain_cycles(self) -> int:
+        """Cycles the shared rescale units take per quant group (rows * cols / rescale_units)."""
+        return self.rows * self.cols // self.rescale_units
+
+    def group_cycles(self, wbits: int) -> int:
+        """Cycles per quant group in steady state: its chunks + parameter vectors, or the
+        rescale drain when that is longer."""
+        return max(self.group_size // self.k_tile * self.chunk_cycles(wbits) + self.param_vectors,
+                   self.drain_cycles + 2)
+
     def peak_macs_per_cycle(self, wbits: int) -> float:
-        """Weight x activation products per cycle at full rate (parameter vectors not counted)."""
+        """Weight x activation products per cycle at full lookup rate (one chunk per
+        ``chunk_cycles``; parameter vectors and rescale drains not counted)."""
         return self.rows * self.cols * self.k_tile / self.chunk_cycles(wbits)
+
+    def sustained_macs_per_cycle(self, wbits: int) -> float:
+        """Products per cycle over whole quant groups (parameters and drains counted)."""
+        return self.rows * self.cols * self.group_size / self.group_cycles(wbits)
 
     def derived(self, cfg) -> dict:
         def pk(bits):

@@ -45,7 +45,7 @@ Counters: ``cycles`` (command accepted to done), ``busy`` (plane lookups issued,
 ``R x C x K_t`` one-bit products), ``read_bytes``, ``write_bytes``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -346,13 +346,17 @@ class LutCore(wiring.Component):
                      group_last.eq(group + 1 == ng), group_first_q.eq(group == 0)]
         tile_end = Signal()
         m.d.comb += tile_end.eq(plane_last & chunk_last & group_last)
-        out_full, final_busy = Signal(), Signal()
+        out_full, drain_busy = Signal(), Signal()
+        group_end = Signal()
+        m.d.comb += group_end.eq(plane_last & chunk_last)
         fire = Signal()
         param_take = Signal()
         m.d.comb += [
             param_take.eq(go & in_params & unpack_w.vectors.valid),
             fire.eq(go & ~in_params & unpack_w.vectors.valid & (ready_cnt != 0)
-                    & (~tile_end | ~(out_full | final_busy))),
+                    # a group's last plane waits for the previous group's rescale to drain,
+                    # a tile's last plane also for C's output buffer
+                    & (~group_end | (~drain_busy & (~group_last | ~out_full)))),
             unpack_w.vectors.ready.eq(param_take | fire),
             release.eq(fire & plane_last),
         ]
@@ -417,61 +421,73 @@ class LutCore(wiring.Component):
                 with m.If(fire):
                     m.d.sync += l_v[r][n].eq(total)
 
-        # ---- stage G: 2P += v << plane over the quant group
-        r1_valid, r1_tfirst, r1_tlast = Signal(), Signal(), Signal()
+        # ---- stage G: 2P += v << plane over the quant group; at its end P -> p_buf
         pb = gb - 1
+        lanes, U = R * C, core.rescale_units
+        S = lanes // U                    # lanes per rescale unit = drain cycles per group
         gacc = [[Signal(signed(gb), name=f"gacc_r{r}_c{n}") for n in range(C)] for r in range(R)]
-        r1_p = [[Signal(signed(pb), name=f"r1_p_r{r}_c{n}") for n in range(C)] for r in range(R)]
-        r1_scale = [Signal(16, name=f"r1_scale_c{n}") for n in range(C)]
-        m.d.sync += r1_valid.eq(l_valid & l_last)
-        with m.If(l_valid & l_last):
-            m.d.sync += [r1_tfirst.eq(l_tfirst), r1_tlast.eq(l_tlast)]
-            m.d.sync += [r1_scale[n].eq(l_scale[n]) for n in range(C)]
+        p_buf = [[Signal(signed(pb), name=f"p_buf_r{r}_c{n}") for n in range(C)] for r in range(R)]
+        d_scale = [Signal(16, name=f"d_scale_c{n}") for n in range(C)]
+        d_tfirst, d_tlast = Signal(), Signal()
         for r in range(R):
             for n in range(C):
                 s = Mux(l_first, 0, gacc[r][n]) + (l_v[r][n] << l_plane)
                 with m.If(l_valid):
                     m.d.sync += gacc[r][n].eq(s)
                     with m.If(l_last):
-                        m.d.sync += r1_p[r][n].eq(s >> 1)     # 2P is even: exact
+                        m.d.sync += p_buf[r][n].eq(s >> 1)     # 2P is even: exact
+        draining, d_idx = Signal(), Signal(range(S + 1))
+        with m.If(l_valid & l_last):
+            m.d.sync += [draining.eq(1), d_idx.eq(0), d_tfirst.eq(l_tfirst), d_tlast.eq(l_tlast)]
+            m.d.sync += [d_scale[n].eq(l_scale[n]) for n in range(C)]
+        with m.If(draining):
+            m.d.sync += d_idx.eq(d_idx + 1)
+            with m.If(d_idx == S - 1):
+                m.d.sync += draining.eq(0)
 
-        # ---- stage R1: mant x P;  stage R2: round-shift into Q.frac, accumulate
-        frac = core.frac
+        # ---- shared rescale: U units each take one lane per cycle (lane u*S + d_idx):
+        # D1 = mant x P, D2 = round-shift into Q.frac and add to the lane's accumulator.
+        # Accumulators form one rotating chain per unit (FFs only, no multiplexer): the
+        # head is the lane being rescaled, the result re-enters at the tail.
+        frac, acc_bits = core.frac, core.acc_bits
         left = frac + 7          # = frac + max exponent (6) + 1: every shift becomes a right shift
-        r2_valid, r2_tfirst, r2_tlast = Signal(), Signal(), Signal()
-        r2_prod = [[Signal(signed(pb + 12), name=f"r2_prod_r{r}_c{n}") for n in range(C)] for r in range(R)]
-        r2_sh = [Signal(5, name=f"r2_sh_c{n}") for n in range(C)]
-        m.d.sync += r2_valid.eq(r1_valid)
-        with m.If(r1_valid):
-            m.d.sync += [r2_tfirst.eq(r1_tfirst), r2_tlast.eq(r1_tlast)]
-        for n in range(C):
-            sc = r1_scale[n]
+        d1_valid, d1_last = Signal(), Signal()
+        m.d.sync += [d1_valid.eq(draining), d1_last.eq(draining & (d_idx == S - 1))]
+        d2_prod = [Signal(signed(pb + 12), name=f"d2_prod_u{u}") for u in range(U)]
+        d2_sh = [Signal(5, name=f"d2_sh_u{u}") for u in range(U)]
+        chains = []
+        for u in range(U):
+            lane_ids = [u * S + k for k in range(S)]
+            p_sel = Array([p_buf[ln // C][ln % C] for ln in lane_ids])[d_idx]
+            sc = Signal(16, name=f"d_sc_u{u}")
+            m.d.comb += sc.eq(Array([d_scale[ln % C] for ln in lane_ids])[d_idx])
             e, f = sc[10:15], sc[:10]
             mag = Cat(f, e != 0)
-            mant = Signal(signed(12), name=f"mant_c{n}")
+            mant = Signal(signed(12), name=f"mant_u{u}")
             m.d.comb += mant.eq(Mux(sc[15], -mag, mag))
-            with m.If(r1_valid):
-                m.d.sync += r2_sh[n].eq(F16_EXP_BIAS_SHIFT - Mux(e == 0, 1, e))
-                for r in range(R):
-                    m.d.sync += r2_prod[r][n].eq(r1_p[r][n] * mant)
-        acc_bits = core.acc_bits
-        acc = [[Signal(acc_bits, name=f"acc_r{r}_c{n}") for n in range(C)] for r in range(R)]
+            with m.If(draining):
+                m.d.sync += [d2_prod[u].eq(p_sel * mant), d2_sh[u].eq(F16_EXP_BIAS_SHIFT - Mux(e == 0, 1, e))]
+            chain = [Signal(acc_bits, name=f"acc_u{u}_{k}") for k in range(S)]
+            chains.append(chain)
+            # rshift_round(x, s) = (floor(x * 2**(1-s)) + 1) >> 1, and x * 2**(1-s) =
+            # (x << left) >> sh with sh = s + left - 1 = 31 - max(e, 1) >= 1.
+            shifted = (d2_prod[u] << left) >> d2_sh[u]
+            term = (shifted[:acc_bits + 1] + 1)[1:acc_bits + 1]
+            total = (Mux(d_tfirst, 0, chain[0]) + term)[:acc_bits]
+            with m.If(d1_valid):
+                m.d.sync += [chain[k].eq(chain[k + 1]) for k in range(S - 1)]
+                m.d.sync += chain[S - 1].eq(total)
+        acc_of = [chains[ln // S][ln % S] for ln in range(lanes)]
         out_buf = [[Signal(acc_bits, name=f"out_r{r}_c{n}") for n in range(C)] for r in range(R)]
-        with m.If(fire & tile_end):
-            m.d.sync += final_busy.eq(1)
-        with m.If(r2_valid & r2_tlast):
-            m.d.sync += [out_full.eq(1), final_busy.eq(0)]
-        for r in range(R):
-            for n in range(C):
-                # rshift_round(x, s) = ((x * 2**(1-s)) floor + 1) >> 1, and x * 2**(1-s) =
-                # (x << left) >> sh with sh = s + left - 1 = 31 - max(e, 1) >= 1.
-                shifted = (r2_prod[r][n] << left) >> r2_sh[n]
-                term = (shifted[:acc_bits + 1] + 1)[1:acc_bits + 1]
-                total = (Mux(r2_tfirst, 0, acc[r][n]) + term)[:acc_bits]
-                with m.If(r2_valid):
-                    m.d.sync += acc[r][n].eq(total)
-                    with m.If(r2_tlast):
-                        m.d.sync += out_buf[r][n].eq(total)
+        copy = Signal()
+        m.d.sync += copy.eq(d1_last & d_tlast)
+        with m.If(copy):
+            m.d.sync += [out_buf[r][n].eq(acc_of[r * C + n]) for r in range(R) for n in range(C)]
+            m.d.sync += out_full.eq(1)
+        with m.If(fire & group_end):
+            m.d.sync += drain_busy.eq(1)
+        with m.If(d1_last):
+            m.d.sync += drain_busy.eq(0)
 
         # ---- C out: R rows of C accumulators per tile
         out_r = Signal(range(R))
@@ -485,7 +501,7 @@ class LutCore(wiring.Component):
             with m.If(out_r == R - 1):
                 m.d.sync += [out_r.eq(0), out_full.eq(0)]
         with m.If(start):
-            m.d.sync += [out_r.eq(0), out_full.eq(0), final_busy.eq(0)]
+            m.d.sync += [out_r.eq(0), out_full.eq(0), drain_busy.eq(0)]
 
         # ---- counters and status
         with m.If(self.busy & ~self.done):
