@@ -328,7 +328,10 @@ class LutCore(wiring.Component):
                 m.submodules[f"pre_r{r}_g{kg}"] = pre
                 m.d.comb += [pre.acts[j].eq(act_reg[r * Kt + kg * g + j]) for j in range(g)]
                 m.d.comb += pre.t.eq(t)
-                mem = Memory(shape=signed(eb), depth=core.table_depth, init=[])
+                # Distributed RAM (ECP5 TRELLIS_DPR16X4, Xilinx LUTRAM): one copy per read
+                # port, each a LUT whose address is the weight pattern; left to itself Yosys
+                # would build these small memories from FFs and multiplexers.
+                mem = Memory(shape=signed(eb), depth=core.table_depth, init=[], attrs={"ram_style": "distributed"})
                 m.submodules[f"table_r{r}_g{kg}"] = mem
                 wp = mem.write_port()
                 m.d.comb += [wp.addr.eq(Cat(pre.index[:idx_bits] if idx_bits else Const(0, 0), bhalf)),
@@ -425,13 +428,14 @@ class LutCore(wiring.Component):
         pb = gb - 1
         lanes, U = R * C, core.rescale_units
         S = lanes // U                    # lanes per rescale unit = drain cycles per group
+        plane_sel_bits = max(1, (WB - 1).bit_length())   # shift by 0..weight_bits-1 only
         gacc = [[Signal(signed(gb), name=f"gacc_r{r}_c{n}") for n in range(C)] for r in range(R)]
         p_buf = [[Signal(signed(pb), name=f"p_buf_r{r}_c{n}") for n in range(C)] for r in range(R)]
         d_scale = [Signal(16, name=f"d_scale_c{n}") for n in range(C)]
         d_tfirst, d_tlast = Signal(), Signal()
         for r in range(R):
             for n in range(C):
-                s = Mux(l_first, 0, gacc[r][n]) + (l_v[r][n] << l_plane)
+                s = Mux(l_first, 0, gacc[r][n]) + (l_v[r][n] << l_plane[:plane_sel_bits])
                 with m.If(l_valid):
                     m.d.sync += gacc[r][n].eq(s)
                     with m.If(l_last):
