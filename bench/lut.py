@@ -182,7 +182,7 @@ def utilization(cfg, shapes, seed: int = 1) -> list[dict]:
         rows.append({"shape": label, "precision": prec, "m": m, "k": k, "n": n, "cycles": run.counters["cycles"],
                      "busy": run.counters["busy"], "useful_macs": m * k * n,
                      "peak_macs_per_cycle": pk, "utilization": m * k * n / (pk * cyc),
-                     "sustained_bound": core.sustained_macs_per_cycle(x.wbits) / pk,
+                     "steady_state_model": core.sustained_macs_per_cycle(x.wbits) / pk,
                      "read_bytes": run.counters["read_bytes"],
                      "read_port_utilization": run.counters["read_bytes"] / (cfg.bytes_per_beat * cyc)})
     return rows
@@ -273,7 +273,7 @@ def run_suite(*, quick: bool, json_path: Path, with_report: bool, place: bool = 
     results["utilization"] = {"config": ucfg.core.model_dump(), "gemms": utilization(ucfg, QUICK_SHAPES if quick else LLM_SHAPES)}
     for g in results["utilization"]["gemms"]:
         print(f"util {g['shape']:<20} {g['precision']:<8} {g['m']}x{g['k']}x{g['n']}: cycles {g['cycles']:>8} "
-              f"utilization {g['utilization']:6.1%} (bound {g['sustained_bound']:6.1%}) read port "
+              f"utilization {g['utilization']:6.1%} (model {g['steady_state_model']:6.1%}) read port "
               f"{g['read_port_utilization']:6.1%}")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")

@@ -184,10 +184,11 @@ class LutCoreConfig(_Strict):
         return self.rows * self.cols // self.rescale_units
 
     def group_cycles(self, wbits: int) -> int:
-        """Cycles per quant group in steady state: its chunks + parameter vectors, or the
-        rescale drain when that is longer."""
-        return max(self.group_size // self.k_tile * self.chunk_cycles(wbits) + self.param_vectors,
-                   self.drain_cycles + 2)
+        """Cycles per quant group in steady state (a model): the W stream (parameter
+        vectors + one plane vector per cycle), the table builds (one entry per cycle,
+        overlapping the parameter vectors) or the rescale drain, whichever is longest."""
+        chunks = self.group_size // self.k_tile
+        return max(chunks * wbits + self.param_vectors, chunks * self.build_cycles, self.drain_cycles + 2)
 
     def peak_macs_per_cycle(self, wbits: int) -> float:
         """Weight x activation products per cycle at full lookup rate (one chunk per

@@ -165,6 +165,61 @@ class LutCore(wiring.Component):
         s = slots.bit_length() - 1
         return ((vectors + (slots - 1)) >> s) * bpv
 
+    def elaborate(self, platform):
+        m = Module()
+        g, a = self.g, self.acts
+        prev = Signal(signed(self.entry_bits))
+        first = Signal(signed(self.entry_bits))
+        top = a[g - 1] if self.symmetric else -a[g - 1]
+        m.d.comb += first.eq(top - sum((a[j] for j in range(g - 1)), Const(0, signed(2))))
+        m.d.comb += self.entry.eq(Mux(self.t == 0, first, prev))
+        with m.Switch(self.t):
+            for t in range(self.entries):
+                with m.Case(t):
+                    m.d.comb += self.index.eq(gray(t))
+                    if t + 1 < self.entries:
+                        j = (gray(t) ^ gray(t + 1)).bit_length() - 1
+                        up = (gray(t + 1) >> j) & 1
+                        m.d.sync += prev.eq(self.entry + (a[j] << 1) if up else self.entry - (a[j] << 1))
+        return m
+
+
+class LutCore(wiring.Component):
+    """A LUT GEMM core described by an accelerator config (``core.kind: lut``).
+
+    Parameters
+    ----------
+    cfg : the accelerator config (``rtl_gen.config.AcceleratorConfig``; read, not imported).
+
+    Members
+    -------
+    cmd : In(stream of LutCommand). One GEMM; byte addresses aligned to the port width.
+    axi_r : Out(AXI4ReadSignature, 1-bit ID). A and W reads.
+    axi_w : Out(AXI4WriteSignature). C writes.
+    busy, done, status, counters : as :class:`hw.cores.systolic.SystolicCore`;
+        ``status.bad_command`` also when ``wbits`` is 0 or above ``weight_bits``, ternary
+        without ``wbits = 2``, or K not a multiple of ``group_size``.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        mem = cfg.memory
+        self.addr_bits, self.data_bits = mem.addr_bits, mem.data_bits
+        super().__init__({
+            "cmd": In(stream.Signature(LutCommand(mem.addr_bits))),
+            "axi_r": Out(AXI4ReadSignature(addr_bits=mem.addr_bits, data_bits=mem.data_bits, id_bits=1)),
+            "axi_w": Out(AXI4WriteSignature(addr_bits=mem.addr_bits, data_bits=mem.data_bits)),
+            "busy": Out(1),
+            "done": Out(1),
+            "status": Out(StatusLayout()),
+            "counters": Out(CounterLayout()),
+        })
+
+    def _beats(self, vectors, vector_bits):
+        slots, bpv = packing(vector_bits, self.data_bits)
+        s = slots.bit_length() - 1
+        return ((vectors + (slots - 1)) >> s) * bpv
+
     def _issue(self, m, cond, reader, addr, beats, unpacker, length):
         fire = Signal()
         m.d.comb += [
@@ -267,13 +322,24 @@ class LutCore(wiring.Component):
         a_blk_beats, w_blk_beats = Signal(32), Signal(32)
         m.d.comb += [a_blk_beats.eq(self._beats(a_vecs, a_bits)), w_blk_beats.eq(self._beats(w_vecs, w_bits))]
 
-        # ---- reads: per tile (i, j), row block i of A and column block j of W
+        # ---- reads: per tile (i, j), row block i of A and column block j of W. Reads are
+        # issued as soon as a reader has room (they run ahead into its FIFO, hiding the
+        # memory latency at tile boundaries); segments are told to the unpackers one by one.
+        tiles = Signal(2 * DIM_BITS + 2)
+        with m.If(start):
+            m.d.sync += tiles.eq(0)
+        with m.If(counting & (col >= cmd.n) & (kk >= cmd.k) & (row < cmd.m)):
+            m.d.sync += tiles.eq(tiles + nt)
+
         def tile_reader(name, reader, unpacker, base, blk_beats, vecs, outer_is_row):
             i, j = Signal(DIM_BITS + 1, name=f"{name}_i"), Signal(DIM_BITS + 1, name=f"{name}_j")
             ptr = Signal(self.addr_bits, name=f"{name}_ptr")
+            segs = Signal(2 * DIM_BITS + 2, name=f"{name}_segs")
             with m.If(start):
-                m.d.sync += [i.eq(0), j.eq(0), ptr.eq(base(self.cmd.payload))]
-            fire = self._issue(m, go & (i < mt), reader, ptr, blk_beats, unpacker, vecs)
+                m.d.sync += [i.eq(0), j.eq(0), ptr.eq(base(self.cmd.payload)), segs.eq(0)]
+            fire = Signal(name=f"{name}_fire")
+            m.d.comb += [fire.eq(go & (i < mt) & reader.cmd.ready), reader.cmd.valid.eq(fire),
+                         reader.cmd.payload.addr.eq(ptr), reader.cmd.payload.beats.eq(blk_beats)]
             with m.If(fire):
                 last_j = j + 1 == nt
                 m.d.sync += j.eq(Mux(last_j, 0, j + 1))
@@ -284,6 +350,11 @@ class LutCore(wiring.Component):
                         m.d.sync += ptr.eq(ptr + blk_beats * bpb)
                 else:                 # W: the next block for every j, back to the start per i
                     m.d.sync += ptr.eq(Mux(last_j, cmd.w_addr, ptr + blk_beats * bpb))
+            seg = Signal(name=f"{name}_seg")
+            m.d.comb += [seg.eq(go & (segs < tiles) & unpacker.seg.ready), unpacker.seg.valid.eq(seg),
+                         unpacker.seg.payload.length.eq(vecs), unpacker.seg.payload.count.eq(1)]
+            with m.If(seg):
+                m.d.sync += segs.eq(segs + 1)
         tile_reader("ra", read_a, unpack_a, lambda c: c.a_addr, a_blk_beats, a_vecs, True)
         tile_reader("rw", read_w, unpack_w, lambda c: c.w_addr, w_blk_beats, w_vecs, False)
 
@@ -296,7 +367,8 @@ class LutCore(wiring.Component):
         occ, ready_cnt = Signal(range(3)), Signal(range(3))     # halves claimed / built, not yet released
         claim, built, release = Signal(), Signal(), Signal()
         m.d.sync += [occ.eq(occ + claim - release), ready_cnt.eq(ready_cnt + built - release)]
-        m.d.comb += [unpack_a.vectors.ready.eq((occ < 2) & (~building | t_last)),
+        # A half released by the lookups this cycle may be claimed in the same cycle.
+        m.d.comb += [unpack_a.vectors.ready.eq(((occ < 2) | release) & (~building | t_last)),
                      claim.eq(unpack_a.vectors.valid & unpack_a.vectors.ready),
                      built.eq(building & t_last)]
         with m.If(start):
