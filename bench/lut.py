@@ -142,10 +142,13 @@ def _synth_design(cfg, flow: str, opts: dict, workdir: Path) -> dict:
 
 
 def _saved(results_from: list[dict], cfg_hash: str, flow: str, place: bool) -> dict | None:
+    """A flow result of the same config (by hash) in earlier bench results, if any."""
     for old in results_from:
-        for d in old.get("designs", []):
+        sym = old.get("symmetry") or {}
+        for d in old.get("designs", []) + [sym.get("symmetric") or {}, sym.get("full") or {}]:
             got = d.get("flows", {}).get(flow)
-            if d.get("config_hash") == cfg_hash and got and (not place or got.get("fmax_mhz") or flow != "ecp5_dsp"):
+            if (d.get("config_hash") == cfg_hash and got and "error" not in got
+                    and (not place or got.get("fmax_mhz") or flow != "ecp5_dsp")):
                 return got
     return None
 
@@ -252,7 +255,12 @@ def run_suite(*, quick: bool, json_path: Path, with_report: bool, place: bool = 
                 for flow, opts in _flows(place):
                     got = _saved(results_from, cfg.hash(), flow, place and flow == "ecp5_dsp")
                     if got is None:
-                        got = _synth_design(cfg, flow, opts, tmp / f"{len(results['designs'])}")
+                        try:
+                            got = _synth_design(cfg, flow, opts, tmp / f"{len(results['designs'])}")
+                        except LutforgeError as e:   # recorded; the other flows still run
+                            entry["flows"][flow] = {"error": str(e)}
+                            print(f"{d['label']:<28} {flow:<11} failed: {e}")
+                            continue
                     entry["flows"][flow] = got
                     s = got["synth"]
                     print(f"{d['label']:<28} {flow:<11} area {got['area']:>7}  " +
@@ -261,6 +269,7 @@ def run_suite(*, quick: bool, json_path: Path, with_report: bool, place: bool = 
                            f"LUT {s['lut']} CARRY {s['carry']} LUTRAM {s['lutram']} FF {s['ff']} DSP {s['dsp']}") +
                           (f" Fmax {got.get('fmax_mhz')} MHz" if got.get("fmax_mhz") else "") + f"  ({got['seconds']} s)")
             results["designs"].append(entry)
+            _write(json_path, results)   # partial results: a rerun reuses them with --report-from
         if with_report:
             _compare(results)
             results["symmetry"] = symmetry(tmp, results_from)
@@ -275,8 +284,7 @@ def run_suite(*, quick: bool, json_path: Path, with_report: bool, place: bool = 
         print(f"util {g['shape']:<20} {g['precision']:<8} {g['m']}x{g['k']}x{g['n']}: cycles {g['cycles']:>8} "
               f"utilization {g['utilization']:6.1%} (model {g['steady_state_model']:6.1%}) read port "
               f"{g['read_port_utilization']:6.1%}")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    _write(json_path, results)
     if with_report:
         plot = json_path.with_suffix(".png")
         _plot(results, plot)
@@ -284,6 +292,11 @@ def run_suite(*, quick: bool, json_path: Path, with_report: bool, place: bool = 
     else:
         print(f"wrote {json_path}")
     return 0
+
+
+def _write(json_path: Path, results: dict) -> None:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 #: Acceptance targets: LUT area per effective MAC / multiplier array's, ECP5 -nodsp.
@@ -303,6 +316,8 @@ def _compare(results: dict) -> None:
                 row = {"precision": f"{prec}A{act}", "design": d["label"], "baseline": base["label"],
                        "kind": d["kind"], "peak_macs_per_cycle": d["peak"][prec]}
                 for flow in d["flows"]:
+                    if "area" not in d["flows"][flow] or "area" not in base["flows"].get(flow, {}):
+                        continue
                     a_l = d["flows"][flow]["area"] / d["peak"][prec]
                     a_b = base["flows"][flow]["area"] / base["peak"][prec]
                     row[flow] = {"area_per_mac": round(a_l, 2), "baseline_area_per_mac": round(a_b, 2),
@@ -315,7 +330,7 @@ def _compare(results: dict) -> None:
                     row["target_met"] = {f: row[f]["ratio"] <= target for f in ("ecp5_nodsp", "xcup_nodsp") if f in row}
                 results["comparisons"].append(row)
                 print(f"{row['precision']:<12} {d['label']:<22} vs {base['label']:<22} " + "  ".join(
-                    f"{f}: {row[f]['ratio']:.3f}" for f in d["flows"]))
+                    f"{f}: {row[f]['ratio']:.3f}" for f in d["flows"] if f in row))
 
 
 def _plot(results: dict, path: Path) -> None:

@@ -370,7 +370,8 @@ def xilinx_counts(cells_by_type: dict[str, int]) -> dict:
 def synthesize_xilinx(verilog: Path | str | Sequence[Path | str], top: str, *, family: str = "xcup",
                       dsp: bool = True, workdir: Path | None = None, timeout_s: float | None = None) -> dict:
     """Synthesis only (there is no open place and route for Xilinx parts): yowasp Yosys
-    ``synth_xilinx -family FAMILY [-nodsp]``, then cell counts (:func:`xilinx_counts`).
+    ``synth_xilinx -family FAMILY -flatten -noiopad -noclkbuf [-nodsp]`` (out of
+    context), then cell counts (:func:`xilinx_counts`).
 
     Returns ``{"family", "top", "dsp_mapping", "synth", "seconds", "tool_versions"}``;
     errors are :class:`~ref_model.errors.ToolchainError` lines as in :func:`synthesize`.
@@ -391,7 +392,9 @@ def synthesize_xilinx(verilog: Path | str | Sequence[Path | str], top: str, *, f
             if f.resolve() != (src / f.name).resolve():
                 shutil.copyfile(f, src / f.name)
         script = [f"read_verilog -sv src/{f.name}" for f in files]
-        script += [f"synth_xilinx -family {family} -top {top}{' -nodsp' if not dsp else ''}",
+        # Out of context and flattened: ABC9's reintegration asserts (duplicate wire
+        # names) on some hierarchical netlists of this project with yowasp Yosys 0.5x.
+        script += [f"synth_xilinx -family {family} -top {top} -flatten -noiopad -noclkbuf{' -nodsp' if not dsp else ''}",
                    "tee -q -o xilinx_stat.json stat -json"]
         (wd / "synth_xilinx.ys").write_text("\n".join(script) + "\n")
         (wd / "xilinx_stat.json").unlink(missing_ok=True)
