@@ -434,8 +434,9 @@ def run_report(cfg, dsp: bool = True, workdir: Path | None = None) -> dict:
                          available=cfg.device_resources)
         if workdir is None:
             rep.pop("workdir", None)
+    systolic = cfg.core.kind == "systolic"   # dsp_pes is a systolic notion (PEs with a DSP multiplier)
     head = {"config": cfg.name, "config_hash": cfg.hash(), "pes": cfg.pes,
-            "dsp_pes": cfg.dsp_pes if dsp else 0}
+            "dsp_pes": cfg.dsp_pes if dsp and systolic else 0}
     return {**head, **rep}
 
 
