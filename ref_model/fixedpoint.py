@@ -319,3 +319,11 @@ def silu(x) -> torch.Tensor:
     """
     x = _t(x)
     return rshift_round(x * sigmoid(x), SIG_FRAC)
+
+
+def rom_tables() -> dict[str, list[int]]:
+    """The ROM contents of the function units (the generator bakes them into ``hw``):
+    ``rsqrt`` (193 x Q0.24), ``reciprocal`` (65), ``exp2`` (257), ``sin`` (257 quarter
+    wave), ``sigmoid`` (1025)."""
+    return {"rsqrt": _RSQ_TAB.tolist(), "reciprocal": _REC_TAB.tolist(), "exp2": _EXP_TAB.tolist(),
+            "sin": _SIN_TAB.tolist(), "sigmoid": _SIG_TAB.tolist(), "log2e_q30": [_LOG2E_Q30]}

@@ -20,7 +20,8 @@
 Throughput: one group (32 MACs) per cycle when both streams keep up; a 128-bit port
 delivers a Q4_1 group (16 code bytes + 4 scale bytes) every 1.25 cycles, so the unit is
 port-bound for every kind but W2/ternary (8 code bytes per group). Latency from a
-group's issue to its accumulation: 7 cycles.
+group's issue to its accumulation: 10 cycles (every multiply, add and shift has its own
+register stage, for Fmax).
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
@@ -83,8 +84,8 @@ class ActQuantizer(wiring.Component):
     ``m = ceil(r/2**s)`` (a carry to ``2**b`` gives ``m/2``, ``s+1``); ``amax = 0`` gives
     ``m = 2**(b-1)``, ``s = -16``; codes ``clamp(rshift_round(y*R[m], s+b-8), +-qmax)``
     with the reciprocal ROM ``R``; block exponent ``e = s - 24 - frac``, mantissa ``m``.
-    The scale of a block is computed while the next block arrives (6 cycles), so a
-    vector takes ``length`` cycles to load plus ``length + 4`` to quantize.
+    The scale of a block is computed while the next block arrives (7 cycles), so a
+    vector takes ``length`` cycles to load plus ``length + 6`` to quantize.
     """
 
     def __init__(self, *, max_dim: int, act_bits: int, norm_act_bits: int, act_block: int,
@@ -148,7 +149,7 @@ class ActQuantizer(wiring.Component):
 
         # ---- scale FSM: 6 cycles per block ---------------------------------------------
         sc_busy = Signal()
-        sc_step = Signal(range(6))
+        sc_step = Signal(range(7))
         r = Signal(50)
         zero = Signal()
         s = Signal(signed(8))
@@ -158,21 +159,24 @@ class ActQuantizer(wiring.Component):
         m.d.comb += shift_up.eq(Mux(s > 0, s, 0))
         with m.If(pend & ~sc_busy):
             m.d.sync += [sc_busy.eq(1), sc_step.eq(0), pend.eq(0), r.eq(pend_max * cmul), zero.eq(pend_max == 0)]
+        rp = Signal(51)
         with m.If(sc_busy):
             m.d.sync += sc_step.eq(sc_step + 1)
             with m.Switch(sc_step):
                 with m.Case(0):
                     m.d.sync += s.eq(bl - b)
                 with m.Case(1):   # ceiling shift: the scale never undershoots
-                    m.d.sync += man.eq((r + (Const(1, 50) << shift_up) - 1) >> shift_up)
+                    m.d.sync += rp.eq(r + (Const(1, 50) << shift_up) - 1)
                 with m.Case(2):
+                    m.d.sync += man.eq(rp >> shift_up)
+                with m.Case(3):
                     with m.If(zero):
                         m.d.sync += [man.eq(1 << (b - 1)), s.eq(-16)]
                     with m.Elif(man[b]):
                         m.d.sync += [man.eq(man >> 1), s.eq(s + 1)]
-                with m.Case(3):
-                    pass  # ROM read of R[man]
                 with m.Case(4):
+                    pass  # ROM read of R[man]
+                with m.Case(5):
                     m.d.comb += [b_w.en.eq(1), b_w.addr.eq(pend_idx),
                                  b_w.data.r.eq(rom_r.data), b_w.data.e.eq(s - _SCALE_FRAC - self.frac),
                                  b_w.data.man.eq(man[:b]),
@@ -185,6 +189,7 @@ class ActQuantizer(wiring.Component):
         qblk = Signal(range(max(blocks_max, 2)))
         qin = Signal(16)
         v1, v2, v3 = Signal(), Signal(), Signal()
+        v3b, v4b = Signal(), Signal()
         lane1, lane2, lane3 = Signal(5), Signal(5), Signal(5)
         g1, g2, g3 = (Signal(range(self.groups)) for _ in range(3))
         p2 = Signal(signed(50))
@@ -226,22 +231,27 @@ class ActQuantizer(wiring.Component):
                 with m.If(j == length - 1):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~v1 & ~v2 & ~v3):
+                with m.If(~v1 & ~v2 & ~v3b & ~v4b & ~v3):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
 
         # stage 2: product y * R[m]
         m.d.sync += [v2.eq(v1), lane2.eq(lane1), g2.eq(g1), blk2.eq(blk1),
                      p2.eq(raw_r.data * blk1.r)]
-        # stage 3: rounding shift and clamp
+        # stage 3: add the rounding half; stage 4: shift; stage 5: clamp
         sa = blk2.sa
         half = Signal(50)
         m.d.comb += half.eq(Mux(sa == 0, 0, Const(1, 50) << (sa - 1)[:6]))
-        shifted = Signal(signed(51))
-        m.d.comb += shifted.eq((p2 + half) >> sa)
-        m.d.sync += [v3.eq(v2), lane3.eq(lane2), g3.eq(g2), blk3.eq(blk2),
-                     code3.eq(Mux(shifted > qmax, qmax, Mux(shifted < -qmax, -qmax, shifted)))]
-        # stage 4: assemble the group word; the 32nd code writes it
+        ph3 = Signal(signed(52))
+        lane3b, lane4b = Signal(5), Signal(5)
+        g3b, g4b = Signal.like(g2), Signal.like(g2)
+        blk3b, blk4b = Signal(blk_layout), Signal(blk_layout)
+        m.d.sync += [ph3.eq(p2 + half), v3b.eq(v2), lane3b.eq(lane2), g3b.eq(g2), blk3b.eq(blk2)]
+        sh4 = Signal(signed(52))
+        m.d.sync += [sh4.eq(ph3 >> blk3b.sa), v4b.eq(v3b), lane4b.eq(lane3b), g4b.eq(g3b), blk4b.eq(blk3b)]
+        m.d.sync += [v3.eq(v4b), lane3.eq(lane4b), g3.eq(g4b), blk3.eq(blk4b),
+                     code3.eq(Mux(sh4 > qmax, qmax, Mux(sh4 < -qmax, -qmax, sh4)))]
+        # stage 6: assemble the group word; the 32nd code writes it
         with m.If(v3):
             m.d.sync += [lanes[lane3].eq(code3), ssum.eq(Mux(lane3 == 0, code3, ssum + code3))]
             with m.If(lane3 == GROUP - 1):
@@ -433,7 +443,6 @@ class MatvecUnit(wiring.Component):
         m.d.sync += [v1.eq(issue), last1.eq(row_end_issue), codes1.eq(ucodes.units.payload),
                      sc1.eq(uscales.units.payload)]
         qw = quant.rd_data
-        v2, last2 = Signal(), Signal()
         prods = [Signal(signed(self.quant.code_bits + 9), name=f"prod{k}") for k in range(GROUP)]
         for k, p in enumerate(prods):
             w = Signal(signed(9), name=f"w{k}")
@@ -448,48 +457,82 @@ class MatvecUnit(wiring.Component):
             m.d.sync += p.eq(qw.a[k] * w)
         md, ed = _f16(m, sc1[:16], "d")
         mm, em = _f16(m, sc1[16:32], "m")
-        kd2, km2 = Signal(signed(25)), Signal(signed(25))
-        shd2, shm2 = Signal(signed(10)), Signal(signed(10))
+        side = Signal(2)             # valid, last: travel with every stage
+        m.d.sync += side.eq(Cat(v1, last1))
+        kd, km = Signal(signed(25)), Signal(signed(25))
+        shd, shm = Signal(signed(10)), Signal(signed(10))
         s2 = Signal(signed(self.quant.code_bits + 6))
-        m.d.sync += [v2.eq(v1), last2.eq(last1), kd2.eq(md * qw.man), km2.eq(Mux(asym, mm * qw.man, 0)),
-                     shd2.eq(-(ed + qw.e + self.acc_frac)), shm2.eq(-(em + qw.e + self.acc_frac)), s2.eq(qw.s)]
-        # d3: partial sums of 8; d4: P
+        m.d.sync += [kd.eq(md * qw.man), km.eq(Mux(asym, mm * qw.man, 0)),
+                     shd.eq(-(ed + qw.e + self.acc_frac)), shm.eq(-(em + qw.e + self.acc_frac)), s2.eq(qw.s)]
+
+        def later(sig, n, name):
+            """``sig`` delayed by ``n`` registers."""
+            for k in range(n):
+                nxt = Signal.like(sig, name=f"{name}_{k}")
+                m.d.sync += nxt.eq(sig)
+                sig = nxt
+            return sig
+
+        # d3..d5: adder tree 32 -> 8 -> 2 -> 1 (P, 26 bits)
         pbits = self.quant.code_bits + 9 + 5
-        parts3 = [Signal(signed(pbits), name=f"part{k}") for k in range(4)]
-        v3, last3 = Signal(), Signal()
-        kd3, km3, shd3, shm3, s3 = (Signal.like(x) for x in (kd2, km2, shd2, shm2, s2))
-        m.d.sync += [v3.eq(v2), last3.eq(last2), kd3.eq(kd2), km3.eq(km2), shd3.eq(shd2), shm3.eq(shm2), s3.eq(s2)]
-        for k in range(4):
-            m.d.sync += parts3[k].eq(sum(prods[8 * k:8 * k + 8]))
-        P4 = Signal(signed(pbits))
-        v4, last4 = Signal(), Signal()
-        kd4, km4, shd4, shm4, s4 = (Signal.like(x) for x in (kd3, km3, shd3, shm3, s3))
-        m.d.sync += [P4.eq(sum(parts3)), v4.eq(v3), last4.eq(last3),
-                     kd4.eq(kd3), km4.eq(km3), shd4.eq(shd3), shm4.eq(shm3), s4.eq(s3)]
-        # d5: the scale products
-        yd5 = Signal(signed(pbits + 25))
-        ym5 = Signal(signed(len(s4) + 25))
-        v5, last5 = Signal(), Signal()
-        shd5, shm5 = Signal.like(shd4), Signal.like(shm4)
-        m.d.sync += [yd5.eq(P4 * kd4), ym5.eq(s4 * km4), v5.eq(v4), last5.eq(last4), shd5.eq(shd4), shm5.eq(shm4)]
-        # d6: rounding barrel shifts into Q.acc_frac
-        td = _shift_round(m, yd5, shd5, self.acc_bits, "td")
-        tm = _shift_round(m, ym5, shm5, self.acc_bits, "tm")
-        t6 = Signal(signed(self.acc_bits))
-        v6, last6 = Signal(), Signal()
-        m.d.sync += [t6.eq(td + tm), v6.eq(v5), last6.eq(last5)]
-        # d7: accumulate; a row's last group sends the rounded, saturated result
+        tree = prods
+        for level, fan in enumerate((4, 4, 2)):
+            nxt = [Signal(signed(pbits), name=f"sum{level}_{k}") for k in range(len(tree) // fan)]
+            for k, t in enumerate(nxt):
+                m.d.sync += t.eq(sum(tree[fan * k:fan * k + fan]))
+            tree = nxt
+        P5 = tree[0]
+        shifts = {}
+        for name, sh, yb in (("d", shd, pbits + 25), ("m", shm, len(s2) + 25)):
+            # d3: decode the shift amount; d5: the rounding half
+            pos = Signal(name=f"pos_{name}")
+            right = Signal(range(yb + 2), name=f"right_{name}")
+            left = Signal(range(self.acc_bits + 1), name=f"left_{name}")
+            m.d.sync += [pos.eq(sh > 0), right.eq(Mux(sh > yb + 1, yb + 1, Mux(sh > 0, sh, 0))),
+                         left.eq(Mux(-sh >= self.acc_bits, self.acc_bits, Mux(sh < 0, -sh, 0)))]
+            pos4, right4, left4 = later(pos, 1, f"pos4_{name}"), later(right, 1, f"right4_{name}"), later(left, 1, f"left4_{name}")
+            half5 = Signal(yb + 2, name=f"half5_{name}")
+            m.d.sync += half5.eq(Mux(right4 == 0, 0, Const(1, yb + 2) << (right4 - 1)[:len(right4)]))
+            shifts[name] = (later(pos4, 1, f"pos5_{name}"), later(right4, 1, f"right5_{name}"),
+                            later(left4, 1, f"left5_{name}"), half5, yb)
+        kd5, km5, s5 = later(kd, 3, "kd"), later(km, 3, "km"), later(s2, 3, "s")
+        # d6: the scale products
+        yd6 = Signal(signed(pbits + 25))
+        ym6 = Signal(signed(len(s2) + 25))
+        m.d.sync += [yd6.eq(P5 * kd5), ym6.eq(s5 * km5)]
+        terms = []
+        for name, y6 in (("d", yd6), ("m", ym6)):
+            pos5, right5, left5, half5, yb = shifts[name]
+            pos6, right6, left6, half6 = (later(x, 1, f"{x.name}_6") for x in (pos5, right5, left5, half5))
+            # d7: add the rounding half (0 for left shifts); d8: barrel shift mod 2**acc_bits
+            yh7 = Signal(signed(yb + 2), name=f"yh7_{name}")
+            m.d.sync += yh7.eq(y6 + half6)
+            pos7, right7, left7 = (later(x, 1, f"{x.name}_7") for x in (pos6, right6, left6))
+            t8 = Signal(signed(self.acc_bits), name=f"t8_{name}")
+            m.d.sync += t8.eq(Mux(pos7, yh7 >> right7, Mux(left7 == self.acc_bits, 0, (yh7 << left7)[:self.acc_bits])))
+            terms.append(t8)
+        # d9: the group term; d10: accumulate; d11: a row's result, rounded and saturated
+        t9 = Signal(signed(self.acc_bits))
+        m.d.sync += t9.eq(terms[0] + terms[1])
+        side9 = later(side, 7, "side")
         acc = Signal(signed(self.acc_bits))
         total = Signal(signed(self.acc_bits))
-        m.d.comb += total.eq(acc + t6)
+        m.d.comb += total.eq(acc + t9)
+        fin = Signal(signed(self.acc_bits))
+        vfin = Signal()
+        m.d.sync += vfin.eq(side9[0] & side9[1])
+        with m.If(side9[0]):
+            m.d.sync += acc.eq(Mux(side9[1], 0, total))
+            with m.If(side9[1]):
+                m.d.sync += fin.eq(total)
         sh = self.acc_frac - self.frac
         rounded = Signal(signed(self.acc_bits + 1))
-        m.d.comb += rounded.eq((total + (1 << (sh - 1) if sh > 0 else 0)) >> sh)
+        m.d.comb += rounded.eq((fin + (1 << (sh - 1) if sh > 0 else 0)) >> sh)
         sat = Signal(signed(32))
-        m.d.comb += sat.eq(Mux(rounded > (1 << 31) - 1, (1 << 31) - 1, Mux(rounded < -(1 << 31), -(1 << 31), rounded)))
-        with m.If(v6):
-            m.d.sync += acc.eq(Mux(last6, 0, total))
-        m.d.comb += [out_fifo.w_en.eq(v6 & last6), out_fifo.w_data.eq(sat),
+        vsat = Signal()
+        m.d.sync += [vsat.eq(vfin),
+                     sat.eq(Mux(rounded > (1 << 31) - 1, (1 << 31) - 1, Mux(rounded < -(1 << 31), -(1 << 31), rounded)))]
+        m.d.comb += [out_fifo.w_en.eq(vsat), out_fifo.w_data.eq(sat),
                      self.y.payload.eq(out_fifo.r_data.as_signed()), self.y.valid.eq(out_fifo.r_rdy),
                      out_fifo.r_en.eq(self.y.ready)]
         return m
