@@ -110,6 +110,7 @@ class DecodeISAModel:
     def _pack_kv_codes(self, codes: torch.Tensor, bits: int) -> bytes:
         c = codes.reshape(-1).numpy().astype(np.int64)
         per = 8 // bits
+        c = np.concatenate([c, np.zeros((-len(c)) % per, dtype=np.int64)])
         lanes = c.reshape(-1, per)
         out = np.zeros(lanes.shape[0], dtype=np.int64)
         for i in range(per):
@@ -137,14 +138,14 @@ class DecodeISAModel:
         for t in range(vq0, vq1):  # V: per token, one group per KV head
             codes, mn, e, m = U.kv_quantize(self._raw(base, L, "v_raw", t), bits, -1, sb)
             self._write(base + L.offset("v_codes") + t * L.code_row_bytes, self._pack_kv_codes(codes, bits))
-            self._write(base + L.offset("v_params") + t * L.n_kv_heads * KV_PARAM_BYTES, self._param_bytes(mn, e, m))
+            self._write(base + L.offset("v_params") + t * L.v_param_row_bytes, self._param_bytes(mn, e, m))
         for g0 in range(kq0, kq1, G):  # K: per channel over a complete group of G tokens
             raw = torch.stack([self._raw(base, L, "k_raw", t) for t in range(g0, g0 + G)])
             codes, mn, e, m = U.kv_quantize(raw, bits, 0, sb)
             for j in range(G):
                 self._write(base + L.offset("k_codes") + (g0 + j) * L.code_row_bytes,
                             self._pack_kv_codes(codes[j], bits))
-            self._write(base + L.offset("k_params") + (g0 // G) * L.row * KV_PARAM_BYTES, self._param_bytes(mn, e, m))
+            self._write(base + L.offset("k_params") + (g0 // G) * L.k_param_row_bytes, self._param_bytes(mn, e, m))
 
     def _kv_read(self, base: int, L: KVLayout, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         kq, vq = kv_quantized_counts(n, L.kv_bits, L.k_group, L.kv_window)
@@ -155,14 +156,14 @@ class DecodeISAModel:
                 codes = self._unpack_kv_codes(self._read(base + L.offset("k_codes") + t * L.code_row_bytes,
                                                          L.code_row_bytes), L.kv_bits, L.row)
                 g = t // L.k_group
-                mn, e, m = self._params(base + L.offset("k_params") + g * L.row * KV_PARAM_BYTES, L.row)
+                mn, e, m = self._params(base + L.offset("k_params") + g * L.k_param_row_bytes, L.row)
                 K.append(U.kv_dequantize(codes, mn, e, m).reshape(shape))
             else:
                 K.append(self._raw(base, L, "k_raw", t))
             if t < vq:
                 codes = self._unpack_kv_codes(self._read(base + L.offset("v_codes") + t * L.code_row_bytes,
                                                          L.code_row_bytes), L.kv_bits, L.row).reshape(shape)
-                mn, e, m = self._params(base + L.offset("v_params") + t * L.n_kv_heads * KV_PARAM_BYTES, L.n_kv_heads)
+                mn, e, m = self._params(base + L.offset("v_params") + t * L.v_param_row_bytes, L.n_kv_heads)
                 V.append(U.kv_dequantize(codes, mn.unsqueeze(-1), e.unsqueeze(-1), m.unsqueeze(-1)))
             else:
                 V.append(self._raw(base, L, "v_raw", t))

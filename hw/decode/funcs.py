@@ -275,3 +275,60 @@ class SigmoidUnit(_Unit):
         m.d.comb += sig.eq(rr(y4, 8))
         m.d.sync += [self.sig.eq(sig), self.silu.eq(rr(x4 * sig, 16))]
         return m
+
+
+def scale_rom(scale_bits: int) -> list[int]:
+    """``round(2**(b+16)/m)`` for ``m`` in ``[2**(b-1), 2**b)`` (index ``m``; low half 0;
+    18-bit entries): the reciprocal ROM of :func:`ref_model.decode.act_scale_rom`."""
+    n = 1 << scale_bits
+    return [0] * (n // 2) + [((1 << (scale_bits + 17)) // m + 1) >> 1 for m in range(n // 2, n)]
+
+
+class MantScaleUnit(_Unit):
+    """The mantissa scale of :func:`ref_model.decode._mant_scale` (activation and KV
+    quantizers): ``amax`` uint32 and ``cmul = round(2**24/qmax)`` -> ``man`` (``b`` bits),
+    ``s`` (signed), and the reciprocal ``rcp = R[man]`` (18 bits).
+
+    ``r = amax*cmul``; ``s = bit_length(r) - b``; ``man = ceil(r/2**s)`` (a carry to
+    ``2**b`` gives ``man/2``, ``s+1``); ``amax = 0``: ``man = 2**(b-1)``, ``s = -16``.
+    Needs ``s > 0`` for non-zero ``amax`` (true for ``cmul >= 2**(b+1)``). Latency 6."""
+
+    LATENCY = 6
+
+    def __init__(self, scale_bits: int):
+        self.b = scale_bits
+        super().__init__({"i_valid": In(1), "amax": In(32), "cmul": In(25), "o_valid": Out(1),
+                          "man": Out(scale_bits), "s": Out(signed(8)), "rcp": Out(18)})
+
+    def elaborate(self, platform):
+        m = Module()
+        b = self.b
+        self._valid_chain(m)
+        (rom,) = _rom(m, "rom", scale_rom(b), 1)
+        r1 = Signal(57)
+        z1 = Signal()
+        m.d.sync += [r1.eq(self.amax * self.cmul), z1.eq(self.amax == 0)]
+        bl = bit_length(m, r1, 57, "bl")
+        r2, z2 = Signal(57), Signal()
+        s2 = Signal(signed(8))
+        m.d.sync += [r2.eq(r1), z2.eq(z1), s2.eq(bl - b)]
+        up = Signal(range(64))
+        m.d.comb += up.eq(Mux(s2 > 0, s2, 0))
+        rp3, z3 = Signal(58), Signal()
+        s3, up3 = Signal(signed(8)), Signal(range(64))
+        m.d.sync += [rp3.eq(r2 + (Const(1, 57) << up) - 1), z3.eq(z2), s3.eq(s2), up3.eq(up)]
+        man4, z4 = Signal(b + 1), Signal()
+        s4 = Signal(signed(8))
+        m.d.sync += [man4.eq(rp3 >> up3), z4.eq(z3), s4.eq(s3)]
+        man5 = Signal(b)
+        s5 = Signal(signed(8))
+        with m.If(z4):
+            m.d.sync += [man5.eq(1 << (b - 1)), s5.eq(-16)]
+        with m.Elif(man4[b]):
+            m.d.sync += [man5.eq(man4 >> 1), s5.eq(s4 + 1)]
+        with m.Else():
+            m.d.sync += [man5.eq(man4), s5.eq(s4)]
+        m.d.comb += rom.addr.eq(man5)
+        m.d.sync += [self.man.eq(man5), self.s.eq(s5)]
+        m.d.comb += self.rcp.eq(rom.data)   # the synchronous ROM read lines up with the registers
+        return m

@@ -46,8 +46,9 @@ f16 ``m``, little-endian.
 KV region of one layer (:class:`KVLayout`): raw int32 K and V rings of ``ring`` slots
 (slot = position mod ring) for the tokens not yet quantized; K codes (per token, per KV
 head, per channel) and per-(group, head, channel) parameters; V codes and per-(token,
-head) parameters. A parameter record is 8 bytes: ``mn`` int32, ``e`` int8, pad, ``m``
-uint16. Which tokens are quantized is a function of the position alone
+head) parameters; codes little-endian from bit 0, ``kv_bits`` each. A parameter record is 8 bytes: ``mn`` int32, ``e`` int8, pad, ``m``
+uint16. Every row (codes of a token, records of a K group or of a token's V) is padded
+to 16 bytes. Which tokens are quantized is a function of the position alone
 (:func:`kv_quantized_counts`), so the engine keeps no KV state besides memory.
 """
 
@@ -214,6 +215,13 @@ def weight_bytes(kind: WeightKind, rows: int, cols: int) -> tuple[int, int]:
 
 
 KV_PARAM_BYTES = 8
+#: KV rows (codes, parameter records) start on this many bytes, so every row is a whole
+#: number of beats for ports up to 128 bits (the decode engine's limit).
+KV_ROW_ALIGN = 16
+
+
+def _pad(n: int) -> int:
+    return (n + KV_ROW_ALIGN - 1) // KV_ROW_ALIGN * KV_ROW_ALIGN
 
 
 def kv_quantized_counts(n: int, kv_bits: int, k_group: int, kv_window: int) -> tuple[int, int]:
@@ -255,7 +263,18 @@ class KVLayout:
 
     @property
     def code_row_bytes(self) -> int:
-        return 0 if self.kv_bits == 16 else (self.row * self.kv_bits + 7) // 8
+        """One token's K (or V) codes, padded to :data:`KV_ROW_ALIGN` bytes."""
+        return 0 if self.kv_bits == 16 else _pad(self.row * self.kv_bits // 8)
+
+    @property
+    def k_param_row_bytes(self) -> int:
+        """One K group's parameter records (one per channel), padded."""
+        return _pad(self.row * KV_PARAM_BYTES)
+
+    @property
+    def v_param_row_bytes(self) -> int:
+        """One token's V parameter records (one per KV head), padded."""
+        return _pad(self.n_kv_heads * KV_PARAM_BYTES)
 
     @property
     def k_groups(self) -> int:
@@ -265,9 +284,9 @@ class KVLayout:
         q = self.kv_bits != 16
         return [("k_raw", self.ring * self.row * 4), ("v_raw", self.ring * self.row * 4),
                 ("k_codes", self.max_ctx * self.code_row_bytes if q else 0),
-                ("k_params", self.k_groups * self.row * KV_PARAM_BYTES),
+                ("k_params", self.k_groups * self.k_param_row_bytes),
                 ("v_codes", self.max_ctx * self.code_row_bytes if q else 0),
-                ("v_params", (self.max_ctx * self.n_kv_heads * KV_PARAM_BYTES) if q else 0)]
+                ("v_params", (self.max_ctx * self.v_param_row_bytes) if q else 0)]
 
     def offset(self, name: str) -> int:
         off = 0

@@ -10,7 +10,7 @@ The packing rule (one place for it; ``host_runtime.gemm_layout`` mirrors it):
 * every segment (a run of vectors the hardware reads as a unit) starts on a beat.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -287,4 +287,80 @@ class UnitUnpacker(wiring.Component):
                                 for j in range(n - 1):
                                     with m.If(parts == j):
                                         m.d.sync += buf[j * W:(j + 1) * W].eq(self.beats.payload)
+        return m
+
+
+class UnitPackerInput(data.StructLayout):
+    def __init__(self, unit_bits: int):
+        super().__init__({"unit": unit_bits, "last": 1})
+
+
+class UnitPacker(wiring.Component):
+    """Units of a width chosen at run time in, beats out (the inverse of :class:`UnitUnpacker`).
+
+    Members
+    -------
+    sel : In(range(len(unit_bits))): the unit width, stable while a transfer runs.
+    units : In(stream of UnitPackerInput): ``last`` ends a transfer; its beat leaves with
+        the unused slots zero and carries ``last``.
+    beats : Out(stream of PackerOutput).
+
+    One unit per cycle when a unit is no wider than a beat; a wider unit leaves as
+    ``unit/data_bits`` beats.
+    """
+
+    def __init__(self, *, data_bits: int, unit_bits: tuple[int, ...]):
+        for u in unit_bits:
+            if u & (u - 1) or (u < data_bits and data_bits % u) or (u > data_bits and u % data_bits):
+                raise ValueError(f"unit width {u} and beat width {data_bits} are not powers of two")
+        self.data_bits, self.unit_bits = data_bits, tuple(unit_bits)
+        self.max_unit = max(unit_bits)
+        super().__init__({
+            "sel": In(range(max(len(unit_bits), 2))),
+            "units": In(stream.Signature(UnitPackerInput(self.max_unit))),
+            "beats": Out(stream.Signature(PackerOutput(data_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.data_bits
+        u_in = self.units
+        beat = Signal(W)
+        wide = Signal(max(self.max_unit, W))
+        full = Signal()
+        last = Signal()
+        slot = Signal(range(max(W // min(self.unit_bits), 2)))
+        part = Signal(range(max(self.max_unit // W, 2)))
+        parts = Signal(range(max(self.max_unit // W, 2) + 1))
+        m.d.comb += [self.beats.payload.data.eq(Mux(parts > 1, wide[:W], beat)),
+                     self.beats.valid.eq(full)]
+        with m.Switch(self.sel):
+            for i, u in enumerate(self.unit_bits):
+                with m.Case(i):
+                    if u <= W:
+                        n = W // u
+                        m.d.comb += [u_in.ready.eq(~full | self.beats.ready), self.beats.payload.last.eq(last)]
+                        with m.If(self.beats.valid & self.beats.ready):
+                            m.d.sync += full.eq(0)
+                        with m.If(u_in.valid & u_in.ready):
+                            with m.If(slot == 0):
+                                m.d.sync += beat.eq(u_in.payload.unit[:u])
+                            for j in range(1, n):
+                                with m.If(slot == j):
+                                    m.d.sync += beat[j * u:(j + 1) * u].eq(u_in.payload.unit[:u])
+                            m.d.sync += [slot.eq(slot + 1), parts.eq(1)]
+                            with m.If((slot == n - 1) | u_in.payload.last):
+                                m.d.sync += [slot.eq(0), full.eq(1), last.eq(u_in.payload.last)]
+                    else:
+                        n = u // W
+                        final = part == n - 1
+                        m.d.comb += [u_in.ready.eq(~full | (self.beats.ready & final)),
+                                     self.beats.payload.last.eq(last & final)]
+                        with m.If(self.beats.valid & self.beats.ready):
+                            m.d.sync += [wide.eq(wide >> W), part.eq(part + 1)]
+                            with m.If(final):
+                                m.d.sync += full.eq(0)
+                        with m.If(u_in.valid & u_in.ready):
+                            m.d.sync += [wide.eq(u_in.payload.unit), full.eq(1), part.eq(0),
+                                         parts.eq(n), last.eq(u_in.payload.last)]
         return m

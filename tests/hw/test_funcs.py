@@ -81,3 +81,17 @@ def test_sigmoid_silu():
     t = torch.tensor(xs)
     assert got["sig"] == fx.sigmoid(t).tolist()
     assert got["silu"] == fx.silu(t).tolist()
+
+
+@pytest.mark.parametrize("qmax,b", [(127, 8), (2047, 8), (15, 8), (3, 4), (255, 12)])
+def test_mant_scale(qmax, b):
+    from hw.decode.funcs import MantScaleUnit, scale_rom
+    from ref_model.decode import _mant_scale, act_scale_rom
+    assert scale_rom(b) == act_scale_rom(b).tolist()
+    rnd = random.Random(qmax + b)
+    xs = [0, 1, 2, (1 << 32) - 1, (1 << 31)] + [rnd.randrange(0, 1 << rnd.randrange(1, 33)) for _ in range(200)]
+    cmul = ((1 << 25) // qmax + 1) >> 1
+    got = _stream(MantScaleUnit(b), {"amax": xs, "cmul": [cmul] * len(xs)}, ("man", "s", "rcp"))
+    man, s = _mant_scale(torch.tensor(xs), qmax, b)
+    assert got["man"] == man.tolist() and got["s"] == s.tolist()
+    assert got["rcp"] == act_scale_rom(b)[man].tolist()
