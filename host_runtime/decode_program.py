@@ -147,6 +147,9 @@ def compile_decode(model, limits: DecodeShape | None = None, *, trace: bool = Fa
         limits.check_fits(hp, ctx)
     if ctx < 1 or ctx >= (1 << 14):
         raise ConfigError(f"context {ctx} is outside 1..16383 (the RoPE position range)")
+    if num.k_group & (num.k_group - 1):
+        raise ConfigError(f"k_group {num.k_group} is not a power of two (the engine indexes K groups by shifts); "
+                          f"allowed: 1, 2, 4, ... 1024")
     shape = DecodeShape.from_hparams(hp, ctx)
     img = MemoryImage()
 
@@ -199,6 +202,8 @@ def compile_decode(model, limits: DecodeShape | None = None, *, trace: bool = Fa
                      (Reg.EPS, model.eps_int), (Reg.KV_BITS, num.kv_bits), (Reg.K_GROUP, num.k_group),
                      (Reg.KV_WINDOW, num.kv_window), (Reg.MAX_CTX, ctx)):
         P.append(Instr(Op.SET, dst=reg, addr=val))
+    for part, reg in KVLayout.OFFSET_REGS.items():
+        P.append(Instr(Op.SET, dst=reg, addr=kv.offset(part)))
     P.append(Instr(Op.EMBED, dst=Buf.X, cols=hp.dim, addr=emb_codes, addr2=emb_scales))
 
     def mv(dst, src, m, norm_input):

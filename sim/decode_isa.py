@@ -87,8 +87,12 @@ class DecodeISAModel:
         return KVLayout(r[Reg.MAX_CTX], r[Reg.N_KV_HEADS], r[Reg.HEAD_DIM], r[Reg.KV_BITS],
                         r[Reg.K_GROUP], r[Reg.KV_WINDOW])
 
+    def _off(self, part: str) -> int:
+        """A KV part's offset as the engine knows it: from its SET register."""
+        return 0 if part == "k_raw" else self.regs[KVLayout.OFFSET_REGS[part]]
+
     def _raw(self, base: int, L: KVLayout, which: str, t: int) -> torch.Tensor:
-        addr = base + L.offset(which) + (t % L.ring) * L.row * 4
+        addr = base + self._off(which) + (t % L.ring) * L.row * 4
         return self._ints(addr, L.row, "<i4").reshape(L.n_kv_heads, L.head_dim)
 
     def _params(self, addr: int, n: int):
@@ -128,7 +132,7 @@ class DecodeISAModel:
         base, pos = ins.addr, self.regs[Reg.POS]
         bits, G = L.kv_bits, L.k_group
         for which, buf in (("k_raw", ins.src), ("v_raw", ins.src2)):
-            addr = base + L.offset(which) + (pos % L.ring) * L.row * 4
+            addr = base + self._off(which) + (pos % L.ring) * L.row * 4
             self._write(addr, self.bufs[buf].numpy().astype("<i4").tobytes())
         if bits == 16:
             return
@@ -137,15 +141,15 @@ class DecodeISAModel:
         sb = self.num.kv_scale_bits
         for t in range(vq0, vq1):  # V: per token, one group per KV head
             codes, mn, e, m = U.kv_quantize(self._raw(base, L, "v_raw", t), bits, -1, sb)
-            self._write(base + L.offset("v_codes") + t * L.code_row_bytes, self._pack_kv_codes(codes, bits))
-            self._write(base + L.offset("v_params") + t * L.v_param_row_bytes, self._param_bytes(mn, e, m))
+            self._write(base + self._off("v_codes") + t * L.code_row_bytes, self._pack_kv_codes(codes, bits))
+            self._write(base + self._off("v_params") + t * L.v_param_row_bytes, self._param_bytes(mn, e, m))
         for g0 in range(kq0, kq1, G):  # K: per channel over a complete group of G tokens
             raw = torch.stack([self._raw(base, L, "k_raw", t) for t in range(g0, g0 + G)])
             codes, mn, e, m = U.kv_quantize(raw, bits, 0, sb)
             for j in range(G):
-                self._write(base + L.offset("k_codes") + (g0 + j) * L.code_row_bytes,
+                self._write(base + self._off("k_codes") + (g0 + j) * L.code_row_bytes,
                             self._pack_kv_codes(codes[j], bits))
-            self._write(base + L.offset("k_params") + (g0 // G) * L.k_param_row_bytes, self._param_bytes(mn, e, m))
+            self._write(base + self._off("k_params") + (g0 // G) * L.k_param_row_bytes, self._param_bytes(mn, e, m))
 
     def _kv_read(self, base: int, L: KVLayout, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         kq, vq = kv_quantized_counts(n, L.kv_bits, L.k_group, L.kv_window)
@@ -153,17 +157,17 @@ class DecodeISAModel:
         K, V = [], []
         for t in range(n):
             if t < kq:
-                codes = self._unpack_kv_codes(self._read(base + L.offset("k_codes") + t * L.code_row_bytes,
+                codes = self._unpack_kv_codes(self._read(base + self._off("k_codes") + t * L.code_row_bytes,
                                                          L.code_row_bytes), L.kv_bits, L.row)
                 g = t // L.k_group
-                mn, e, m = self._params(base + L.offset("k_params") + g * L.k_param_row_bytes, L.row)
+                mn, e, m = self._params(base + self._off("k_params") + g * L.k_param_row_bytes, L.row)
                 K.append(U.kv_dequantize(codes, mn, e, m).reshape(shape))
             else:
                 K.append(self._raw(base, L, "k_raw", t))
             if t < vq:
-                codes = self._unpack_kv_codes(self._read(base + L.offset("v_codes") + t * L.code_row_bytes,
+                codes = self._unpack_kv_codes(self._read(base + self._off("v_codes") + t * L.code_row_bytes,
                                                          L.code_row_bytes), L.kv_bits, L.row).reshape(shape)
-                mn, e, m = self._params(base + L.offset("v_params") + t * L.v_param_row_bytes, L.n_kv_heads)
+                mn, e, m = self._params(base + self._off("v_params") + t * L.v_param_row_bytes, L.n_kv_heads)
                 V.append(U.kv_dequantize(codes, mn.unsqueeze(-1), e.unsqueeze(-1), m.unsqueeze(-1)))
             else:
                 V.append(self._raw(base, L, "v_raw", t))

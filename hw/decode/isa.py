@@ -111,6 +111,11 @@ class Reg(IntEnum):
     K_GROUP = 8
     KV_WINDOW = 9
     MAX_CTX = 10
+    KV_V_RAW = 11    # byte offsets of the KV region's parts (KVLayout.offset), k_raw is 0
+    KV_K_CODES = 12
+    KV_K_PARAMS = 13
+    KV_V_CODES = 14
+    KV_V_PARAMS = 15
 
 
 class WeightKind(IntEnum):
@@ -287,6 +292,10 @@ class KVLayout:
                 ("k_params", self.k_groups * self.k_param_row_bytes),
                 ("v_codes", self.max_ctx * self.code_row_bytes if q else 0),
                 ("v_params", (self.max_ctx * self.v_param_row_bytes) if q else 0)]
+
+    #: KVLayout part -> the engine register the program SETs to its offset.
+    OFFSET_REGS = {"v_raw": Reg.KV_V_RAW, "k_codes": Reg.KV_K_CODES, "k_params": Reg.KV_K_PARAMS,
+                   "v_codes": Reg.KV_V_CODES, "v_params": Reg.KV_V_PARAMS}
 
     def offset(self, name: str) -> int:
         off = 0
