@@ -20,7 +20,7 @@
 Throughput: one group (32 MACs) per cycle when both streams keep up; a 128-bit port
 delivers a Q4_1 group (16 code bytes + 4 scale bytes) every 1.25 cycles, so the unit is
 port-bound for every kind but W2/ternary (8 code bytes per group). Latency from a
-group's issue to its accumulation: 10 cycles (every multiply, add and shift has its own
+group's issue to its accumulation: 11 cycles (every multiply, add and shift has its own
 register stage, for Fmax).
 """
 
@@ -436,17 +436,23 @@ class MatvecUnit(wiring.Component):
                      quant.rd_addr.eq(g), quant.rd_en.eq(1)]
 
         # ---- datapath -----------------------------------------------------------------
-        # d1: group word arrives; decode codes, 32 products; scale factors
+        # d1: the group word leaves the block RAM, codes and scales are registered;
+        # d2: the group word and the decoded weights are registered (a block RAM's output
+        # straight into 32 multipliers limited Fmax to 57 MHz); then 32 products
+        v0, last0 = Signal(), Signal()
+        codes0 = Signal(256)
+        sc0 = Signal(32)
+        m.d.sync += [v0.eq(issue), last0.eq(row_end_issue), codes0.eq(ucodes.units.payload),
+                     sc0.eq(uscales.units.payload)]
         v1, last1 = Signal(), Signal()
-        codes1 = Signal(256)
         sc1 = Signal(32)
-        m.d.sync += [v1.eq(issue), last1.eq(row_end_issue), codes1.eq(ucodes.units.payload),
-                     sc1.eq(uscales.units.payload)]
-        qw = quant.rd_data
+        qw = Signal(self.quant.word)
+        m.d.sync += [v1.eq(v0), last1.eq(last0), sc1.eq(sc0), qw.eq(quant.rd_data)]
         prods = [Signal(signed(self.quant.code_bits + 9), name=f"prod{k}") for k in range(GROUP)]
         for k, p in enumerate(prods):
             w = Signal(signed(9), name=f"w{k}")
-            c2, c4, c8 = codes1[2 * k:2 * k + 2], codes1[4 * k:4 * k + 4], codes1[8 * k:8 * k + 8]
+            w1 = Signal(signed(9), name=f"w{k}_r")
+            c2, c4, c8 = codes0[2 * k:2 * k + 2], codes0[4 * k:4 * k + 4], codes0[8 * k:8 * k + 8]
             with m.Switch(cb_sel):
                 with m.Case(0):
                     m.d.comb += w.eq(Mux(signed_codes, c2.as_signed(), c2))
@@ -454,7 +460,7 @@ class MatvecUnit(wiring.Component):
                     m.d.comb += w.eq(c4 - offset)
                 with m.Default():
                     m.d.comb += w.eq(c8.as_signed())
-            m.d.sync += p.eq(qw.a[k] * w)
+            m.d.sync += [w1.eq(w), p.eq(qw.a[k] * w1)]
         md, ed = _f16(m, sc1[:16], "d")
         mm, em = _f16(m, sc1[16:32], "m")
         side = Signal(2)             # valid, last: travel with every stage
