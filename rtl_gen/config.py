@@ -142,6 +142,52 @@ class TargetConfig(_Strict):
     board: str | None = None
 
 
+class DecodeLimits(_Strict):
+    """The largest llama shape the decode engine runs (its buffers and unit sizes); a
+    model within these runs on the same bitstream (shapes are program data)."""
+
+    layers: Annotated[int, Field(ge=1, le=255)]
+    dim: Annotated[int, Field(ge=32, le=8192, multiple_of=32)]
+    ffn: Annotated[int, Field(ge=32, le=16384, multiple_of=32)]
+    heads: Annotated[int, Field(ge=1, le=63)]
+    kv_heads: Annotated[int, Field(ge=1, le=63)]
+    head_dim: Annotated[int, Field(ge=2, le=256, multiple_of=2)]
+    vocab: Annotated[int, Field(ge=2, le=131071)]
+    context: Annotated[int, Field(ge=1, le=16383)]
+
+    @model_validator(mode="after")
+    def _gqa(self):
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads={self.heads} is not a multiple of kv_heads={self.kv_heads}")
+        return self
+
+
+class DecodeConfig(_Strict):
+    """The decode engine: shape limits and the integer numerics it is built for
+    (:class:`ref_model.decode.DecodeNumerics` fields; omitted ones take its defaults)."""
+
+    limits: DecodeLimits
+    numerics: dict[str, int | str] = {}
+
+    @model_validator(mode="after")
+    def _numerics_valid(self):
+        from ref_model.decode import DecodeNumerics
+        try:
+            num = DecodeNumerics.from_dict(dict(self.numerics))
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        if num.k_group & (num.k_group - 1):
+            raise ValueError(f"numerics.k_group={num.k_group} is not a power of two; allowed: 1, 2, 4, ... 1024")
+        if num.act_scale_bits < 2 or num.kv_scale_bits < 2:
+            raise ValueError("numerics.act_scale_bits and kv_scale_bits must be 2..12 for the engine "
+                             "(mantissa scales); allowed: 2..12")
+        return self
+
+    def decode_numerics(self):
+        from ref_model.decode import DecodeNumerics
+        return DecodeNumerics.from_dict(dict(self.numerics))
+
+
 class AcceleratorConfig(_Strict):
     """One accelerator: the whole YAML file."""
 
@@ -150,6 +196,14 @@ class AcceleratorConfig(_Strict):
     memory: MemoryConfig = MemoryConfig()
     clock: ClockConfig = ClockConfig()
     target: TargetConfig = TargetConfig()
+    decode: DecodeConfig | None = None
+
+    @model_validator(mode="after")
+    def _decode_port(self):
+        if self.decode is not None and self.memory.data_bits not in (64, 128):
+            raise ValueError(f"memory.data_bits={self.memory.data_bits}: the decode engine needs a 64- or "
+                             f"128-bit port; allowed: 64, 128")
+        return self
 
     @model_validator(mode="after")
     def _chunks_start_on_beats(self):
