@@ -85,7 +85,7 @@ class ActQuantizer(wiring.Component):
     ``m = 2**(b-1)``, ``s = -16``; codes ``clamp(rshift_round(y*R[m], s+b-8), +-qmax)``
     with the reciprocal ROM ``R``; block exponent ``e = s - 24 - frac``, mantissa ``m``.
     The scale of a block is computed while the next block arrives (7 cycles), so a
-    vector takes ``length`` cycles to load plus ``length + 6`` to quantize.
+    vector takes ``length`` cycles to load plus ``length + 7`` to quantize.
     """
 
     def __init__(self, *, max_dim: int, act_bits: int, norm_act_bits: int, act_block: int,
@@ -189,7 +189,7 @@ class ActQuantizer(wiring.Component):
         qblk = Signal(range(max(blocks_max, 2)))
         qin = Signal(16)
         v1, v2, v3 = Signal(), Signal(), Signal()
-        v3b, v4b = Signal(), Signal()
+        v1b, v3b, v4b = Signal(), Signal(), Signal()
         lane1, lane2, lane3 = Signal(5), Signal(5), Signal(5)
         g1, g2, g3 = (Signal(range(self.groups)) for _ in range(3))
         p2 = Signal(signed(50))
@@ -231,13 +231,16 @@ class ActQuantizer(wiring.Component):
                 with m.If(j == length - 1):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~v1 & ~v2 & ~v3b & ~v4b & ~v3):
+                with m.If(~v1 & ~v1b & ~v2 & ~v3b & ~v4b & ~v3):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
 
-        # stage 2: product y * R[m]
-        m.d.sync += [v2.eq(v1), lane2.eq(lane1), g2.eq(g1), blk2.eq(blk1),
-                     p2.eq(raw_r.data * blk1.r)]
+        # stage 2: the element leaves the block RAM (registered: a block RAM's output straight
+        # into the multiplier was the 61 MHz path); stage 2b: product y * R[m]
+        y1b = Signal(signed(32))
+        lane1b, g1b, blk1b = Signal(5), Signal.like(g1), Signal(blk_layout)
+        m.d.sync += [v1b.eq(v1), lane1b.eq(lane1), g1b.eq(g1), blk1b.eq(blk1), y1b.eq(raw_r.data)]
+        m.d.sync += [v2.eq(v1b), lane2.eq(lane1b), g2.eq(g1b), blk2.eq(blk1b), p2.eq(y1b * blk1b.r)]
         # stage 3: add the rounding half; stage 4: shift; stage 5: clamp
         sa = blk2.sa
         half = Signal(50)
