@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from hw.decode.isa import (GROUP, INSTR_BYTES, KV_PARAM_BYTES, MODE_NORM_INPUT, Buf, Instr,
+from hw.decode.isa import (GROUP, INSTR_BYTES, KV_PARAM_BYTES, MODE_NORM_INPUT, Instr,
                            KVLayout, Op, Reg, WeightKind, kv_quantized_counts, weight_bytes)
 from ref_model import decode as U
 from ref_model import fixedpoint as fx

@@ -28,7 +28,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .funcs import ExpNegUnit, ReciprocalUnit, bit_length, rr
-from .vector import INT32_MAX, INT32_MIN, sat32
+from .vector import INT32_MIN, sat32
 
 ACC_BITS = 56
 

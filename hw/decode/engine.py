@@ -26,11 +26,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
-from ..mem.gearbox import SegmentCommand, UnitPacker, UnitUnpacker, VectorUnpacker
+from ..mem.gearbox import UnitPacker, UnitUnpacker, VectorUnpacker
 from ..mem.reader import BurstReader, ReadArbiter
 from ..mem.writer import BurstWriter
 from .attention import AttentionUnit
-from .funcs import rr
 from .isa import GROUP, INSTR_BITS, MODE_NORM_INPUT, Buf, InstrLayout, Op, Reg
 from .kv import KVUnit
 from .matvec import MatvecUnit, _f16

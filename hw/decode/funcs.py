@@ -8,7 +8,7 @@ cycles later. ROM contents are parameters (the generator passes
 :func:`ref_model.fixedpoint.rom_tables`), so the tables exist in one place.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -66,7 +66,6 @@ class RsqrtUnit(_Unit):
         ra, rb = _rom(m, "tab", self.table, 2)
         # 1: exponent, rounded up to even
         x1 = Signal(63)
-        e1 = Signal(signed(8))
         m.d.sync += x1.eq(self.x)
         bl = bit_length(m, x1, 63, "bl")
         e_raw = Signal(signed(8))

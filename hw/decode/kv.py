@@ -91,8 +91,7 @@ class KVUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        W, bpb = self.data_bits, self.data_bits // 8
-        lg_bpb = bpb.bit_length() - 1
+        W = self.data_bits
         b = self.b
         R = self.max_row
         rd = BurstReader(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst,
@@ -149,7 +148,6 @@ class KVUnit(wiring.Component):
         vq = Signal(15)
         kq = Signal(15)
         t = Signal(15)           # token being processed
-        t_end = Signal(15)
         i = Signal(range(R + 1))   # element within a row
         c = Signal(9)            # channel within a head
         j = Signal(6)            # head

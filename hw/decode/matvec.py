@@ -32,27 +32,11 @@ from amaranth.lib.wiring import In, Out, connect
 from ..mem.axi4 import AXI4ReadSignature
 from ..mem.gearbox import UnitUnpacker
 from ..mem.reader import BurstReader, ReadArbiter
+from .funcs import MantScaleUnit
 from .isa import WeightKind
 
 GROUP = 32
 _SCALE_FRAC = 24   # the activation-scale computation works in Q.(F+24)
-
-
-def act_scale_rom(scale_bits: int) -> list[int]:
-    """``round(2**(b+16)/m)`` for ``m`` in ``[2**(b-1), 2**b)`` (index ``m``; low half 0;
-    18-bit entries, ``2**17`` at ``m = 2**(b-1)``):
-    the reciprocal ROM of :func:`ref_model.decode.act_scale_rom` (same integers)."""
-    n = 1 << scale_bits
-    return [0] * (n // 2) + [((1 << (scale_bits + 17)) // m + 1) >> 1 for m in range(n // 2, n)]
-
-
-def _bit_length(m: Module, x: Signal, width: int) -> Signal:
-    """Position of the highest set bit + 1 (0 for 0): a priority encoder."""
-    bl = Signal(range(width + 1))
-    for i in range(width):
-        with m.If(x[i]):
-            m.d.comb += bl.eq(i + 1)
-    return bl
 
 
 class GroupWord(data.StructLayout):
@@ -84,7 +68,8 @@ class ActQuantizer(wiring.Component):
     ``m = ceil(r/2**s)`` (a carry to ``2**b`` gives ``m/2``, ``s+1``); ``amax = 0`` gives
     ``m = 2**(b-1)``, ``s = -16``; codes ``clamp(rshift_round(y*R[m], s+b-8), +-qmax)``
     with the reciprocal ROM ``R``; block exponent ``e = s - 24 - frac``, mantissa ``m``.
-    The scale of a block is computed while the next block arrives (7 cycles), so a
+    The scale of a block (:class:`~hw.decode.funcs.MantScaleUnit`) is computed while the next
+    block arrives (7 cycles), so a
     vector takes ``length`` cycles to load plus ``length + 7`` to quantize.
     """
 
@@ -117,11 +102,9 @@ class ActQuantizer(wiring.Component):
         # per block: reciprocal R, shift s+b-8, exponent e, mantissa m
         blk_layout = data.StructLayout({"r": 18, "sa": range(64), "e": signed(8), "man": b})
         m.submodules.bmem = bmem = Memory(shape=blk_layout, depth=blocks_max, init=[])
-        m.submodules.rom = rom = Memory(shape=18, depth=1 << b, init=act_scale_rom(b))
         raw_w, raw_r = raw.write_port(), raw.read_port()
         q_w, q_r = qmem.write_port(), qmem.read_port()
         b_w, b_r = bmem.write_port(), bmem.read_port(domain="comb")
-        rom_r = rom.read_port()
         m.d.comb += [q_r.addr.eq(self.rd_addr), q_r.en.eq(self.rd_en), self.rd_data.eq(q_r.data)]
 
         length = Signal(16)
@@ -147,42 +130,19 @@ class ActQuantizer(wiring.Component):
         new_max = Signal(32)
         m.d.comb += new_max.eq(Mux(mag > amax, mag, amax))
 
-        # ---- scale FSM: 6 cycles per block ---------------------------------------------
+        # ---- block scales: the shared mantissa-scale unit, 6 cycles per block ------------
+        m.submodules.scale = ms = MantScaleUnit(b)
         sc_busy = Signal()
-        sc_step = Signal(range(7))
-        r = Signal(50)
-        zero = Signal()
-        s = Signal(signed(8))
-        man = Signal(b + 1)
-        bl = _bit_length(m, r, 50)
-        shift_up = Signal(range(64))
-        m.d.comb += shift_up.eq(Mux(s > 0, s, 0))
+        sc_idx = Signal.like(pend_idx)
+        m.d.comb += [ms.amax.eq(pend_max), ms.cmul.eq(cmul)]
         with m.If(pend & ~sc_busy):
-            m.d.sync += [sc_busy.eq(1), sc_step.eq(0), pend.eq(0), r.eq(pend_max * cmul), zero.eq(pend_max == 0)]
-        rp = Signal(51)
-        with m.If(sc_busy):
-            m.d.sync += sc_step.eq(sc_step + 1)
-            with m.Switch(sc_step):
-                with m.Case(0):
-                    m.d.sync += s.eq(bl - b)
-                with m.Case(1):   # ceiling shift: the scale never undershoots
-                    m.d.sync += rp.eq(r + (Const(1, 50) << shift_up) - 1)
-                with m.Case(2):
-                    m.d.sync += man.eq(rp >> shift_up)
-                with m.Case(3):
-                    with m.If(zero):
-                        m.d.sync += [man.eq(1 << (b - 1)), s.eq(-16)]
-                    with m.Elif(man[b]):
-                        m.d.sync += [man.eq(man >> 1), s.eq(s + 1)]
-                with m.Case(4):
-                    pass  # ROM read of R[man]
-                with m.Case(5):
-                    m.d.comb += [b_w.en.eq(1), b_w.addr.eq(pend_idx),
-                                 b_w.data.r.eq(rom_r.data), b_w.data.e.eq(s - _SCALE_FRAC - self.frac),
-                                 b_w.data.man.eq(man[:b]),
-                                 b_w.data.sa.eq(Mux(s + b - 8 > 0, s + b - 8, 0))]
-                    m.d.sync += sc_busy.eq(0)
-        m.d.comb += rom_r.addr.eq(man[:b])
+            m.d.comb += ms.i_valid.eq(1)
+            m.d.sync += [sc_busy.eq(1), pend.eq(0), sc_idx.eq(pend_idx)]
+        with m.If(ms.o_valid):
+            m.d.comb += [b_w.en.eq(1), b_w.addr.eq(sc_idx), b_w.data.r.eq(ms.rcp),
+                         b_w.data.e.eq(ms.s - _SCALE_FRAC - self.frac), b_w.data.man.eq(ms.man),
+                         b_w.data.sa.eq(Mux(ms.s + b - 8 > 0, ms.s + b - 8, 0))]
+            m.d.sync += sc_busy.eq(0)
 
         # ---- quantize pass: one element per cycle through 3 stages ---------------------
         j = Signal(16)

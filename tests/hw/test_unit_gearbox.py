@@ -6,7 +6,6 @@ import random
 
 import pytest
 from amaranth.hdl import Module
-from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from hw.mem.gearbox import UnitPacker, UnitUnpacker
