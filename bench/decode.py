@@ -29,7 +29,7 @@ import torch
 from ref_model.errors import LutforgeError, SimulationError
 from rtl_gen.config import load_config
 
-PROMPT = "The capital of France is"
+PROMPT = "The capital of France is Paris, and the capital of Germany is"
 #: A 16-bit DDR3-800 board: 1.6 GB/s, i.e. one 16-byte beat per cycle at 100 MHz.
 BOARD_BYTES_PER_S = 1.6e9
 
