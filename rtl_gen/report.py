@@ -367,7 +367,7 @@ def run_report(cfg, dsp: bool = True, workdir: Path | None = None) -> dict:
         if workdir is None:
             rep.pop("workdir", None)
     head = {"config": cfg.name, "config_hash": cfg.hash(), "pes": cfg.pes,
-            "dsp_pes": cfg.dsp_pes if dsp else 0}
+            "dsp_pes": cfg.dsp_pes if dsp and cfg.core.kind == "systolic" else 0}
     return {**head, **rep}
 
 

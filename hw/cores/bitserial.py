@@ -247,6 +247,10 @@ class BitSerialCore(wiring.Component):
             with m.If(a_row + 1 == cmd.m):
                 m.d.sync += [a_row.eq(0), a_j.eq(a_j + 1), a_ptr.eq(cmd.a_addr)]
 
+        # The array (sequencer, panel reads, PEs) advances on ``run``: the result FIFO has room
+        # and no finished group waits for the dequantization unit.
+        run = Signal()
+
         # ---- compute sequencer (stage 0): one plane step per tick
         c_m = Signal(DIM_BITS)
         c_kb = Signal(kb_bits + 1)
@@ -258,8 +262,8 @@ class BitSerialCore(wiring.Component):
         computing = Signal()
         m.d.comb += computing.eq(go & ~loading & (j < nt))
         m.d.comb += [first_plane.eq(c_p + 1 == cmd.planes),
-                     step.eq(tick & computing & (~first_plane | unpack_a.vectors.valid)),
-                     unpack_a.vectors.ready.eq(tick & computing & first_plane)]
+                     step.eq(run & computing & (~first_plane | unpack_a.vectors.valid)),
+                     unpack_a.vectors.ready.eq(run & computing & first_plane)]
         with m.If(loading & w_issued & s_issued & (w_kb == kb_total) & (s_g == groups)):
             m.d.sync += [loading.eq(0), c_m.eq(0), c_kb.eq(0), c_kig.eq(0), c_g.eq(0), c_p.eq(cmd.planes - 1)]
         a_hold = Signal(a_bits)
@@ -282,15 +286,15 @@ class BitSerialCore(wiring.Component):
                             m.d.sync += [j.eq(j + 1), loading.eq(j + 1 < nt), w_issued.eq(0), s_issued.eq(0),
                                          w_kb.eq(0), s_g.eq(0)]
         for rp in (sign_rp, mag_rp, scale_rp):
-            m.d.comb += rp.en.eq(tick)
+            m.d.comb += rp.en.eq(run)
         m.d.comb += [sign_rp.addr.eq(c_kb), mag_rp.addr.eq(c_kb * B + c_p), scale_rp.addr.eq(c_g)]
 
         # Stage 1: memory data and the registered step flags reach the PEs.
         s1 = Signal(5)
-        with m.If(tick):
+        with m.If(run):
             m.d.sync += s1.eq(Cat(step, first_plane, c_p == 0, c_kig == 0, last_kb))
         s1_last_group = Signal()
-        with m.If(tick):
+        with m.If(run):
             m.d.sync += s1_last_group.eq(last_group)
         horner_bits = core.tree_bits + B
         pes = []
@@ -298,16 +302,17 @@ class BitSerialCore(wiring.Component):
             pe = BitSerialPE(rows=R, act_bits=ab, tree_bits=core.tree_bits, horner_bits=horner_bits,
                              partial_bits=core.partial_bits)
             m.submodules[f"pe_{c}"] = pe
-            m.d.comb += [pe.en.eq(tick), pe.valid.eq(s1[0]), pe.first_plane.eq(s1[1]), pe.last_plane.eq(s1[2]),
+            m.d.comb += [pe.en.eq(run), pe.valid.eq(s1[0]), pe.first_plane.eq(s1[1]), pe.last_plane.eq(s1[2]),
                          pe.first_kb.eq(s1[3]), pe.last_kb.eq(s1[4]),
                          pe.a.as_value().eq(a_hold),
                          pe.sign.eq(sign_rp.data[c * R:(c + 1) * R]), pe.mag.eq(mag_rp.data[c * R:(c + 1) * R])]
             pes.append(pe)
         # The scales and the row-end flag wait out the PE latency (2 ticks).
-        side = delay(m, Cat(scale_rp.data, s1_last_group), 2, tick, name="scale_dly")
+        side = delay(m, Cat(scale_rp.data, s1_last_group), 2, run, name="scale_dly")
         m.submodules.dequant = dq = BitSerialDequant(cols=C, partial_bits=core.partial_bits, acc_bits=core.acc_bits,
                                                      frac=core.out_frac, digit_bits=core.dequant_digit_bits)
-        m.d.comb += [dq.en.eq(tick), dq.p_valid.eq(pes[0].p_valid), dq.last.eq(side[-1]),
+        m.d.comb += [run.eq(tick & ~(pes[0].p_valid & ~dq.ready)),
+                     dq.en.eq(tick), dq.p_valid.eq(pes[0].p_valid), dq.last.eq(side[-1]),
                      dq.scale.as_value().eq(side[:s_bits])]
         for c in range(C):
             m.d.comb += dq.p[c].eq(pes[c].p)
