@@ -122,18 +122,44 @@ def _synth_component(component, name: str, *, dsp: bool, device: str) -> dict:
     return rep["synth"]
 
 
+def _dequant_block(core):
+    """The core's dequantization unit behind flat ports (Yosys' ABC9 pass trips over the
+    unit's own array ports when it is the top module)."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+    from hw.pe.bitserial import BitSerialDequant
+
+    C, PB, AB = core.cols, core.partial_bits, core.acc_bits
+
+    class DequantBlock(wiring.Component):
+        def __init__(self):
+            super().__init__({"p": In(PB * C), "scale": In(16 * C), "v": In(1), "last": In(1),
+                              "o": Out(AB * C), "ov": Out(1), "rdy": Out(1)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.dq = dq = BitSerialDequant(cols=C, partial_bits=PB, acc_bits=AB, frac=core.out_frac,
+                                                    digit_bits=core.dequant_digit_bits)
+            m.d.comb += [dq.en.eq(1), dq.p_valid.eq(self.v), dq.p.as_value().eq(self.p),
+                         dq.scale.as_value().eq(self.scale), dq.last.eq(self.last),
+                         self.o.eq(dq.out.as_value()), self.ov.eq(dq.out_valid), self.rdy.eq(dq.ready)]
+            return m
+
+    return DequantBlock()
+
+
 def _units():
-    """Single lanes: (label, lanes it holds, component factory)."""
+    """Lanes: (label, lanes it holds, component factory taking ``dsp``)."""
     from amaranth.hdl import signed
-    from hw.pe.bitserial import BitSerialDequant, BitSerialPE
+    from hw.pe.bitserial import BitSerialPE
     from hw.pe.mac import OutputStationaryPE
     core = load_config("bitserial_8x8").core
     return [
-        ("bit-serial PE column (8 lanes)", 8,
-         lambda dsp: BitSerialPE(rows=8, act_bits=8, tree_bits=core.tree_bits, horner_bits=core.tree_bits + 8,
-                                 partial_bits=core.partial_bits)),
-        ("dequant unit, 1 column", 8,
-         lambda dsp: BitSerialDequant(cols=1, partial_bits=core.partial_bits, acc_bits=32, frac=8, digit_bits=3)),
+        ("bit-serial PE column (8 lanes)", core.rows,
+         lambda dsp: BitSerialPE(rows=core.rows, act_bits=8, tree_bits=core.tree_bits,
+                                 horner_bits=core.tree_bits + core.max_planes, partial_bits=core.partial_bits)),
+        ("dequant unit, 8 columns (64 lanes)", core.rows * core.cols, lambda dsp: _dequant_block(core)),
         ("bit-parallel W4A8 PE (1 lane)", 1,
          lambda dsp: OutputStationaryPE(act_shape=signed(8), weight_shape=signed(4), acc_bits=32, use_dsp=dsp)),
         ("bit-parallel int8 PE (1 lane)", 1,
@@ -158,11 +184,13 @@ def area(place: bool) -> dict:
         for dsp in (True, False):
             t0 = time.perf_counter()
             s = _synth_component(make(dsp), "unit", dsp=dsp, device=device)
-            out["units"].append({"unit": label, "lanes": lanes, "dsp_mapping": dsp, "lut4": s["lut4"], "ff": s["ff"],
-                                 "dsp": s["dsp"], "lut4_per_lane": s["lut4"] / lanes,
+            out["units"].append({"unit": label, "lanes": lanes, "dsp_mapping": dsp, "lut4": s["lut4"],
+                                 "lut4_slots": s["lut4_slots"], "ff": s["ff"], "dsp": s["dsp"],
+                                 "lut4_per_lane": s["lut4"] / lanes, "lut4_slots_per_lane": s["lut4_slots"] / lanes,
                                  "seconds": time.perf_counter() - t0})
-            print(f"  {label:<34} dsp={dsp!s:<5} LUT4 {s['lut4']:>6} FF {s['ff']:>5} DSP {s['dsp']:>3} "
-                  f"LUT4/lane {s['lut4'] / lanes:7.1f}", flush=True)
+            print(f"  {label:<36} dsp={dsp!s:<5} LUT4 {s['lut4']:>6} (slots {s['lut4_slots']:>6}) FF {s['ff']:>5} "
+                  f"DSP {s['dsp']:>3}  per lane: LUT4 {s['lut4'] / lanes:6.1f} slots {s['lut4_slots'] / lanes:6.1f}",
+                  flush=True)
     for label, name, overrides, lanes in CORES:
         for dsp in (True, False):
             ov = list(overrides) + ([] if dsp or name.startswith("bitserial") else ["core.dsp_budget=0"])
@@ -182,8 +210,8 @@ def area(place: bool) -> dict:
             entry["seconds"] = time.perf_counter() - t0
             s = entry["synth"]
             fmax = entry.get("pnr", {}).get("fmax_mhz") if entry.get("pnr") else None
-            print(f"  {label:<20} dsp={dsp!s:<5} LUT4 {s['lut4']:>6} FF {s['ff']:>6} DSP {s['dsp']:>3} "
-                  f"BRAM {s.get('bram')} Fmax {fmax}", flush=True)
+            print(f"  {label:<20} dsp={dsp!s:<5} LUT4 {s['lut4']:>6} (slots {s['lut4_slots']:>6}) FF {s['ff']:>6} "
+                  f"DSP {s['dsp']:>3} BRAM {s.get('bram')} Fmax {fmax}", flush=True)
             out["cores"].append(entry)
     return out
 

@@ -71,15 +71,29 @@ def test_bitserial_cosim(label, overrides, tmp_path):
     cosim(label, overrides, 1, tmp_path)
 
 
-def test_bad_commands_are_flagged(tmp_path):
-    """Planes 0 or above max_planes, a group size not configured, K above k_max: the core
-    sets bad_command and writes nothing."""
-    from host_runtime.bitserial_layout import BitSerialLayout
-    from hw.cores.bitserial import BitSerialCommand
-    from sim.gemm_runner import build_model  # noqa: F401  (same build as the cosim)
-    cfg = load_config(BASE, CONFIGS[1][1])
-    layout = BitSerialLayout(cfg)
-    assert BitSerialCommand(cfg.memory.addr_bits).size > 0 and layout is not None
+def test_bad_commands_are_flagged(tmp_path, monkeypatch):
+    """Planes above max_planes, a group size not configured, K above k_max: the core sets
+    bad_command and writes nothing; a good command afterwards runs normally."""
+    from host_runtime.bitserial_layout import BitSerialLayout, BitSerialWeights
+    overrides = CONFIGS[1][1]
+    cfg = load_config(BASE, overrides)
+    gen = torch.Generator().manual_seed(5)
+    monkeypatch.setattr(BitSerialLayout, "check", lambda self, idx, a, w: None)  # let bad commands through
+
+    def weights(k, n, planes, group):
+        v = torch.randint(-1, 2, (k, n), generator=gen)
+        return BitSerialWeights(v, torch.full((-(-k // group), n), 0x3C00), group, planes)
+
+    kmax = cfg.core.k_max
+    cases = [("planes above max", torch.ones((2, 40), dtype=torch.int64), weights(40, 5, cfg.core.max_planes + 1, 32)),
+             ("group 16", torch.ones((2, 40), dtype=torch.int64), weights(40, 5, 2, 16)),
+             ("K above k_max", torch.ones((1, kmax + 1), dtype=torch.int64), weights(kmax + 1, 3, 2, 128)),
+             ("good after bad", cfg.act_format.random((3, 70), gen), weights(70, 9, 2, 64))]
+    runs = run_gemms(cfg, [(a, w) for _, a, w in cases], workdir=tmp_path)
+    for (name, _, _), run in zip(cases[:3], runs[:3]):
+        assert run.status["bad_command"] == 1, f"[{name}] status {run.status}"
+        assert run.counters["write_bytes"] == 0 and run.counters["busy"] == 0, f"[{name}] {run.counters}"
+    check(cfg, "bad-commands", cases[3:], runs[3:], 5, overrides)
 
 
 @pytest.mark.slow
