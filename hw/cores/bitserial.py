@@ -24,7 +24,7 @@ acceptance to done, ``busy`` = plane steps issued to the array (each ``rows`` x 
 one-bit MACs), ``read_bytes``/``write_bytes``.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -234,15 +234,26 @@ class BitSerialCore(wiring.Component):
         with m.If(sv.valid):
             m.d.sync += s_g.eq(s_g + 1)
 
-        # A: one read per row of A, all rows once per column block.
-        a_j = Signal(DIM_BITS + 1)
+        # A: all rows once per column block. The unpacker takes one segment command per
+        # column block (M rows of kb_total vectors, each row starting on a beat) and the
+        # reader one command per row, so rows stream back to back.
+        a_j, a_seg_j = Signal(DIM_BITS + 1), Signal(DIM_BITS + 1)
         a_row = Signal(DIM_BITS + 1)
         a_ptr = Signal(self.addr_bits)
         a_row_beats = Signal(24)
         m.d.comb += a_row_beats.eq(self._beats(kb_total, a_bits))
         with m.If(start):
-            m.d.sync += [a_j.eq(0), a_row.eq(0), a_ptr.eq(dims.a_addr)]
-        with m.If(issue(go & (a_j < nt), read_a, a_ptr, a_row_beats, unpack_a, kb_total)):
+            m.d.sync += [a_j.eq(0), a_seg_j.eq(0), a_row.eq(0), a_ptr.eq(dims.a_addr)]
+        seg_fire = Signal()
+        m.d.comb += [seg_fire.eq(go & (a_seg_j < nt) & unpack_a.seg.ready),
+                     unpack_a.seg.valid.eq(seg_fire), unpack_a.seg.payload.length.eq(kb_total),
+                     unpack_a.seg.payload.count.eq(cmd.m)]
+        with m.If(seg_fire):
+            m.d.sync += a_seg_j.eq(a_seg_j + 1)
+        a_fire = Signal()
+        m.d.comb += [a_fire.eq(go & (a_j < nt) & read_a.cmd.ready), read_a.cmd.valid.eq(a_fire),
+                     read_a.cmd.payload.addr.eq(a_ptr), read_a.cmd.payload.beats.eq(a_row_beats)]
+        with m.If(a_fire):
             m.d.sync += [a_row.eq(a_row + 1), a_ptr.eq(a_ptr + a_row_beats * bpb)]
             with m.If(a_row + 1 == cmd.m):
                 m.d.sync += [a_row.eq(0), a_j.eq(a_j + 1), a_ptr.eq(cmd.a_addr)]

@@ -6,7 +6,7 @@ asymmetric, ternary, FP3/FP4 with a special value), so one datapath serves every
 width, and a weight costs one cycle per magnitude plane.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
