@@ -26,7 +26,7 @@ import torch
 
 from host_runtime.bitserial_layout import BitSerialWeights
 from ref_model.bitserial import bitserial_gemm
-from ref_model.errors import LutforgeError, SimulationError
+from ref_model.errors import LutforgeError, SimulationError, ToolchainError
 from ref_model.formats import TYPE_SETS, f16_encode, quantize_groups, relative_rms_error, weight_type
 from ref_model.gemm import systolic_gemm
 from rtl_gen.config import load_config
@@ -193,20 +193,36 @@ def area(place: bool) -> dict:
                   flush=True)
     for label, name, overrides, lanes in CORES:
         for dsp in (True, False):
-            ov = list(overrides) + ([] if dsp or name.startswith("bitserial") else ["core.dsp_budget=0"])
-            cfg = load_config(name, ov)
-            entry = {"core": label, "config": name, "overrides": ov, "config_hash": cfg.hash(), "lanes": lanes,
-                     "dsp_mapping": dsp}
+            # Without DSPs: the systolic PEs in their LUT form (dsp_budget 0) and -nodsp; if
+            # Yosys fails on that netlist, the DSP form of the PEs under -nodsp instead.
+            variants = [list(overrides)]
+            if not dsp and not name.startswith("bitserial"):
+                variants.insert(0, list(overrides) + ["core.dsp_budget=0"])
             t0 = time.perf_counter()
-            if place and dsp and label in PLACED:
-                rep = run_report(cfg, dsp=dsp)
-                entry["pnr"] = rep["pnr"]
-                entry["synth"] = rep["synth"]
-            else:
-                with tempfile.TemporaryDirectory(prefix="lutforge_bs_") as tmp:
-                    man = generate_verilog(cfg, Path(tmp))
-                    entry["synth"] = synthesize(man["verilog"], man["top"], device=cfg.target.device, dsp=dsp,
-                                                place=False, fit_check=False)["synth"]
+            entry, errors = None, []
+            for ov in variants:
+                cfg = load_config(name, ov)
+                entry = {"core": label, "config": name, "overrides": ov, "config_hash": cfg.hash(), "lanes": lanes,
+                         "dsp_mapping": dsp}
+                try:
+                    if place and dsp and label in PLACED:
+                        rep = run_report(cfg, dsp=dsp)
+                        entry["pnr"] = rep["pnr"]
+                        entry["synth"] = rep["synth"]
+                    else:
+                        with tempfile.TemporaryDirectory(prefix="lutforge_bs_") as tmp:
+                            man = generate_verilog(cfg, Path(tmp))
+                            entry["synth"] = synthesize(man["verilog"], man["top"], device=cfg.target.device,
+                                                        dsp=dsp, place=False, fit_check=False)["synth"]
+                    break
+                except ToolchainError as e:
+                    errors.append(f"{ov}: {e}")
+                    print(f"  {label} dsp={dsp}: {e}", flush=True)
+            if errors:
+                entry["tool_errors"] = errors
+            if "synth" not in entry:
+                out["cores"].append(entry)
+                continue
             entry["seconds"] = time.perf_counter() - t0
             s = entry["synth"]
             fmax = entry.get("pnr", {}).get("fmax_mhz") if entry.get("pnr") else None
@@ -270,15 +286,19 @@ def run(args, json_path: Path) -> int:
     print(f"  systolic 4x4 int8: cycles {results['systolic_equal_peak']['cycles']}", flush=True)
     if not getattr(args, "no_report", False):
         results["area"] = area(place=not quick)
-        lut = {(c["core"], c["dsp_mapping"]): c["synth"]["lut4"] for c in results["area"]["cores"]}
+        lut = {(c["core"], c["dsp_mapping"]): c["synth"]["lut4"] for c in results["area"]["cores"] if "synth" in c}
         sysr = results["systolic_equal_peak"]
         eff = []
         for r in results["cycles"]["rows"]:
             for dsp in (True, False):
+                if ("bitserial 8x8", dsp) not in lut:
+                    continue
                 eff.append({"core": f"bitserial 8x8 W{r['planes']}", "dsp_mapping": dsp,
                             "macs_per_cycle": r["macs_per_cycle"],
                             "macs_per_cycle_per_klut": 1000 * r["macs_per_cycle"] / lut[("bitserial 8x8", dsp)]})
         for dsp in (True, False):
+            if ("systolic 4x4 int8", dsp) not in lut:
+                continue
             eff.append({"core": "systolic 4x4 int8", "dsp_mapping": dsp, "macs_per_cycle": sysr["macs_per_cycle"],
                         "macs_per_cycle_per_klut": 1000 * sysr["macs_per_cycle"] / lut[("systolic 4x4 int8", dsp)]})
         results["throughput_per_lut"] = eff

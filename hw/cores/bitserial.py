@@ -307,19 +307,24 @@ class BitSerialCore(wiring.Component):
         s1_last_group = Signal()
         with m.If(run):
             m.d.sync += s1_last_group.eq(last_group)
+        # Stage 2: a register after the panel RAMs (their clock-to-out would otherwise sit
+        # in front of the adder trees on the critical path).
+        pe_in = delay(m, Cat(sign_rp.data, mag_rp.data, a_hold, s1), 1, run, name="pe_in")
+        sign_in, mag_in = pe_in[:p_bits], pe_in[p_bits:2 * p_bits]
+        a_in, flags = pe_in[2 * p_bits:2 * p_bits + a_bits], pe_in[2 * p_bits + a_bits:]
         horner_bits = core.tree_bits + B
         pes = []
         for c in range(C):
             pe = BitSerialPE(rows=R, act_bits=ab, tree_bits=core.tree_bits, horner_bits=horner_bits,
                              partial_bits=core.partial_bits)
             m.submodules[f"pe_{c}"] = pe
-            m.d.comb += [pe.en.eq(run), pe.valid.eq(s1[0]), pe.first_plane.eq(s1[1]), pe.last_plane.eq(s1[2]),
-                         pe.first_kb.eq(s1[3]), pe.last_kb.eq(s1[4]),
-                         pe.a.as_value().eq(a_hold),
-                         pe.sign.eq(sign_rp.data[c * R:(c + 1) * R]), pe.mag.eq(mag_rp.data[c * R:(c + 1) * R])]
+            m.d.comb += [pe.en.eq(run), pe.valid.eq(flags[0]), pe.first_plane.eq(flags[1]), pe.last_plane.eq(flags[2]),
+                         pe.first_kb.eq(flags[3]), pe.last_kb.eq(flags[4]),
+                         pe.a.as_value().eq(a_in),
+                         pe.sign.eq(sign_in[c * R:(c + 1) * R]), pe.mag.eq(mag_in[c * R:(c + 1) * R])]
             pes.append(pe)
-        # The scales and the row-end flag wait out the PE latency (2 ticks).
-        side = delay(m, Cat(scale_rp.data, s1_last_group), 2, run, name="scale_dly")
+        # The scales and the row-end flag wait out the input register and the PE latency.
+        side = delay(m, Cat(scale_rp.data, s1_last_group), 1 + 2, run, name="scale_dly")
         m.submodules.dequant = dq = BitSerialDequant(cols=C, partial_bits=core.partial_bits, acc_bits=core.acc_bits,
                                                      frac=core.out_frac, digit_bits=core.dequant_digit_bits)
         m.d.comb += [run.eq(tick & ~(pes[0].p_valid & ~dq.ready)),
