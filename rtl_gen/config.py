@@ -87,10 +87,90 @@ class SystolicCoreConfig(_Strict):
         return self
 
 
+class BitSerialCoreConfig(_Strict):
+    """The bit-serial tensor core (BitMoD class): ``rows`` k-lanes x ``cols`` output columns.
+
+    Weights arrive as a sign and up to ``max_planes`` magnitude bit-planes (the unified
+    representation of every data type in :mod:`ref_model.formats`); one plane per cycle, so
+    a GEMM's cycles scale with its weight planes, chosen per command. Group scales are f16,
+    one per group of G consecutive k and column (G per command, from ``group_sizes``),
+    applied by a dequantization unit (digit-serial multiplier per column, one shared
+    shift-and-add stage)
+    (:func:`ref_model.formats.group_rescale`, results in ``Q.out_frac``); the sum over
+    groups wraps at ``acc_bits``.
+    """
+
+    kind: Literal["bitserial"] = "bitserial"
+    rows: Annotated[int, Field(ge=1, le=32, description="k-lanes per column: activations reduced per cycle (power of two)")]
+    cols: Annotated[int, Field(ge=1, le=64, description="output columns (N direction)")]
+    act: OperandType = OperandType(bits=8, signed=True)
+    max_planes: Annotated[int, Field(ge=1, le=8, description="most weight magnitude bit-planes a command may use")] = 8
+    group_sizes: list[Literal[32, 64, 128]] = [32, 64, 128]
+    k_max: Annotated[int, Field(ge=32, le=16384, description="largest K (the on-chip weight panel holds K x cols)")] = 2048
+    out_frac: Annotated[int, Field(ge=0, le=24, description="fraction bits of the outputs (Q.out_frac)")] = 8
+    acc_bits: Annotated[int, Field(ge=16, le=48, description="output accumulator width; sums over groups wrap")] = 32
+    dequant_digit_bits: Annotated[int, Field(ge=1, le=11, description="scale mantissa bits each column's dequantization multiplier takes per cycle")] = 2
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.rows & (self.rows - 1):
+            raise ValueError(f"rows={self.rows} is not a power of two; allowed: 1, 2, 4, 8, 16, 32")
+        if not self.act.signed:
+            raise ValueError("act.signed=false: the bit-serial core takes signed activations; allowed: true")
+        if not self.group_sizes:
+            raise ValueError("group_sizes is empty; allowed: a list of 32, 64, 128")
+        if min(self.group_sizes) < self.rows:
+            raise ValueError(f"group_sizes={list(self.group_sizes)} has a group smaller than rows={self.rows}")
+        if self.k_max % max(self.group_sizes):
+            raise ValueError(f"k_max={self.k_max} is not a multiple of the largest group {max(self.group_sizes)}")
+        return self
+
+    @property
+    def min_group_cycles(self) -> int:
+        """Cycles between two group ends at the fastest (one plane, smallest group)."""
+        return min(self.group_sizes) // self.rows
+
+    @property
+    def dequant_cycles(self) -> int:
+        """Cycles between two groups the dequantization unit can take: its multiplier
+        needs ceil(11 / digit bits), its shared shift-and-add stage one per column. Groups
+        that end faster (fewer cycles than this per group: small G, few planes) stall the array."""
+        return max(-(-11 // self.dequant_digit_bits), self.cols)
+
+    @property
+    def tree_bits(self) -> int:
+        """Signed width of one plane's adder-tree sum of ``rows`` terms +-a (|S| <= rows *
+        2**(act-1), reached when -a of the most negative activation is summed: one bit more)."""
+        return self.act.bits + 1 + max(0, (self.rows - 1).bit_length())
+
+    @property
+    def partial_bits(self) -> int:
+        """Signed width of a group partial sum P (|P| < 2**(act-1) * 2**max_planes * G)."""
+        return self.act.bits + self.max_planes + (max(self.group_sizes) - 1).bit_length()
+
+    @property
+    def k_blocks_max(self) -> int:
+        return self.k_max // self.rows
+
+    @property
+    def groups_max(self) -> int:
+        return self.k_max // min(self.group_sizes)
+
+    def derived(self, cfg) -> dict:
+        def pk(bits):
+            return dict(zip(("slots", "beats_per_vector"), packing(bits, cfg.memory.data_bits)))
+        return {"lanes": self.rows * self.cols, "a_vector_bits": self.rows * self.act.bits,
+                "plane_vector_bits": self.rows * self.cols, "scale_vector_bits": 16 * self.cols,
+                "c_vector_bits": self.cols * self.acc_bits, "tree_bits": self.tree_bits,
+                "partial_bits": self.partial_bits, "dequant_cycles": self.dequant_cycles,
+                "a_packing": pk(self.rows * self.act.bits), "w_packing": pk(self.rows * self.cols),
+                "s_packing": pk(16 * self.cols), "c_packing": pk(self.cols * self.acc_bits)}
+
+
 #: The ``core`` section: one schema class per core kind, chosen by its ``kind`` key.
 #: A new core kind adds its class here; kind-specific derived values are properties
 #: of that class, shared ones (memory port, device) stay on AcceleratorConfig.
-CoreConfig = Annotated[SystolicCoreConfig, Field(discriminator="kind")]
+CoreConfig = Annotated[SystolicCoreConfig | BitSerialCoreConfig, Field(discriminator="kind")]
 
 
 def core_kinds() -> list[str]:

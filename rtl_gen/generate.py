@@ -18,6 +18,7 @@ from .config import AcceleratorConfig
 #: core.kind -> (module, class) of its generator; the class takes the AcceleratorConfig.
 CORE_GENERATORS = {
     "systolic": ("hw.cores.systolic", "SystolicCore"),
+    "bitserial": ("hw.cores.bitserial", "BitSerialCore"),
 }
 
 

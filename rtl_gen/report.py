@@ -368,7 +368,7 @@ def run_report(cfg, dsp: bool = True, workdir: Path | None = None, unit: str = "
         if workdir is None:
             rep.pop("workdir", None)
     head = {"config": cfg.name, "config_hash": cfg.hash(), "unit": unit, "pes": cfg.pes,
-            "dsp_pes": cfg.dsp_pes if dsp else 0}
+            "dsp_pes": cfg.dsp_pes if dsp and cfg.core.kind == "systolic" and unit == "core" else 0}
     return {**head, **rep}
 
 

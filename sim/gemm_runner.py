@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from host_runtime.bitserial_layout import BitSerialLayout
 from host_runtime.gemm_layout import GemmImage, GemmLayout
+from hw.cores.bitserial import BitSerialCommand
 from hw.cores.systolic import CounterLayout, GemmCommand, StatusLayout
 from ref_model.errors import LutforgeError, SimulationError
 from rtl_gen.generate import emit_verilog
@@ -95,26 +97,39 @@ def timeout_cycles(cfg, m: int, k: int, n: int) -> int:
     return 4 * (tiles * per_tile + int(traffic / rate)) + 100 * cfg.memory.sim.latency + 20000
 
 
-def _prepare(cfg, layout: GemmLayout, idx: int, a, w, workdir: Path) -> tuple[GemmImage, dict]:
+def layout_for(cfg):
+    """The host-side operand layout of the core kind: GemmLayout (systolic: ``w`` an
+    integer tensor) or BitSerialLayout (bitserial: ``w`` a BitSerialWeights)."""
+    return BitSerialLayout(cfg) if cfg.core.kind == "bitserial" else GemmLayout(cfg)
+
+
+def _prepare(cfg, layout, idx: int, a, w, workdir: Path) -> tuple[GemmImage, dict]:
     """Check and pack one GEMM; write its memory image as a $readmemh file."""
     bpb = cfg.bytes_per_beat
-    for name, x, fmt in (("activations", a, cfg.act_format), ("weights", w, cfg.weight_format)):
-        if not fmt.contains(x):
-            raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
-    img = layout.pack(a, w)
+    if isinstance(layout, BitSerialLayout):
+        layout.check(idx, a, w)
+        img = layout.pack(a, w)
+        regions, fields = img.regions(), img.command()
+        command_layout, timeout = BitSerialCommand, layout.timeout_cycles(img)
+    else:
+        for name, x, fmt in (("activations", a, cfg.act_format), ("weights", w, cfg.weight_format)):
+            if not fmt.contains(x):
+                raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
+        img = layout.pack(a, w)
+        regions = [(img.a_addr, img.a_bytes), (img.w_addr, img.w_bytes)]
+        fields = {"a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr, "m": img.m, "k": img.k, "n": img.n}
+        command_layout, timeout = GemmCommand, timeout_cycles(cfg, img.m, img.k, img.n)
     if img.end > cfg.memory.sim.size_bytes:
         raise LutforgeError(f"GEMM {idx} ({img.m}x{img.k}x{img.n}) needs {img.end} bytes of memory; "
                             f"memory.sim.size_bytes is {cfg.memory.sim.size_bytes}")
     hex_path = workdir / f"gemm_{idx}.hex"
     with open(hex_path, "w") as fh:
-        fh.write(_hex_lines(img.a_addr // bpb, img.a_bytes, bpb))
-        fh.write(_hex_lines(img.w_addr // bpb, img.w_bytes, bpb))
+        for addr, raw in regions:
+            fh.write(_hex_lines(addr // bpb, raw, bpb))
         fh.write(_hex_lines(img.c_addr // bpb, bytes([POISON]) * img.c_size, bpb))
-    cmd = GemmCommand(cfg.memory.addr_bits).const({
-        "a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr,
-        "m": img.m, "k": img.k, "n": img.n}).as_bits()
+    cmd = command_layout(cfg.memory.addr_bits).const(fields).as_bits()
     return img, {"hex": str(hex_path), "cmd": cmd, "c_first": img.c_addr // bpb, "c_words": img.c_size // bpb,
-                 "timeout_ns": 10 * timeout_cycles(cfg, img.m, img.k, img.n)}
+                 "timeout_ns": 10 * timeout}
 
 
 def _read_dump(path: Path) -> bytes:
@@ -125,7 +140,7 @@ def _read_dump(path: Path) -> bytes:
 def run_raw(cfg, a, w, *, workdir: Path) -> dict:
     """The same GEMM on a plain Verilator build (no cocotb): cycles, wall seconds, and
     whether C matched what :func:`run_gemms` would unpack. The raw-speed reference."""
-    layout = GemmLayout(cfg)
+    layout = layout_for(cfg)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     text = emit_verilog(SimHarness(cfg), HARNESS_TOP)
@@ -144,8 +159,10 @@ def run_raw(cfg, a, w, *, workdir: Path) -> dict:
 
 
 def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
-    """Simulate each (A, W) pair of integer tensors on the core ``cfg`` describes."""
-    layout = GemmLayout(cfg)
+    """Simulate each (A, W) pair on the core ``cfg`` describes (W: an integer tensor for
+    the systolic core, a :class:`host_runtime.bitserial_layout.BitSerialWeights` for the
+    bit-serial core)."""
+    layout = layout_for(cfg)
     model = build_model(cfg)
     tmp = None
     if workdir is None:

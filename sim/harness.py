@@ -15,7 +15,7 @@ from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
-from hw.cores.systolic import CounterLayout, GemmCommand, StatusLayout
+from hw.cores.systolic import CounterLayout, StatusLayout
 from rtl_gen.generate import elaborate_core
 
 RTL_DIR = Path(__file__).parent / "rtl"
@@ -29,10 +29,14 @@ def _ratio(beats_per_cycle: float) -> tuple[int, int]:
 
 
 class SimHarness(wiring.Component):
+    """The core of ``cfg`` (any kind) beside the memory model; its command stream, status
+    and counters are the harness's ports."""
+
     def __init__(self, cfg):
         self.cfg = cfg
+        self.core = elaborate_core(cfg)
         super().__init__({
-            "cmd": In(stream.Signature(GemmCommand(cfg.memory.addr_bits))),
+            "cmd": In(stream.Signature(self.core.cmd.payload.shape())),
             "busy": Out(1), "done": Out(1),
             "status": Out(StatusLayout()), "counters": Out(CounterLayout()),
             "backdoor_load": In(1), "backdoor_dump": In(1),
@@ -42,7 +46,7 @@ class SimHarness(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        m.submodules.core = core = elaborate_core(cfg)
+        m.submodules.core = core = self.core
         connect(m, wiring.flipped(self.cmd), core.cmd)
         m.d.comb += [self.busy.eq(core.busy), self.done.eq(core.done),
                      self.status.eq(core.status), self.counters.eq(core.counters)]
@@ -52,7 +56,7 @@ class SimHarness(wiring.Component):
         r, w = core.axi_r, core.axi_w
         m.submodules.memory = Instance(
             "lutforge_axi_mem",
-            p_ADDR_BITS=cfg.memory.addr_bits, p_DATA_BITS=cfg.memory.data_bits, p_ID_BITS=1,
+            p_ADDR_BITS=cfg.memory.addr_bits, p_DATA_BITS=cfg.memory.data_bits, p_ID_BITS=len(r.arid),
             p_WORDS=sim.size_bytes // cfg.bytes_per_beat, p_LATENCY=sim.latency,
             p_RD_NUM=rd_num, p_RD_DEN=rd_den, p_WR_NUM=wr_num, p_WR_DEN=wr_den,
             p_REFRESH_PERIOD=sim.refresh_period, p_REFRESH_CYCLES=sim.refresh_cycles,
