@@ -457,11 +457,12 @@ def kv_quantize(x: torch.Tensor, bits: int, dim: int, scale_bits: int = 0
 
 def kv_dequantize(codes: torch.Tensor, mn: torch.Tensor, e: torch.Tensor,
                   m: torch.Tensor | None = None) -> torch.Tensor:
-    """``mn + rshift_round(codes * m, -e)``: int32 ``Q.F`` values (what the attention unit
-    reads). Bits: ``codes`` uint<=8 x ``m`` uint<=12 (1 when ``None``), barrel shift with
-    round half up (exact for a power-of-two step, ``e >= 0``), 33-bit add."""
+    """``sat32(mn + rshift_round(codes * m, -e))``: int32 ``Q.F`` values (what the attention
+    unit reads). Bits: ``codes`` uint<=8 x ``m`` uint<=12 (1 when ``None``), barrel shift
+    with round half up (exact for a power-of-two step, ``e >= 0``), 33-bit add saturated
+    to int32 (a rounded-up step can overshoot the group maximum by half a step)."""
     c = codes.to(_I64) if m is None else codes.to(_I64) * m
-    return mn + fx.rshift_round(c, -e)
+    return _sat32(mn + fx.rshift_round(c, -e))
 
 
 # ----------------------------------------------------------------------- attention ---

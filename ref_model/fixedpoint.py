@@ -65,19 +65,26 @@ def _t(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=_I64)
 
 
+_MAX_RSHIFT = 62
+
+
 def rshift_round(x, s) -> torch.Tensor:
     """Shift right by ``s`` with round half up: ``(x + 2**(s-1)) >> s``; ``s <= 0`` shifts left.
 
-    Bits: in any int64 value, out int64 (caller guarantees no overflow). ``s`` may be a
+    Bits: in int64 with ``|x| < 2**62``, out int64 (caller guarantees no overflow; a
+    right shift by more than 62 gives 0, as the mathematical rounding does). ``s`` may be a
     Python int or an int64 tensor broadcast against ``x`` (a per-element barrel shift).
     """
     x = _t(x)
+    # |x| < 2**62 is required anyway (the rounding half is added in int64); then any
+    # shift beyond 62 rounds to 0, and clamping it keeps 1 << (s-1) from overflowing.
     if not isinstance(s, torch.Tensor):
         if s > 0:
+            s = min(s, _MAX_RSHIFT)
             return (x + (1 << (s - 1))) >> s
         return x << (-s)
     s = s.to(_I64)
-    pos = s.clamp(min=1)
+    pos = s.clamp(min=1, max=_MAX_RSHIFT)
     right = (x + (torch.ones_like(pos) << (pos - 1))) >> pos
     left = x << (-s).clamp(min=0)
     return torch.where(s > 0, right, left)
@@ -312,3 +319,11 @@ def silu(x) -> torch.Tensor:
     """
     x = _t(x)
     return rshift_round(x * sigmoid(x), SIG_FRAC)
+
+
+def rom_tables() -> dict[str, list[int]]:
+    """The ROM contents of the function units (the generator bakes them into ``hw``):
+    ``rsqrt`` (193 x Q0.24), ``reciprocal`` (65), ``exp2`` (257), ``sin`` (257 quarter
+    wave), ``sigmoid`` (1025)."""
+    return {"rsqrt": _RSQ_TAB.tolist(), "reciprocal": _REC_TAB.tolist(), "exp2": _EXP_TAB.tolist(),
+            "sin": _SIN_TAB.tolist(), "sigmoid": _SIG_TAB.tolist(), "log2e_q30": [_LOG2E_Q30]}

@@ -38,7 +38,7 @@ def _load(args):
 def cmd_verilog(args) -> int:
     from .generate import generate_verilog
     cfg = _load(args)
-    manifest = generate_verilog(cfg, Path(args.output))
+    manifest = generate_verilog(cfg, Path(args.output), unit="decode" if getattr(args, "decode", False) else "core")
     print(f"wrote {manifest['verilog']} (top {manifest['top']}, config hash {manifest['config_hash']})")
     return 0
 
@@ -104,7 +104,8 @@ def cmd_demo(args) -> int:
 def cmd_report(args) -> int:
     from .report import run_report, format_report
     cfg = _load(args)
-    rep = run_report(cfg, dsp=not args.nodsp, workdir=Path(args.workdir) if args.workdir else None)
+    rep = run_report(cfg, dsp=not args.nodsp, workdir=Path(args.workdir) if args.workdir else None,
+                     unit="decode" if args.decode else "core")
     print(format_report(rep))
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2) + "\n")
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("verilog", help="emit Verilog and a JSON manifest for a config (same as generate-verilog)")
     _add_config_args(g)
     g.add_argument("-o", "--output", default="build/verilog", help="output folder")
+    g.add_argument("--decode", action="store_true", help="emit the decode engine (the config's decode section)")
     g.set_defaults(func=cmd_verilog)
 
     def model_args(q):
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     r.add_argument("--nodsp", action="store_true", help="map multipliers to LUTs (synth_ecp5 -nodsp)")
     r.add_argument("--workdir", help="keep the synthesis files here")
+    r.add_argument("--decode", action="store_true", help="report the decode engine instead of the tensor core")
     r.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="benchmarks: JSON results and a plot")
@@ -211,6 +214,7 @@ def generate_verilog_main(argv=None) -> int:
     p = _Parser(prog="generate-verilog", description="Emit Verilog and a JSON manifest for an accelerator config")
     _add_config_args(p, required=True)
     p.add_argument("-o", "--output", default="build/verilog", help="output folder")
+    p.add_argument("--decode", action="store_true", help="emit the decode engine (the config's decode section)")
     p.set_defaults(func=cmd_verilog)
     return _run(p, argv)
 

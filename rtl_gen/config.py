@@ -216,10 +216,90 @@ class LutCoreConfig(_Strict):
                 "a_packing": pk(a_bits), "w_packing": pk(w_bits), "c_packing": pk(c_bits)}
 
 
+class BitSerialCoreConfig(_Strict):
+    """The bit-serial tensor core (BitMoD class): ``rows`` k-lanes x ``cols`` output columns.
+
+    Weights arrive as a sign and up to ``max_planes`` magnitude bit-planes (the unified
+    representation of every data type in :mod:`ref_model.formats`); one plane per cycle, so
+    a GEMM's cycles scale with its weight planes, chosen per command. Group scales are f16,
+    one per group of G consecutive k and column (G per command, from ``group_sizes``),
+    applied by a dequantization unit (digit-serial multiplier per column, one shared
+    shift-and-add stage)
+    (:func:`ref_model.formats.group_rescale`, results in ``Q.out_frac``); the sum over
+    groups wraps at ``acc_bits``.
+    """
+
+    kind: Literal["bitserial"] = "bitserial"
+    rows: Annotated[int, Field(ge=1, le=32, description="k-lanes per column: activations reduced per cycle (power of two)")]
+    cols: Annotated[int, Field(ge=1, le=64, description="output columns (N direction)")]
+    act: OperandType = OperandType(bits=8, signed=True)
+    max_planes: Annotated[int, Field(ge=1, le=8, description="most weight magnitude bit-planes a command may use")] = 8
+    group_sizes: list[Literal[32, 64, 128]] = [32, 64, 128]
+    k_max: Annotated[int, Field(ge=32, le=16384, description="largest K (the on-chip weight panel holds K x cols)")] = 2048
+    out_frac: Annotated[int, Field(ge=0, le=24, description="fraction bits of the outputs (Q.out_frac)")] = 8
+    acc_bits: Annotated[int, Field(ge=16, le=48, description="output accumulator width; sums over groups wrap")] = 32
+    dequant_digit_bits: Annotated[int, Field(ge=1, le=11, description="scale mantissa bits each column's dequantization multiplier takes per cycle")] = 2
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.rows & (self.rows - 1):
+            raise ValueError(f"rows={self.rows} is not a power of two; allowed: 1, 2, 4, 8, 16, 32")
+        if not self.act.signed:
+            raise ValueError("act.signed=false: the bit-serial core takes signed activations; allowed: true")
+        if not self.group_sizes:
+            raise ValueError("group_sizes is empty; allowed: a list of 32, 64, 128")
+        if min(self.group_sizes) < self.rows:
+            raise ValueError(f"group_sizes={list(self.group_sizes)} has a group smaller than rows={self.rows}")
+        if self.k_max % max(self.group_sizes):
+            raise ValueError(f"k_max={self.k_max} is not a multiple of the largest group {max(self.group_sizes)}")
+        return self
+
+    @property
+    def min_group_cycles(self) -> int:
+        """Cycles between two group ends at the fastest (one plane, smallest group)."""
+        return min(self.group_sizes) // self.rows
+
+    @property
+    def dequant_cycles(self) -> int:
+        """Cycles between two groups the dequantization unit can take: its multiplier
+        needs ceil(11 / digit bits), its shared shift-and-add stage one per column. Groups
+        that end faster (fewer cycles than this per group: small G, few planes) stall the array."""
+        return max(-(-11 // self.dequant_digit_bits), self.cols)
+
+    @property
+    def tree_bits(self) -> int:
+        """Signed width of one plane's adder-tree sum of ``rows`` terms +-a (|S| <= rows *
+        2**(act-1), reached when -a of the most negative activation is summed: one bit more)."""
+        return self.act.bits + 1 + max(0, (self.rows - 1).bit_length())
+
+    @property
+    def partial_bits(self) -> int:
+        """Signed width of a group partial sum P (|P| < 2**(act-1) * 2**max_planes * G)."""
+        return self.act.bits + self.max_planes + (max(self.group_sizes) - 1).bit_length()
+
+    @property
+    def k_blocks_max(self) -> int:
+        return self.k_max // self.rows
+
+    @property
+    def groups_max(self) -> int:
+        return self.k_max // min(self.group_sizes)
+
+    def derived(self, cfg) -> dict:
+        def pk(bits):
+            return dict(zip(("slots", "beats_per_vector"), packing(bits, cfg.memory.data_bits)))
+        return {"lanes": self.rows * self.cols, "a_vector_bits": self.rows * self.act.bits,
+                "plane_vector_bits": self.rows * self.cols, "scale_vector_bits": 16 * self.cols,
+                "c_vector_bits": self.cols * self.acc_bits, "tree_bits": self.tree_bits,
+                "partial_bits": self.partial_bits, "dequant_cycles": self.dequant_cycles,
+                "a_packing": pk(self.rows * self.act.bits), "w_packing": pk(self.rows * self.cols),
+                "s_packing": pk(16 * self.cols), "c_packing": pk(self.cols * self.acc_bits)}
+
+
 #: The ``core`` section: one schema class per core kind, chosen by its ``kind`` key.
 #: A new core kind adds its class here; kind-specific derived values are properties
 #: of that class, shared ones (memory port, device) stay on AcceleratorConfig.
-CoreConfig = Annotated[SystolicCoreConfig | LutCoreConfig, Field(discriminator="kind")]
+CoreConfig = Annotated[SystolicCoreConfig | BitSerialCoreConfig | LutCoreConfig, Field(discriminator="kind")]
 
 
 def core_kinds() -> list[str]:
@@ -271,6 +351,52 @@ class TargetConfig(_Strict):
     board: str | None = None
 
 
+class DecodeLimits(_Strict):
+    """The largest llama shape the decode engine runs (its buffers and unit sizes); a
+    model within these runs on the same bitstream (shapes are program data)."""
+
+    layers: Annotated[int, Field(ge=1, le=255)]
+    dim: Annotated[int, Field(ge=32, le=8192, multiple_of=32)]
+    ffn: Annotated[int, Field(ge=32, le=16384, multiple_of=32)]
+    heads: Annotated[int, Field(ge=1, le=63)]
+    kv_heads: Annotated[int, Field(ge=1, le=63)]
+    head_dim: Annotated[int, Field(ge=2, le=256, multiple_of=2)]
+    vocab: Annotated[int, Field(ge=2, le=131071)]
+    context: Annotated[int, Field(ge=1, le=16383)]
+
+    @model_validator(mode="after")
+    def _gqa(self):
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads={self.heads} is not a multiple of kv_heads={self.kv_heads}")
+        return self
+
+
+class DecodeConfig(_Strict):
+    """The decode engine: shape limits and the integer numerics it is built for
+    (:class:`ref_model.decode.DecodeNumerics` fields; omitted ones take its defaults)."""
+
+    limits: DecodeLimits
+    numerics: dict[str, int | str] = {}
+
+    @model_validator(mode="after")
+    def _numerics_valid(self):
+        from ref_model.decode import DecodeNumerics
+        try:
+            num = DecodeNumerics.from_dict(dict(self.numerics))
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        if num.k_group & (num.k_group - 1):
+            raise ValueError(f"numerics.k_group={num.k_group} is not a power of two; allowed: 1, 2, 4, ... 1024")
+        if num.act_scale_bits < 2 or num.kv_scale_bits < 2:
+            raise ValueError("numerics.act_scale_bits and kv_scale_bits must be 2..12 for the engine "
+                             "(mantissa scales); allowed: 2..12")
+        return self
+
+    def decode_numerics(self):
+        from ref_model.decode import DecodeNumerics
+        return DecodeNumerics.from_dict(dict(self.numerics))
+
+
 class AcceleratorConfig(_Strict):
     """One accelerator: the whole YAML file."""
 
@@ -279,6 +405,14 @@ class AcceleratorConfig(_Strict):
     memory: MemoryConfig = MemoryConfig()
     clock: ClockConfig = ClockConfig()
     target: TargetConfig = TargetConfig()
+    decode: DecodeConfig | None = None
+
+    @model_validator(mode="after")
+    def _decode_port(self):
+        if self.decode is not None and self.memory.data_bits not in (64, 128):
+            raise ValueError(f"memory.data_bits={self.memory.data_bits}: the decode engine needs a 64- or "
+                             f"128-bit port; allowed: 64, 128")
+        return self
 
     @model_validator(mode="after")
     def _chunks_start_on_beats(self):

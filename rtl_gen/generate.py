@@ -18,6 +18,7 @@ from .config import AcceleratorConfig
 #: core.kind -> (module, class) of its generator; the class takes the AcceleratorConfig.
 CORE_GENERATORS = {
     "systolic": ("hw.cores.systolic", "SystolicCore"),
+    "bitserial": ("hw.cores.bitserial", "BitSerialCore"),
     "lut": ("hw.cores.lut", "LutCore"),
 }
 
@@ -30,6 +31,25 @@ def elaborate_core(cfg: AcceleratorConfig) -> wiring.Component:
         raise LutforgeError(f"core.kind={cfg.core.kind!r} has no generator; allowed: "
                             f"{', '.join(CORE_GENERATORS)}") from None
     return getattr(importlib.import_module(module), cls)(cfg)
+
+
+def engine_limits(cfg: AcceleratorConfig):
+    """The decode engine's :class:`hw.decode.engine.EngineLimits` from ``cfg.decode``."""
+    from hw.decode.engine import EngineLimits
+    if cfg.decode is None:
+        raise LutforgeError(f"config {cfg.name!r} has no decode section (a decode engine needs decode.limits)")
+    lim = cfg.decode.limits
+    return EngineLimits(dim=lim.dim, ffn=lim.ffn, heads=lim.heads, kv_heads=lim.kv_heads, head_dim=lim.head_dim,
+                        vocab=lim.vocab, ctx=lim.context)
+
+
+def elaborate_decode(cfg: AcceleratorConfig) -> wiring.Component:
+    """The decode engine the config's ``decode`` section describes (ROMs from ref_model)."""
+    from hw.decode.engine import DecodeEngine
+    from ref_model.fixedpoint import rom_tables
+    m = cfg.memory
+    return DecodeEngine(engine_limits(cfg), cfg.decode.decode_numerics(), rom_tables(), addr_bits=m.addr_bits,
+                        data_bits=m.data_bits, max_burst=m.max_burst, outstanding=m.outstanding)
 
 
 def top_name(cfg: AcceleratorConfig) -> str:
@@ -65,18 +85,26 @@ def manifest_for(cfg: AcceleratorConfig, component: wiring.Component, top: str, 
     }
 
 
-def generate_verilog(cfg: AcceleratorConfig, outdir: Path) -> dict:
-    """Write ``TOP.v`` and ``TOP.json`` (the manifest) into ``outdir``; return the manifest."""
+def generate_verilog(cfg: AcceleratorConfig, outdir: Path, *, unit: str = "core") -> dict:
+    """Write ``TOP.v`` and ``TOP.json`` (the manifest) into ``outdir``; return the manifest.
+    ``unit``: ``core`` (the tensor core) or ``decode`` (the decode engine, top
+    ``TOP_decode``)."""
     outdir = Path(outdir)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise LutforgeError(f"cannot create output folder {outdir}: {e.strerror}") from None
-    core = elaborate_core(cfg)
-    top = top_name(cfg)
+    if unit == "decode":
+        core = elaborate_decode(cfg)
+        top = top_name(cfg) + "_decode"
+    else:
+        core = elaborate_core(cfg)
+        top = top_name(cfg)
     text = emit_verilog(core, top)
     vpath = outdir / f"{top}.v"
     vpath.write_text(text)
     manifest = manifest_for(cfg, core, top, vpath)
+    if unit == "decode":
+        manifest["derived"] = {"unit": "decode", **cfg.decode.model_dump(mode="json")}
     (outdir / f"{top}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -412,8 +412,9 @@ def synthesize_xilinx(verilog: Path | str | Sequence[Path | str], top: str, *, f
                 "seconds": {"yosys": round(secs, 2)}, "tool_versions": _tool_versions(stat.get("creator"))}
 
 
-def run_report(cfg, dsp: bool = True, workdir: Path | None = None) -> dict:
+def run_report(cfg, dsp: bool = True, workdir: Path | None = None, unit: str = "core") -> dict:
     """Generate ``cfg``'s Verilog, synthesize, place and route it for ``cfg.target``.
+    ``unit``: ``core`` (the tensor core) or ``decode`` (the decode engine).
 
     The result is :func:`synthesize`'s dict plus ``config`` (name), ``config_hash``,
     ``pes`` and ``dsp_pes`` (PEs the config gives a DSP multiplier).
@@ -421,7 +422,7 @@ def run_report(cfg, dsp: bool = True, workdir: Path | None = None) -> dict:
     from .generate import generate_verilog  # the generator imports all of hw: only when needed
 
     with _workdir(Path(workdir) if workdir is not None else None) as wd:
-        manifest = generate_verilog(cfg, wd / "verilog")
+        manifest = generate_verilog(cfg, wd / "verilog", unit=unit)
         try:
             verilog, top = manifest["verilog"], manifest["top"]
         except (KeyError, TypeError):
@@ -434,9 +435,8 @@ def run_report(cfg, dsp: bool = True, workdir: Path | None = None) -> dict:
                          available=cfg.device_resources)
         if workdir is None:
             rep.pop("workdir", None)
-    systolic = cfg.core.kind == "systolic"   # dsp_pes is a systolic notion (PEs with a DSP multiplier)
-    head = {"config": cfg.name, "config_hash": cfg.hash(), "pes": cfg.pes,
-            "dsp_pes": cfg.dsp_pes if dsp and systolic else 0}
+    head = {"config": cfg.name, "config_hash": cfg.hash(), "unit": unit, "pes": cfg.pes,
+            "dsp_pes": cfg.dsp_pes if dsp and cfg.core.kind == "systolic" and unit == "core" else 0}
     return {**head, **rep}
 
 

@@ -56,9 +56,12 @@ class HarnessTB:
         if not int(dut.cmd__ready.value):
             raise RuntimeError("core not idle before a command")
         dut.cmd__payload.value = g["cmd"]
-        await self.pulse(dut.cmd__valid)
+        # Watch for done before the command goes in: a rejected command finishes in the
+        # cycle after it is taken, before pulse() returns.
+        finished = cocotb.start_soon(with_timeout(RisingEdge(dut.done), g["timeout_ns"], "ns"))
         t0 = time.perf_counter()
-        await with_timeout(RisingEdge(dut.done), g["timeout_ns"], "ns")
+        await self.pulse(dut.cmd__valid)
+        await finished
         wall = time.perf_counter() - t0
         counters, status = int(dut.counters.value), int(dut.status.value)
         dut.dump_first.value = g["c_first"]

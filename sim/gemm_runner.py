@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from host_runtime.bitserial_layout import BitSerialLayout
 from host_runtime.gemm_layout import GemmImage, GemmLayout
+from hw.cores.bitserial import BitSerialCommand
 from hw.cores.systolic import CounterLayout, GemmCommand, StatusLayout
 from ref_model.errors import LutforgeError, SimulationError
 from rtl_gen.generate import emit_verilog
@@ -96,42 +98,49 @@ def timeout_cycles(cfg, m: int, k: int, n: int) -> int:
 
 
 def layout_for(cfg):
-    """The host-side memory layout of ``cfg``'s core kind."""
+    """The host-side operand layout of the core kind: GemmLayout (systolic), BitSerialLayout
+    (bitserial) or LutLayout (lut)."""
     if cfg.core.kind == "lut":
         from host_runtime.lut_layout import LutLayout
         return LutLayout(cfg)
-    return GemmLayout(cfg)
+    return BitSerialLayout(cfg) if cfg.core.kind == "bitserial" else GemmLayout(cfg)
 
 
-def _pack_case(cfg, layout, idx: int, case) -> tuple[GemmImage, int, int]:
-    """(image, command bits, timeout cycles) of one GEMM case of ``cfg``'s core kind:
-    ``(A, W)`` for the systolic core, a :class:`host_runtime.lut_layout.LutGemm` for the LUT core."""
+def _pack_case(cfg, layout, idx: int, case) -> tuple[GemmImage, list, int, int]:
+    """(image, memory regions, command bits, timeout cycles) of one GEMM case of the core
+    kind: ``(A, W)`` with W an integer tensor (systolic) or a BitSerialWeights (bitserial),
+    a :class:`host_runtime.lut_layout.LutGemm` (lut)."""
     if cfg.core.kind == "lut":
         x = layout.check(idx, case)
         img = layout.pack(x)
-        return img, layout.command(x, img), layout.timeout_cycles(x, img)
+        return img, [(img.a_addr, img.a_bytes), (img.w_addr, img.w_bytes)], layout.command(x, img), \
+            layout.timeout_cycles(x, img)
     a, w = case
+    if isinstance(layout, BitSerialLayout):
+        layout.check(idx, a, w)
+        img = layout.pack(a, w)
+        return img, img.regions(), BitSerialCommand(cfg.memory.addr_bits).const(img.command()).as_bits(), \
+            layout.timeout_cycles(img)
     for name, x, fmt in (("activations", a, cfg.act_format), ("weights", w, cfg.weight_format)):
         if not fmt.contains(x):
             raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
     img = layout.pack(a, w)
-    cmd = GemmCommand(cfg.memory.addr_bits).const({
-        "a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr,
-        "m": img.m, "k": img.k, "n": img.n}).as_bits()
-    return img, cmd, timeout_cycles(cfg, img.m, img.k, img.n)
+    fields = {"a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr, "m": img.m, "k": img.k, "n": img.n}
+    return (img, [(img.a_addr, img.a_bytes), (img.w_addr, img.w_bytes)],
+            GemmCommand(cfg.memory.addr_bits).const(fields).as_bits(), timeout_cycles(cfg, img.m, img.k, img.n))
 
 
 def _prepare(cfg, layout, idx: int, case, workdir: Path) -> tuple[GemmImage, dict]:
     """Check and pack one GEMM; write its memory image as a $readmemh file."""
     bpb = cfg.bytes_per_beat
-    img, cmd, timeout = _pack_case(cfg, layout, idx, case)
+    img, regions, cmd, timeout = _pack_case(cfg, layout, idx, case)
     if img.end > cfg.memory.sim.size_bytes:
         raise LutforgeError(f"GEMM {idx} ({img.m}x{img.k}x{img.n}) needs {img.end} bytes of memory; "
                             f"memory.sim.size_bytes is {cfg.memory.sim.size_bytes}")
     hex_path = workdir / f"gemm_{idx}.hex"
     with open(hex_path, "w") as fh:
-        fh.write(_hex_lines(img.a_addr // bpb, img.a_bytes, bpb))
-        fh.write(_hex_lines(img.w_addr // bpb, img.w_bytes, bpb))
+        for addr, raw in regions:
+            fh.write(_hex_lines(addr // bpb, raw, bpb))
         fh.write(_hex_lines(img.c_addr // bpb, bytes([POISON]) * img.c_size, bpb))
     return img, {"hex": str(hex_path), "cmd": cmd, "c_first": img.c_addr // bpb, "c_words": img.c_size // bpb,
                  "timeout_ns": 10 * timeout}
@@ -164,8 +173,9 @@ def run_raw(cfg, a, w=None, *, workdir: Path) -> dict:
 
 
 def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
-    """Simulate each case on the core ``cfg`` describes: an (A, W) pair of integer
-    tensors for the systolic core, a :class:`host_runtime.lut_layout.LutGemm` for the LUT core."""
+    """Simulate each case on the core ``cfg`` describes: an (A, W) pair (W an integer
+    tensor for the systolic core, a :class:`host_runtime.bitserial_layout.BitSerialWeights`
+    for the bit-serial core) or a :class:`host_runtime.lut_layout.LutGemm` (LUT core)."""
     layout = layout_for(cfg)
     model = build_model(cfg)
     tmp = None

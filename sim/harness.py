@@ -28,12 +28,40 @@ def _ratio(beats_per_cycle: float) -> tuple[int, int]:
     return f.numerator, f.denominator
 
 
+def memory_model(m: Module, r, w, *, sim, addr_bits: int, data_bits: int, id_bits: int, backdoor) -> None:
+    """Instantiate ``lutforge_axi_mem`` on read port ``r`` and write port ``w``
+    (``sim``: the config's memory.sim settings; ``backdoor``: load, dump, first, words).
+    Every harness (tensor cores, decode engine, simulated board) uses this one."""
+    rd_num, rd_den = _ratio(sim.read_beats_per_cycle)
+    wr_num, wr_den = _ratio(sim.write_beats_per_cycle)
+    load, dump, first, words = backdoor
+    m.submodules.memory = Instance(
+        "lutforge_axi_mem",
+        p_ADDR_BITS=addr_bits, p_DATA_BITS=data_bits, p_ID_BITS=id_bits,
+        p_WORDS=sim.size_bytes // (data_bits // 8), p_LATENCY=sim.latency,
+        p_RD_NUM=rd_num, p_RD_DEN=rd_den, p_WR_NUM=wr_num, p_WR_DEN=wr_den,
+        p_REFRESH_PERIOD=sim.refresh_period, p_REFRESH_CYCLES=sim.refresh_cycles,
+        p_STALL_PERCENT=sim.stall_percent, p_STALL_SEED=sim.stall_seed,
+        i_clk=ClockSignal(), i_rst=ResetSignal(),
+        i_araddr=r.araddr, i_arlen=r.arlen, i_arsize=r.arsize, i_arburst=r.arburst, i_arid=r.arid,
+        i_arvalid=r.arvalid, o_arready=r.arready,
+        o_rdata=r.rdata, o_rresp=r.rresp, o_rlast=r.rlast, o_rid=r.rid, o_rvalid=r.rvalid, i_rready=r.rready,
+        i_awaddr=w.awaddr, i_awlen=w.awlen, i_awsize=w.awsize, i_awburst=w.awburst, i_awid=w.awid,
+        i_awvalid=w.awvalid, o_awready=w.awready,
+        i_wdata=w.wdata, i_wstrb=w.wstrb, i_wlast=w.wlast, i_wvalid=w.wvalid, o_wready=w.wready,
+        o_bresp=w.bresp, o_bid=w.bid, o_bvalid=w.bvalid, i_bready=w.bready,
+        i_backdoor_load=load, i_backdoor_dump=dump, i_dump_first=first, i_dump_words=words,
+    )
+
+
 class SimHarness(wiring.Component):
+    """The core of ``cfg`` (any kind) beside the memory model; its command stream, status
+    and counters are the harness's ports."""
+
     def __init__(self, cfg):
         self.cfg = cfg
         self.core = elaborate_core(cfg)
         super().__init__({
-            # The core's own command layout (the LUT core adds the weight precision).
             "cmd": In(stream.Signature(self.core.cmd.payload.shape())),
             "busy": Out(1), "done": Out(1),
             "status": Out(StatusLayout()), "counters": Out(CounterLayout()),
@@ -48,26 +76,7 @@ class SimHarness(wiring.Component):
         connect(m, wiring.flipped(self.cmd), core.cmd)
         m.d.comb += [self.busy.eq(core.busy), self.done.eq(core.done),
                      self.status.eq(core.status), self.counters.eq(core.counters)]
-        sim = cfg.memory.sim
-        rd_num, rd_den = _ratio(sim.read_beats_per_cycle)
-        wr_num, wr_den = _ratio(sim.write_beats_per_cycle)
-        r, w = core.axi_r, core.axi_w
-        m.submodules.memory = Instance(
-            "lutforge_axi_mem",
-            p_ADDR_BITS=cfg.memory.addr_bits, p_DATA_BITS=cfg.memory.data_bits, p_ID_BITS=1,
-            p_WORDS=sim.size_bytes // cfg.bytes_per_beat, p_LATENCY=sim.latency,
-            p_RD_NUM=rd_num, p_RD_DEN=rd_den, p_WR_NUM=wr_num, p_WR_DEN=wr_den,
-            p_REFRESH_PERIOD=sim.refresh_period, p_REFRESH_CYCLES=sim.refresh_cycles,
-            p_STALL_PERCENT=sim.stall_percent, p_STALL_SEED=sim.stall_seed,
-            i_clk=ClockSignal(), i_rst=ResetSignal(),
-            i_araddr=r.araddr, i_arlen=r.arlen, i_arsize=r.arsize, i_arburst=r.arburst, i_arid=r.arid,
-            i_arvalid=r.arvalid, o_arready=r.arready,
-            o_rdata=r.rdata, o_rresp=r.rresp, o_rlast=r.rlast, o_rid=r.rid, o_rvalid=r.rvalid, i_rready=r.rready,
-            i_awaddr=w.awaddr, i_awlen=w.awlen, i_awsize=w.awsize, i_awburst=w.awburst, i_awid=w.awid,
-            i_awvalid=w.awvalid, o_awready=w.awready,
-            i_wdata=w.wdata, i_wstrb=w.wstrb, i_wlast=w.wlast, i_wvalid=w.wvalid, o_wready=w.wready,
-            o_bresp=w.bresp, o_bid=w.bid, o_bvalid=w.bvalid, i_bready=w.bready,
-            i_backdoor_load=self.backdoor_load, i_backdoor_dump=self.backdoor_dump,
-            i_dump_first=self.dump_first, i_dump_words=self.dump_words,
-        )
+        memory_model(m, core.axi_r, core.axi_w, sim=cfg.memory.sim, addr_bits=cfg.memory.addr_bits,
+                     data_bits=cfg.memory.data_bits, id_bits=len(core.axi_r.arid),
+                     backdoor=(self.backdoor_load, self.backdoor_dump, self.dump_first, self.dump_words))
         return m

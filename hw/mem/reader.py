@@ -115,14 +115,18 @@ class ReadArbiter(wiring.Component):
 
     Address requests are granted round-robin through a one-entry register slice
     (one cycle added to each request); ``arid`` carries the master's index and read data
-    is routed back by ``rid``. Masters must keep ``rready`` high (as :class:`BurstReader`
+    is routed back by ``rid``. With ``in_id_bits`` the masters' own IDs travel in the low
+    bits (``arid = {index, master arid}``), so an arbitrated master (a unit with several
+    readers) can be arbitrated again. Masters must keep ``rready`` high (as :class:`BurstReader`
     does), so one master's slow consumer cannot block another's data.
     """
 
-    def __init__(self, *, n: int, addr_bits: int, data_bits: int):
-        self.n = n
-        self.id_bits = max(1, (n - 1).bit_length())
-        members = {f"m{i}": In(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)) for i in range(n)}
+    def __init__(self, *, n: int, addr_bits: int, data_bits: int, in_id_bits: int = 0):
+        self.n, self.in_id_bits = n, in_id_bits
+        self.sel_bits = max(1, (n - 1).bit_length())
+        self.id_bits = self.sel_bits + in_id_bits
+        members = {f"m{i}": In(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=max(in_id_bits, 1)))
+                   for i in range(n)}
         members["out"] = Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=self.id_bits))
         super().__init__(members)
 
@@ -146,18 +150,22 @@ class ReadArbiter(wiring.Component):
                     with m.If((last_grant == i) & masters[cand].arvalid):
                         m.d.comb += [chosen.eq(cand), any_req.eq(1)]
             with m.If(any_req):
-                m.d.sync += [out.arvalid.eq(1), out.arid.eq(chosen), last_grant.eq(chosen)]
+                m.d.sync += [out.arvalid.eq(1), out.arid[self.in_id_bits:].eq(chosen), last_grant.eq(chosen)]
                 for i, mm in enumerate(masters):
                     with m.If(chosen == i):
                         m.d.comb += mm.arready.eq(1)
                         m.d.sync += [out.araddr.eq(mm.araddr), out.arlen.eq(mm.arlen),
                                      out.arsize.eq(mm.arsize), out.arburst.eq(mm.arburst)]
+                        if self.in_id_bits:
+                            m.d.sync += out.arid[:self.in_id_bits].eq(mm.arid[:self.in_id_bits])
         for i, mm in enumerate(masters):
-            hit = out.rid == i
+            hit = out.rid[self.in_id_bits:] == i
             m.d.comb += [
                 mm.rdata.eq(out.rdata), mm.rresp.eq(out.rresp), mm.rlast.eq(out.rlast),
                 mm.rvalid.eq(out.rvalid & hit),
             ]
+            if self.in_id_bits:
+                m.d.comb += mm.rid.eq(out.rid[:self.in_id_bits])
             with m.If(hit):
                 m.d.comb += out.rready.eq(mm.rready)
         return m

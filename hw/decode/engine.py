@@ -1,0 +1,501 @@
+"""The decode engine: a sequencer running token programs over on-chip buffers and units.
+
+:class:`DecodeEngine` fetches the token program (:mod:`hw.decode.isa`) from external
+memory and executes one instruction at a time, each on its unit: MATVEC on
+:class:`~hw.decode.matvec.MatvecUnit`, RMSNORM / ROPE / ADD / SWIGLU / ARGMAX on the
+vector units, KV_APPEND and the KV half of ATTEND on :class:`~hw.decode.kv.KVUnit`,
+ATTEND's math on :class:`~hw.decode.attention.AttentionUnit`; EMBED and STORE are
+small DMA steps here. Activations live in on-chip buffers (:class:`~hw.decode.isa.Buf`),
+sized by the engine's limits; the program is streamed in ahead of execution.
+
+Interface
+---------
+``start`` (pulse) with ``program_addr``, ``n_instr``, ``token``, ``pos``: run one token
+program; ``busy`` until its HALT; then ``next_token`` holds ARGMAX's result. ``counters``
+(since ``start``): cycles, cycles per unit class, bytes read and written, read-port idle
+cycles (busy and no read beat), matvec cycles stalled for weights. ``error``: a memory
+response error or an unknown opcode (sticky until the next start).
+
+One AXI4 read port (program, weights, gains/constants/embedding, KV: arbitrated by ID)
+and one AXI4 write port (KV, STORE; one writer at a time, as instructions run in order).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect
+
+from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
+from ..mem.gearbox import UnitPacker, UnitUnpacker, VectorUnpacker
+from ..mem.reader import BurstReader, ReadArbiter
+from ..mem.writer import BurstWriter
+from .attention import AttentionUnit
+from .isa import GROUP, INSTR_BITS, MODE_NORM_INPUT, Buf, InstrLayout, Op, Reg
+from .kv import KVUnit
+from .matvec import MatvecUnit, _f16
+from .vector import ArgmaxUnit, ElementwiseUnit, RmsNormUnit, RopeUnit, sat32
+
+COUNTER_BITS = 40
+
+
+class EngineCounters(data.StructLayout):
+    def __init__(self):
+        super().__init__({k: COUNTER_BITS for k in (
+            "cycles", "matvec_cycles", "attend_cycles", "kv_cycles", "other_cycles",
+            "read_bytes", "write_bytes", "read_idle", "weight_stall")})
+
+
+class EngineLimits:
+    """Buffer sizes and unit limits of one engine (from the config's decode section)."""
+
+    def __init__(self, *, dim: int, ffn: int, heads: int, kv_heads: int, head_dim: int, vocab: int, ctx: int):
+        self.dim, self.ffn, self.heads, self.kv_heads = dim, ffn, heads, kv_heads
+        self.head_dim, self.vocab, self.ctx = head_dim, vocab, ctx
+
+    def buffer_depth(self, buf: Buf) -> int:
+        return {Buf.X: self.dim, Buf.H: self.dim, Buf.T: self.dim, Buf.Q: self.heads * self.head_dim,
+                Buf.O: self.heads * self.head_dim, Buf.K: self.kv_heads * self.head_dim,
+                Buf.V: self.kv_heads * self.head_dim, Buf.G: self.ffn, Buf.U: self.ffn,
+                Buf.LOGITS: self.vocab}[buf]
+
+
+class _Streamer(wiring.Component):
+    """Streams ``count`` words of one buffer (a synchronous read port shared through the
+    engine's port mux) with a small FIFO, so the consumer may stall."""
+
+    def __init__(self, index_bits: int):
+        super().__init__({"start": In(1), "count": In(index_bits), "addr": Out(index_bits), "en": Out(1),
+                          "data": In(signed(32)), "out": Out(stream.Signature(signed(32))), "done": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.q = q = fifo.SyncFIFOBuffered(width=32, depth=4)
+        left = Signal.like(self.count)
+        inflight = Signal(range(5))
+        got = Signal()
+        issue = Signal()
+        m.d.comb += issue.eq((left != 0) & (inflight + q.level < 3))
+        with m.If(self.start):
+            m.d.sync += [left.eq(self.count), self.addr.eq(0)]
+        with m.Elif(issue):
+            m.d.sync += [left.eq(left - 1), self.addr.eq(self.addr + 1)]
+        m.d.comb += self.en.eq(issue)
+        m.d.sync += got.eq(issue)
+        m.d.comb += [q.w_en.eq(got), q.w_data.eq(self.data), self.out.payload.eq(q.r_data.as_signed()),
+                     self.out.valid.eq(q.r_rdy), q.r_en.eq(self.out.ready)]
+        popped = q.r_rdy & q.r_en
+        m.d.sync += inflight.eq(inflight + issue - got)
+        m.d.comb += self.done.eq((left == 0) & (inflight == 0) & ~q.r_rdy & ~popped)
+        return m
+
+
+class DecodeEngine(wiring.Component):
+    """See the module docstring. ``numerics`` is a :class:`ref_model.decode.DecodeNumerics`
+    -like object (hardware constants); ``tables`` the ROMs of
+    :func:`ref_model.fixedpoint.rom_tables`."""
+
+    def __init__(self, limits: EngineLimits, numerics, tables: dict, *, addr_bits: int = 32, data_bits: int = 128,
+                 max_burst: int = 16, outstanding: int = 4):
+        if data_bits not in (64, 128):
+            raise ValueError("the decode engine needs a 64- or 128-bit memory port")
+        self.lim, self.num, self.tables = limits, numerics, tables
+        self.addr_bits, self.data_bits, self.max_burst, self.outstanding = addr_bits, data_bits, max_burst, outstanding
+        self.index_bits = max(max(limits.buffer_depth(b) for b in Buf), 2).bit_length()
+        super().__init__({
+            "start": In(1), "program_addr": In(addr_bits), "n_instr": In(16), "token": In(17), "pos": In(14),
+            "busy": Out(1), "next_token": Out(17), "error": Out(1),
+            "counters": Out(EngineCounters()),
+            "axi_r": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=3)),
+            "axi_w": Out(AXI4WriteSignature(addr_bits=addr_bits, data_bits=data_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L, N, T = self.lim, self.num, self.tables
+        W, bpb = self.data_bits, self.data_bits // 8
+        F = N.act_frac
+        rdp = dict(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst, outstanding=self.outstanding)
+
+        # ---- units -----------------------------------------------------------------------
+        mv = MatvecUnit(max_dim=max(L.dim, L.ffn), act_bits=N.act_bits, norm_act_bits=N.norm_act_bits,
+                        act_block=N.act_block, act_scale_bits=N.act_scale_bits, acc_bits=N.acc_bits,
+                        acc_frac=N.acc_frac, frac=F, **rdp)
+        norm = RmsNormUnit(frac=F, gain_frac=N.norm_gain_frac, ss_shift=N.ss_shift, rsqrt_table=T["rsqrt"])
+        rope = RopeUnit(max_head_dim=L.head_dim, sin_table=T["sin"])
+        elem = ElementwiseUnit(frac=F, sigmoid_table=T["sigmoid"])
+        amax = ArgmaxUnit(index_bits=17)
+        att = AttentionUnit(max_heads=L.heads, max_head_dim=L.head_dim, max_ctx=L.ctx, frac=F,
+                            exp_table=T["exp2"], log2e_q30=T["log2e_q30"][0], rcp_table=T["reciprocal"])
+        kv = KVUnit(max_kv_dim=L.kv_heads * L.head_dim, scale_bits=N.kv_scale_bits, **rdp)
+        m.submodules.matvec, m.submodules.norm, m.submodules.rope = mv, norm, rope
+        m.submodules.elem, m.submodules.argmax, m.submodules.attention, m.submodules.kv = elem, amax, att, kv
+
+        # ---- memory: program reader, word reader (gains, constants, embedding), store writer
+        prog_rd = BurstReader(**rdp)
+        word_rd = BurstReader(**rdp)
+        m.submodules.prog_rd, m.submodules.word_rd = prog_rd, word_rd
+        m.submodules.prog_unp = prog_unp = VectorUnpacker(data_bits=W, vector_bits=INSTR_BITS)
+        m.submodules.word_unp = word_unp = UnitUnpacker(data_bits=W, unit_bits=(8, 16, 32, 64))
+        connect(m, prog_rd.data, prog_unp.beats)
+        connect(m, word_rd.data, word_unp.beats)
+        m.submodules.arb = arb = ReadArbiter(n=4, in_id_bits=1, **{k: rdp[k] for k in ("addr_bits", "data_bits")})
+        connect(m, prog_rd.axi, arb.m0)
+        connect(m, mv.axi, arb.m1)
+        connect(m, word_rd.axi, arb.m2)
+        connect(m, kv.axi_r, arb.m3)
+        connect(m, arb.out, wiring.flipped(self.axi_r))
+        st_wr = BurstWriter(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst)
+        m.submodules.st_wr = st_wr
+        m.submodules.st_pk = st_pk = UnitPacker(data_bits=W, unit_bits=(32,))
+        m.d.comb += [st_wr.data.payload.data.eq(st_pk.beats.payload.data),
+                     st_wr.data.payload.last.eq(st_pk.beats.payload.last),
+                     st_wr.data.valid.eq(st_pk.beats.valid), st_pk.beats.ready.eq(st_wr.data.ready)]
+        # the write port: the KV unit's writer or the STORE writer (never both at once)
+        w_kv = Signal()
+        kw, sw, aw = kv.axi_w, st_wr.axi, self.axi_w
+        for name in ("awaddr", "awlen", "awsize", "awburst", "awid", "awvalid", "wdata", "wstrb", "wlast", "wvalid",
+                     "bready"):
+            m.d.comb += getattr(aw, name).eq(Mux(w_kv, getattr(kw, name), getattr(sw, name)))
+        for name in ("awready", "wready", "bresp", "bvalid"):
+            m.d.comb += [getattr(kw, name).eq(Mux(w_kv, getattr(aw, name), 0)),
+                         getattr(sw, name).eq(Mux(w_kv, 0, getattr(aw, name)))]
+        m.d.comb += [getattr(kw, "bid").eq(aw.bid), getattr(sw, "bid").eq(aw.bid)]
+
+        # ---- buffers: one write port (the producing unit), one read port per channel ----
+        bufs, wports, rports = {}, {}, {}
+        for b in Buf:
+            mem = Memory(shape=signed(32), depth=L.buffer_depth(b), init=[])
+            m.submodules[f"buf_{b.name.lower()}"] = mem
+            bufs[b], wports[b], rports[b] = mem, mem.write_port(), mem.read_port()
+        chan_a = _Streamer(self.index_bits)
+        chan_b = _Streamer(self.index_bits)
+        m.submodules.chan_a, m.submodules.chan_b = chan_a, chan_b
+        sel_a, sel_b, sel_w = Signal(4), Signal(4), Signal(4)
+        for b in Buf:
+            rp = rports[b]
+            m.d.comb += [rp.addr.eq(Mux(sel_a == b, chan_a.addr, chan_b.addr)),
+                         rp.en.eq(Mux(sel_a == b, chan_a.en, Mux(sel_b == b, chan_b.en, 0)))]
+        data_a = Signal(signed(32))
+        data_b = Signal(signed(32))
+        with m.Switch(sel_a):
+            for b in Buf:
+                with m.Case(b):
+                    m.d.comb += data_a.eq(rports[b].data)
+        with m.Switch(sel_b):
+            for b in Buf:
+                with m.Case(b):
+                    m.d.comb += data_b.eq(rports[b].data)
+        m.d.comb += [chan_a.data.eq(data_a), chan_b.data.eq(data_b)]
+        w_valid = Signal()
+        w_data = Signal(signed(32))
+        w_idx = Signal(self.index_bits)
+        for b in Buf:
+            wp = wports[b]
+            m.d.comb += [wp.addr.eq(w_idx), wp.data.eq(w_data), wp.en.eq(w_valid & (sel_w == b))]
+        with m.If(w_valid):
+            m.d.sync += w_idx.eq(w_idx + 1)
+
+        # ---- registers and the instruction stream ------------------------------------------
+        regs = [Signal(32, name=f"reg_{r.name.lower()}") for r in Reg]
+        ins = Signal(InstrLayout())
+        m.d.comb += [prog_unp.seg.payload.length.eq(self.n_instr), prog_unp.seg.payload.count.eq(1)]
+        m.d.comb += [prog_rd.cmd.payload.addr.eq(self.program_addr),
+                     prog_rd.cmd.payload.beats.eq(self.n_instr * (INSTR_BITS // W))]
+        reg = lambda r: regs[r]  # noqa: E731
+        m.d.comb += [kv.regs.kv_bits.eq(reg(Reg.KV_BITS)), kv.regs.k_group.eq(reg(Reg.K_GROUP)),
+                     kv.regs.kv_window.eq(reg(Reg.KV_WINDOW)), kv.regs.kv_heads.eq(reg(Reg.N_KV_HEADS)),
+                     kv.regs.head_dim.eq(reg(Reg.HEAD_DIM)), kv.regs.max_ctx.eq(reg(Reg.MAX_CTX)),
+                     kv.regs.v_raw.eq(reg(Reg.KV_V_RAW)), kv.regs.k_codes.eq(reg(Reg.KV_K_CODES)),
+                     kv.regs.k_params.eq(reg(Reg.KV_K_PARAMS)), kv.regs.v_codes.eq(reg(Reg.KV_V_CODES)),
+                     kv.regs.v_params.eq(reg(Reg.KV_V_PARAMS))]
+
+        # ---- word reader requests (gains, RoPE constants, embedding row) -------------------
+        wr_go = Signal()
+        wr_addr = Signal(self.addr_bits)     # byte address (any alignment of the unit size)
+        wr_count = Signal(16)
+        wr_sel = Signal(2)                   # 8 / 16 / 32 / 64-bit units
+        wr_taken = Signal(2)
+        ubytes = Signal(4)
+        m.d.comb += ubytes.eq(Const(1, 4) << wr_sel)
+        skip = Signal(16)                    # leading units of the first beat to drop
+        m.d.comb += skip.eq((wr_addr & (bpb - 1)) >> wr_sel)
+        total = Signal(17)
+        m.d.comb += total.eq(wr_count + skip)
+        m.d.comb += [word_rd.cmd.payload.addr.eq(wr_addr & ~Const(bpb - 1, self.addr_bits)),
+                     word_rd.cmd.payload.beats.eq(((total << wr_sel) + bpb - 1) >> (bpb.bit_length() - 1)),
+                     word_unp.cmd.payload.count.eq(total), word_unp.cmd.payload.sel.eq(wr_sel),
+                     word_rd.cmd.valid.eq(wr_go & ~wr_taken[0]), word_unp.cmd.valid.eq(wr_go & ~wr_taken[1])]
+        took = Cat(word_rd.cmd.valid & word_rd.cmd.ready, word_unp.cmd.valid & word_unp.cmd.ready)
+        wr_started = Signal()
+        m.d.comb += wr_started.eq(wr_go & ((wr_taken | took) == 0b11))
+        with m.If(wr_go):
+            m.d.sync += wr_taken.eq(Mux(wr_started, 0, wr_taken | took))
+        to_skip = Signal(16)
+        words = stream.Signature(64).create()   # the word stream after the skipped units
+        m.d.comb += [words.payload.eq(word_unp.units.payload), words.valid.eq(word_unp.units.valid & (to_skip == 0)),
+                     word_unp.units.ready.eq(Mux(to_skip != 0, 1, words.ready))]
+        with m.If(word_unp.units.valid & (to_skip != 0)):
+            m.d.sync += to_skip.eq(to_skip - 1)
+        with m.If(wr_started):
+            m.d.sync += to_skip.eq(skip)
+
+        # ---- EMBED datapath: scales of the row first (into a small memory), then codes ----
+        m.submodules.emb_sc = emb_sc = Memory(shape=16, depth=max(L.dim // GROUP, 2), init=[])
+        esw, esr = emb_sc.write_port(), emb_sc.read_port(domain="comb")
+        e_i = Signal(16)
+
+        # ---- sequencer ---------------------------------------------------------------------
+        words_started = Signal()             # this instruction's word-reader request was taken
+        second_pass = Signal()               # RMSNORM: the source is streaming the second time
+        store_left = Signal(17)
+        att_c = Signal(17)                   # round(2**16/sqrt(head_dim))
+        op = ins.op
+        pos = reg(Reg.POS)
+        started_unit = Signal()
+        phase_ct = Signal(3)                 # 0 matvec, 1 attend, 2 kv, 3 other
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.busy.eq(1), self.error.eq(0), regs[Reg.TOKEN].eq(self.token),
+                                 regs[Reg.POS].eq(self.pos), self.counters.eq(0)]
+                    m.next = "PROGRAM"
+            with m.State("PROGRAM"):
+                m.d.comb += [prog_rd.cmd.valid.eq(1), prog_unp.seg.valid.eq(1)]
+                with m.If(prog_rd.cmd.ready & prog_unp.seg.ready):
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += prog_unp.vectors.ready.eq(1)
+                with m.If(prog_unp.vectors.valid):
+                    m.d.sync += [ins.eq(prog_unp.vectors.payload), started_unit.eq(0), w_idx.eq(0), e_i.eq(0)]
+                    m.next = "EXEC"
+            with m.State("EXEC"):
+                with m.Switch(op):
+                    with m.Case(Op.HALT):
+                        m.d.sync += [regs[Reg.POS].eq(pos + 1), self.busy.eq(0), self.next_token.eq(reg(Reg.NEXT))]
+                        m.next = "IDLE"
+                    with m.Case(Op.SET):
+                        for r in Reg:
+                            with m.If(ins.dst == r):
+                                m.d.sync += regs[r].eq(ins.addr)
+                        m.next = "FETCH"
+                    with m.Case(Op.MATVEC):
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(0)]
+                        m.next = "MATVEC"
+                    with m.Case(Op.RMSNORM):
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3)]
+                        m.next = "RMSNORM"
+                    with m.Case(Op.ROPE):
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3)]
+                        m.next = "ROPE"
+                    with m.Case(Op.ADD, Op.SWIGLU):
+                        m.d.sync += [sel_a.eq(ins.src), sel_b.eq(ins.src2), sel_w.eq(ins.dst), phase_ct.eq(3)]
+                        m.next = "ELEM"
+                    with m.Case(Op.ARGMAX):
+                        m.d.sync += [sel_a.eq(ins.src), phase_ct.eq(3)]
+                        m.next = "ARGMAX"
+                    with m.Case(Op.STORE):
+                        m.d.sync += [sel_a.eq(ins.src), phase_ct.eq(3)]
+                        m.next = "STORE"
+                    with m.Case(Op.KV_APPEND):
+                        m.d.sync += [sel_a.eq(ins.src), sel_b.eq(ins.src2), w_kv.eq(1), phase_ct.eq(2)]
+                        m.next = "KV_APPEND"
+                    with m.Case(Op.ATTEND):
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(1)]
+                        m.next = "ATTEND"
+                    with m.Case(Op.EMBED):
+                        m.d.sync += [sel_w.eq(ins.dst), phase_ct.eq(3)]
+                        m.next = "EMBED_SCALES"
+                    with m.Default():
+                        m.d.sync += [self.error.eq(1), self.busy.eq(0)]
+                        m.next = "IDLE"
+
+            # MATVEC: input from channel A, results into dst
+            with m.State("MATVEC"):
+                m.d.comb += [mv.cmd.valid.eq(~started_unit), mv.cmd.payload.kind.eq(ins.mode[:3]),
+                             mv.cmd.payload.norm.eq((ins.mode & MODE_NORM_INPUT) != 0),
+                             mv.cmd.payload.rows.eq(ins.rows), mv.cmd.payload.cols.eq(ins.cols),
+                             mv.cmd.payload.codes_addr.eq(ins.addr), mv.cmd.payload.scales_addr.eq(ins.addr2),
+                             chan_a.start.eq(mv.cmd.valid & mv.cmd.ready), chan_a.count.eq(ins.cols)]
+                connect_stream(m, chan_a.out, mv.x)
+                m.d.comb += [mv.y.ready.eq(1), w_valid.eq(mv.y.valid), w_data.eq(mv.y.payload)]
+                with m.If(mv.cmd.valid & mv.cmd.ready):
+                    m.d.sync += started_unit.eq(1)
+                with m.If(started_unit & ~mv.busy & chan_a.done):
+                    m.next = "FETCH"
+            # RMSNORM: the source twice on channel A, gains from the word reader
+            with m.State("RMSNORM"):
+                first = ~started_unit
+                m.d.comb += [norm.cmd.valid.eq(first), norm.cmd.payload.n.eq(ins.cols),
+                             norm.cmd.payload.eps.eq(reg(Reg.EPS)),
+                             chan_a.start.eq(norm.cmd.valid & norm.cmd.ready), chan_a.count.eq(ins.cols),
+                             wr_go.eq(started_unit & ~words_started), wr_addr.eq(ins.addr),
+                             wr_count.eq(ins.cols), wr_sel.eq(2)]
+                connect_stream(m, chan_a.out, norm.x)
+                m.d.comb += [norm.gain.payload.eq(words.payload[:32].as_signed()), norm.gain.valid.eq(words.valid),
+                             words.ready.eq(norm.gain.ready),
+                             w_valid.eq(norm.o_valid), w_data.eq(norm.y)]
+                with m.If(norm.cmd.valid & norm.cmd.ready):
+                    m.d.sync += started_unit.eq(1)
+                with m.If(wr_started):
+                    m.d.sync += words_started.eq(1)
+                with m.If(started_unit & chan_a.done & ~second_pass):
+                    m.d.comb += chan_a.start.eq(1)
+                    m.d.sync += second_pass.eq(1)
+                with m.If(started_unit & second_pass & chan_a.done & ~norm.busy):
+                    m.d.sync += [second_pass.eq(0), words_started.eq(0)]
+                    m.next = "FETCH"
+            # ROPE: constants from the word reader, vector on channel A
+            with m.State("ROPE"):
+                m.d.comb += [rope.cmd.valid.eq(~started_unit), rope.cmd.payload.heads.eq(ins.rows),
+                             rope.cmd.payload.head_dim.eq(ins.cols), rope.cmd.payload.pos.eq(pos),
+                             chan_a.start.eq(rope.cmd.valid & rope.cmd.ready), chan_a.count.eq(ins.rows * ins.cols),
+                             wr_go.eq(~words_started), wr_addr.eq(ins.addr), wr_count.eq(ins.cols >> 1),
+                             wr_sel.eq(3)]
+                connect_stream(m, chan_a.out, rope.x)
+                m.d.comb += [rope.consts.payload.eq(words.payload), rope.consts.valid.eq(words.valid),
+                             words.ready.eq(rope.consts.ready), w_valid.eq(rope.o_valid), w_data.eq(rope.y)]
+                with m.If(rope.cmd.valid & rope.cmd.ready):
+                    m.d.sync += started_unit.eq(1)
+                with m.If(wr_started):
+                    m.d.sync += words_started.eq(1)
+                with m.If(started_unit & words_started & chan_a.done & ~rope.busy):
+                    m.d.sync += words_started.eq(0)
+                    m.next = "FETCH"
+            # ADD / SWIGLU: channels A and B in parallel
+            with m.State("ELEM"):
+                m.d.comb += [elem.cmd.valid.eq(~started_unit), elem.cmd.payload.n.eq(ins.cols),
+                             elem.cmd.payload.op.eq(op == Op.SWIGLU),
+                             chan_a.start.eq(elem.cmd.valid & elem.cmd.ready), chan_a.count.eq(ins.cols),
+                             chan_b.start.eq(elem.cmd.valid & elem.cmd.ready), chan_b.count.eq(ins.cols),
+                             w_valid.eq(elem.o_valid), w_data.eq(elem.y)]
+                connect_stream(m, chan_a.out, elem.a)
+                connect_stream(m, chan_b.out, elem.b)
+                with m.If(elem.cmd.valid & elem.cmd.ready):
+                    m.d.sync += started_unit.eq(1)
+                with m.If(started_unit & chan_a.done & chan_b.done & ~elem.busy):
+                    m.next = "FETCH"
+            # ARGMAX: snoop the source
+            with m.State("ARGMAX"):
+                m.d.comb += [amax.start.eq(~started_unit), chan_a.start.eq(~started_unit), chan_a.count.eq(ins.cols),
+                             chan_a.out.ready.eq(1), amax.i_valid.eq(chan_a.out.valid), amax.x.eq(chan_a.out.payload)]
+                m.d.sync += started_unit.eq(1)
+                with m.If(started_unit & chan_a.done):
+                    m.next = "ARGMAX_DONE"
+            with m.State("ARGMAX_DONE"):
+                m.d.sync += regs[Reg.NEXT].eq(amax.index)
+                m.next = "FETCH"
+            # STORE: channel A -> packer -> writer at addr
+            with m.State("STORE"):
+                m.d.comb += [st_wr.start.valid.eq(~started_unit), st_wr.start.payload.eq(ins.addr),
+                             chan_a.start.eq(st_wr.start.valid & st_wr.start.ready), chan_a.count.eq(ins.cols),
+                             st_pk.sel.eq(0), st_pk.units.payload.unit.eq(chan_a.out.payload.as_unsigned()),
+                             st_pk.units.payload.last.eq(store_left == 1), st_pk.units.valid.eq(chan_a.out.valid),
+                             chan_a.out.ready.eq(st_pk.units.ready)]
+                with m.If(st_wr.start.valid & st_wr.start.ready):
+                    m.d.sync += [started_unit.eq(1), store_left.eq(ins.cols)]
+                with m.If(chan_a.out.valid & chan_a.out.ready):
+                    m.d.sync += store_left.eq(store_left - 1)
+                with m.If(started_unit & chan_a.done & st_wr.idle):
+                    m.next = "FETCH"
+            # KV_APPEND: K from channel A, V from channel B
+            with m.State("KV_APPEND"):
+                m.d.comb += [kv.cmd.valid.eq(~started_unit), kv.cmd.payload.read.eq(0),
+                             kv.cmd.payload.base.eq(ins.addr), kv.cmd.payload.pos.eq(pos),
+                             chan_a.start.eq(kv.cmd.valid & kv.cmd.ready), chan_b.start.eq(kv.cmd.valid & kv.cmd.ready),
+                             chan_a.count.eq(reg(Reg.N_KV_HEADS) * reg(Reg.HEAD_DIM)),
+                             chan_b.count.eq(reg(Reg.N_KV_HEADS) * reg(Reg.HEAD_DIM))]
+                connect_stream(m, chan_a.out, kv.k_in)
+                connect_stream(m, chan_b.out, kv.v_in)
+                with m.If(kv.cmd.valid & kv.cmd.ready):
+                    m.d.sync += started_unit.eq(1)
+                with m.If(started_unit & ~kv.busy & chan_a.done & chan_b.done):
+                    m.d.sync += w_kv.eq(0)
+                    m.next = "FETCH"
+            # ATTEND: the KV unit reads the cache, the attention unit computes; Q on channel A
+            with m.State("ATTEND"):
+                hd = reg(Reg.HEAD_DIM)
+                cval = Signal(17)
+                m.d.comb += cval.eq(att_c)
+                m.d.comb += [kv.cmd.valid.eq(~started_unit), kv.cmd.payload.read.eq(1),
+                             kv.cmd.payload.base.eq(ins.addr), kv.cmd.payload.pos.eq(pos),
+                             att.cmd.valid.eq(~started_unit), att.cmd.payload.heads.eq(ins.rows),
+                             att.cmd.payload.kv_heads.eq(reg(Reg.N_KV_HEADS)), att.cmd.payload.head_dim.eq(hd),
+                             att.cmd.payload.n.eq(pos + 1), att.cmd.payload.c.eq(cval),
+                             chan_a.start.eq(~started_unit), chan_a.count.eq(ins.rows * ins.cols),
+                             w_valid.eq(att.o_valid), w_data.eq(att.y)]
+                connect_stream(m, chan_a.out, att.q)
+                connect_stream(m, kv.k_out, att.k)
+                connect_stream(m, kv.v_out, att.v)
+                m.d.sync += started_unit.eq(1)   # both units idle here: they take it at once
+                with m.If(started_unit & ~kv.busy & ~att.busy & chan_a.done):
+                    m.next = "FETCH"
+            # EMBED: Q8_0 row TOKEN: its f16 scales, then its int8 codes -> dst
+            with m.State("EMBED_SCALES"):
+                ng = ins.cols >> 5
+                m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(ins.addr2 + reg(Reg.TOKEN) * (ng << 1)),
+                             wr_count.eq(ng), wr_sel.eq(1), words.ready.eq(1),
+                             esw.en.eq(words.valid), esw.addr.eq(e_i), esw.data.eq(words.payload[:16])]
+                with m.If(wr_started):
+                    m.d.sync += started_unit.eq(1)
+                with m.If(words.valid):
+                    m.d.sync += e_i.eq(e_i + 1)
+                    with m.If(e_i == ng - 1):
+                        m.d.sync += [e_i.eq(0), started_unit.eq(0)]
+                        m.next = "EMBED_CODES"
+            with m.State("EMBED_CODES"):
+                m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(ins.addr + reg(Reg.TOKEN) * ins.cols),
+                             wr_count.eq(ins.cols), wr_sel.eq(0), words.ready.eq(1), esr.addr.eq(e_i >> 5)]
+                md, ed = _f16(m, esr.data, "emb")
+                code = Signal(signed(8))
+                m.d.comb += code.eq(words.payload[:8])
+                prod = Signal(signed(24))
+                m.d.comb += prod.eq(md * code)
+                sh = Signal(signed(8))
+                m.d.comb += sh.eq(-(ed + F))
+                val = Signal(signed(64))
+                m.d.comb += val.eq(Mux(sh > 0, (prod + (Const(1, 40) << (sh - 1).as_unsigned()[:6])) >> sh.as_unsigned()[:6],
+                                       prod << (-sh).as_unsigned()[:6]))
+                m.d.comb += [w_valid.eq(words.valid), w_data.eq(sat32(m, val, "emb_sat"))]
+                with m.If(wr_started):
+                    m.d.sync += started_unit.eq(1)
+                with m.If(words.valid):
+                    m.d.sync += e_i.eq(e_i + 1)
+                    with m.If(e_i == ins.cols - 1):
+                        m.next = "FETCH"
+
+        # C = round(2**16/sqrt(head_dim)) for every head dim the engine accepts (a ROM; the
+        # reference's constant, ref_model.decode.attention)
+        with m.Switch(reg(Reg.HEAD_DIM)):
+            for d in range(1, L.head_dim + 1):
+                with m.Case(d):
+                    m.d.comb += att_c.eq(round((1 << 16) / d ** 0.5))
+
+        # ---- counters -------------------------------------------------------------------
+        ct = self.counters
+        with m.If(self.busy):
+            m.d.sync += ct.cycles.eq(ct.cycles + 1)
+            with m.Switch(phase_ct):
+                with m.Case(0):
+                    m.d.sync += ct.matvec_cycles.eq(ct.matvec_cycles + 1)
+                with m.Case(1):
+                    m.d.sync += ct.attend_cycles.eq(ct.attend_cycles + 1)
+                with m.Case(2):
+                    m.d.sync += ct.kv_cycles.eq(ct.kv_cycles + 1)
+                with m.Default():
+                    m.d.sync += ct.other_cycles.eq(ct.other_cycles + 1)
+            with m.If(~(self.axi_r.rvalid & self.axi_r.rready)):
+                m.d.sync += ct.read_idle.eq(ct.read_idle + 1)
+            with m.If(mv.weight_stall):
+                m.d.sync += ct.weight_stall.eq(ct.weight_stall + 1)
+        with m.If(self.axi_r.rvalid & self.axi_r.rready):
+            m.d.sync += ct.read_bytes.eq(ct.read_bytes + bpb)
+        with m.If(self.axi_w.wvalid & self.axi_w.wready):
+            m.d.sync += ct.write_bytes.eq(ct.write_bytes + bpb)
+        with m.If((self.axi_r.rvalid & (self.axi_r.rresp != 0)) | (self.axi_w.bvalid & (self.axi_w.bresp != 0))):
+            m.d.sync += self.error.eq(1)
+        return m
+
+
+def connect_stream(m: Module, src, dst) -> None:
+    """Combinational valid/ready/payload hookup of two stream interfaces."""
+    m.d.comb += [dst.payload.eq(src.payload), dst.valid.eq(src.valid), src.ready.eq(dst.ready)]

@@ -1,0 +1,494 @@
+"""KV-cache unit of the decode engine: append the new K/V, quantize, and stream the past back.
+
+:class:`KVUnit` owns one layer's KV region in external memory (layout:
+:class:`hw.decode.isa.KVLayout`; offsets come from the engine registers the program
+SETs) and runs two commands:
+
+* **APPEND** (KV_APPEND): the new raw K and V rows (int32 ``Q.frac``) go to their ring
+  slot; then, KIVI style, the V row that left the full-precision window is quantized per
+  (token, head) and, when a group of ``k_group`` K rows is complete, the group is
+  quantized per channel (:func:`ref_model.decode.kv_quantize`, mantissa scales:
+  ``mn`` = minimum, ``(man, s) = _mant_scale(max - mn)``,
+  ``codes = clamp(rshift_round((x - mn)*R[man], s + b - 8), 0, 2**bits - 1)``,
+  ``e = s - 24``). Which rows are quantized depends on the position only
+  (:func:`hw.decode.isa.kv_quantized_counts`).
+* **READ** (for ATTEND): every cached K row of positions ``0..pos``, then every V row,
+  dequantized (``mn + rshift_round(code*man, -e)``, :func:`ref_model.decode.kv_dequantize`)
+  saturated to int32, or raw, as int32 streams for the attention unit.
+
+Memory goes through one burst reader and one burst writer with run-time-width
+(un)packers (raw words 32 bits, codes 2/4/8 bits, parameter records 64 bits). Requires
+``k_group`` a power of two and a port of at most 128 bits (rows are 16-byte aligned).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect
+
+from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
+from ..mem.gearbox import UnitPacker, UnitUnpacker
+from ..mem.reader import BurstReader
+from ..mem.writer import BurstWriter
+from .funcs import MantScaleUnit, bit_length
+
+#: Unit widths of the (un)packers and their select codes.
+UNITS = (2, 4, 8, 32, 64)
+SEL_WORD, SEL_PARAM = 3, 4
+PARAM = data.StructLayout({"mn": signed(32), "e": signed(8), "pad": 8, "man": 16})
+
+
+class KVCommand(data.StructLayout):
+    def __init__(self, addr_bits: int):
+        super().__init__({"read": 1, "base": addr_bits, "pos": 14})
+
+
+class KVRegs(data.StructLayout):
+    """The engine registers the unit reads (SET by the program, stable while it runs)."""
+
+    def __init__(self):
+        super().__init__({"kv_bits": 5, "k_group": 11, "kv_window": 14, "kv_heads": 6, "head_dim": 9,
+                          "max_ctx": 15, "v_raw": 32, "k_codes": 32, "k_params": 32, "v_codes": 32,
+                          "v_params": 32})
+
+
+def _pad16(m: Module, v, name: str) -> Signal:
+    out = Signal(len(v) + 1, name=name)
+    m.d.comb += out.eq((v + 15) & ~Const(15, len(v) + 1))
+    return out
+
+
+class KVUnit(wiring.Component):
+    """See the module docstring.
+
+    Members
+    -------
+    cmd : In(stream of KVCommand): ``read`` 0 = APPEND, 1 = READ; layer ``base``; ``pos``.
+    regs : In(KVRegs).
+    k_in, v_in : In(streams of signed(32)): APPEND's new rows (``kv_heads x head_dim``).
+    k_out, v_out : Out(streams of signed(32)): READ's rows, all K then all V.
+    axi_r, axi_w : the memory ports.
+    busy : Out(1).
+    """
+
+    def __init__(self, *, max_kv_dim: int, scale_bits: int, addr_bits: int = 32, data_bits: int = 128,
+                 max_burst: int = 16, outstanding: int = 4):
+        if data_bits > 128:
+            raise ValueError("the KV unit needs a memory port of at most 128 bits (16-byte rows)")
+        self.max_row, self.b = max_kv_dim, scale_bits
+        self.addr_bits, self.data_bits, self.max_burst, self.outstanding = addr_bits, data_bits, max_burst, outstanding
+        super().__init__({
+            "cmd": In(stream.Signature(KVCommand(addr_bits))),
+            "regs": In(KVRegs()),
+            "k_in": In(stream.Signature(signed(32))),
+            "v_in": In(stream.Signature(signed(32))),
+            "k_out": Out(stream.Signature(signed(32))),
+            "v_out": Out(stream.Signature(signed(32))),
+            "axi_r": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)),
+            "axi_w": Out(AXI4WriteSignature(addr_bits=addr_bits, data_bits=data_bits)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.data_bits
+        b = self.b
+        R = self.max_row
+        rd = BurstReader(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst,
+                         outstanding=self.outstanding)
+        wr = BurstWriter(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst)
+        unp = UnitUnpacker(data_bits=W, unit_bits=UNITS)
+        pk = UnitPacker(data_bits=W, unit_bits=UNITS)
+        ms = MantScaleUnit(b)
+        m.submodules.rd, m.submodules.wr, m.submodules.unp, m.submodules.pk, m.submodules.ms = rd, wr, unp, pk, ms
+        connect(m, rd.axi, wiring.flipped(self.axi_r))
+        connect(m, wr.axi, wiring.flipped(self.axi_w))
+        connect(m, rd.data, unp.beats)
+        m.d.comb += [wr.data.payload.data.eq(pk.beats.payload.data), wr.data.payload.last.eq(pk.beats.payload.last),
+                     wr.data.valid.eq(pk.beats.valid), pk.beats.ready.eq(wr.data.ready)]
+
+        # per-element state: min/max (stats), then the scale parameters, per channel (K)
+        # or per head (V); READ keeps the current group's / token's parameters here too
+        m.submodules.mn_mem = mn_mem = Memory(shape=signed(32), depth=R, init=[])
+        m.submodules.mx_mem = mx_mem = Memory(shape=signed(32), depth=R, init=[])
+        m.submodules.par_mem = par_mem = Memory(shape=data.StructLayout({"man": b, "s": signed(8), "rcp": 18,
+                                                                          "mn": signed(32)}), depth=R, init=[])
+        mn_w, mn_r = mn_mem.write_port(), mn_mem.read_port(domain="comb")
+        mx_w, mx_r = mx_mem.write_port(), mx_mem.read_port(domain="comb")
+        par_w, par_r = par_mem.write_port(), par_mem.read_port(domain="comb")
+
+        cmd = Signal(KVCommand(self.addr_bits))
+        rg = self.regs
+        q = Signal()                             # quantized KV (kv_bits != 16)
+        m.d.comb += q.eq(rg.kv_bits != 16)
+        sel_code = Signal(3)
+        m.d.comb += sel_code.eq(Mux(rg.kv_bits == 2, 0, Mux(rg.kv_bits == 4, 1, 2)))
+        qmax = Signal(8)
+        m.d.comb += qmax.eq((Const(1, 9) << rg.kv_bits[:4]) - 1)
+        cmul = Signal(25)
+        m.d.comb += cmul.eq(Mux(rg.kv_bits == 2, ((1 << 25) // 3 + 1) >> 1,
+                                Mux(rg.kv_bits == 4, ((1 << 25) // 15 + 1) >> 1, ((1 << 25) // 255 + 1) >> 1)))
+        lg_g = Signal(4)
+        m.d.comb += lg_g.eq(bit_length(m, rg.k_group, 11, "lg_g_bl") - 1)
+        ring_mask = Signal(15)
+        m.d.comb += ring_mask.eq(Mux(q, (Const(1, 16) << bit_length(m, rg.k_group + rg.kv_window - 1, 15, "ring_bl")) - 1,
+                                     0x7FFF))
+
+        # sizes (registered at command start: multiplies)
+        row = Signal(range(R + 1))
+        raw_bytes = Signal(16)
+        code_bytes_used = Signal(16)
+        code_bytes = Signal(17)
+        kpar_bytes = Signal(17)
+        vpar_bytes = Signal(17)
+        m.d.comb += [code_bytes.eq(_pad16(m, code_bytes_used, "cb_pad")),
+                     kpar_bytes.eq(_pad16(m, (row << 3)[:16], "kp_pad")),
+                     vpar_bytes.eq(_pad16(m, (rg.kv_heads << 3)[:16], "vp_pad"))]
+        n = Signal(15)
+        vq = Signal(15)
+        kq = Signal(15)
+        t = Signal(15)           # token being processed
+        i = Signal(range(R + 1))   # element within a row
+        c = Signal(9)            # channel within a head
+        j = Signal(6)            # head
+        rows_left = Signal(15)
+
+        def slot_addr(part_off, tok):
+            return cmd.base + part_off + (tok & ring_mask) * raw_bytes
+
+        # ---- transfer helpers --------------------------------------------------------
+        rd_addr = Signal(self.addr_bits)
+        rd_count = Signal(16)
+        rd_sel = Signal(3)
+        rd_go = Signal()
+        rd_taken = Signal(2)
+        unit_bits_of = Signal(7)
+        m.d.comb += unit_bits_of.eq(Mux(rd_sel == 0, 2, Mux(rd_sel == 1, 4, Mux(rd_sel == 2, 8, Mux(rd_sel == 3, 32, 64)))))
+        rd_bits = Signal(24)
+        m.d.comb += rd_bits.eq(rd_count * unit_bits_of)
+        m.d.comb += [rd.cmd.payload.addr.eq(rd_addr), rd.cmd.payload.beats.eq((rd_bits + W - 1) >> (W.bit_length() - 1)),
+                     unp.cmd.payload.count.eq(rd_count), unp.cmd.payload.sel.eq(rd_sel),
+                     rd.cmd.valid.eq(rd_go & ~rd_taken[0]), unp.cmd.valid.eq(rd_go & ~rd_taken[1])]
+        took_r = Cat(rd.cmd.valid & rd.cmd.ready, unp.cmd.valid & unp.cmd.ready)
+        rd_started = Signal()
+        m.d.comb += rd_started.eq(rd_go & ((rd_taken | took_r) == 0b11))
+        with m.If(rd_go):
+            m.d.sync += rd_taken.eq(Mux(rd_started, 0, rd_taken | took_r))
+        wr_addr = Signal(self.addr_bits)
+        m.d.comb += wr.start.payload.eq(wr_addr)
+        pk_sel = Signal(3)
+        m.d.comb += pk.sel.eq(pk_sel)
+        word = unp.units.payload
+
+        pk_word = Signal(64)
+        pk_param = Signal(64)
+        pk_last = Signal()
+        pk_valid = Signal()
+        pk_from_q = Signal()
+        # ---- quantization pipeline: (x - mn)*R -> + half -> >> sa -> clamp -> packer ----
+        qp_v = Signal()
+        qp_last = Signal()
+        qp_x = Signal(signed(32))
+        qp_par = Signal.like(par_r.data)
+        qfifo = fifo.SyncFIFOBuffered(width=9, depth=8)
+        m.submodules.qfifo = qfifo
+        q_inflight = Signal(range(9))
+        p1 = Signal(51)
+        v1, l1 = Signal(), Signal()
+        sa1 = Signal(range(64))
+        m.d.sync += [v1.eq(qp_v), l1.eq(qp_last), p1.eq((qp_x - qp_par.mn).as_unsigned()[:33] * qp_par.rcp),
+                     sa1.eq(Mux(qp_par.s + b - 8 > 0, qp_par.s + b - 8, 0))]
+        v2, l2 = Signal(), Signal()
+        ph2 = Signal(52)
+        sa2 = Signal(range(64))
+        m.d.sync += [v2.eq(v1), l2.eq(l1), ph2.eq(p1 + Mux(sa1 == 0, 0, Const(1, 51) << (sa1 - 1)[:6])), sa2.eq(sa1)]
+        v3, l3 = Signal(), Signal()
+        sh3 = Signal(52)
+        m.d.sync += [v3.eq(v2), l3.eq(l2), sh3.eq(ph2 >> sa2)]
+        code4 = Signal(8)
+        m.d.comb += code4.eq(Mux(sh3 > qmax, qmax, sh3))
+        m.d.comb += [qfifo.w_en.eq(v3), qfifo.w_data.eq(Cat(code4, l3))]
+        # ---- dequantization pipeline: code*man -> rounding shift by -e -> + mn ----------
+        dq_v = Signal()
+        dq_code = Signal(8)
+        dq_par = Signal.like(par_r.data)
+        dq_raw = Signal()
+        dq_word = Signal(signed(32))
+        dfifo = fifo.SyncFIFOBuffered(width=32, depth=8)
+        m.submodules.dfifo = dfifo
+        d_inflight = Signal(range(9))
+        dv1, draw1 = Signal(), Signal()
+        dprod1 = Signal(21)
+        dsh1 = Signal(signed(9))
+        dmn1, dword1 = Signal(signed(32)), Signal(signed(32))
+        m.d.sync += [dv1.eq(dq_v), draw1.eq(dq_raw), dprod1.eq(dq_code * dq_par.man),
+                     dsh1.eq(-(dq_par.s - 24)), dmn1.eq(dq_par.mn), dword1.eq(dq_word)]
+        dv2 = Signal()
+        dval2 = Signal(signed(34))
+        rsh = Signal(range(64))
+        lsh = Signal(range(64))
+        m.d.comb += [rsh.eq(Mux(dsh1 > 0, Mux(dsh1 > 40, 40, dsh1), 0)), lsh.eq(Mux(dsh1 < 0, Mux(-dsh1 > 40, 40, -dsh1), 0))]
+        dhalf = Signal(41)
+        m.d.comb += dhalf.eq(Mux(rsh == 0, 0, Const(1, 41) << (rsh - 1)[:6]))
+        deq = Signal(signed(80))
+        m.d.comb += deq.eq(Mux(dsh1 > 0, (dprod1 + dhalf) >> rsh, dprod1 << lsh))
+        dsum = Signal(signed(81))
+        m.d.comb += dsum.eq(dmn1 + deq)
+        m.d.sync += [dv2.eq(dv1), dval2.eq(Mux(draw1, dword1, Mux(dsum > (1 << 31) - 1, (1 << 31) - 1,
+                                                                 Mux(dsum < -(1 << 31), -(1 << 31), dsum))))]
+        m.d.comb += [dfifo.w_en.eq(dv2), dfifo.w_data.eq(dval2)]
+        out_k = Signal()          # which output stream the dequantized words go to
+        m.d.comb += [self.k_out.payload.eq(dfifo.r_data), self.v_out.payload.eq(dfifo.r_data),
+                     self.k_out.valid.eq(dfifo.r_rdy & out_k), self.v_out.valid.eq(dfifo.r_rdy & ~out_k),
+                     dfifo.r_en.eq(Mux(out_k, self.k_out.ready, self.v_out.ready))]
+        d_pop = Signal()
+        m.d.comb += d_pop.eq(dfifo.r_rdy & dfifo.r_en)
+        m.d.sync += d_inflight.eq(d_inflight + dq_v - d_pop)
+        q_pop = Signal()
+        m.d.comb += [pk.units.payload.unit.eq(Mux(pk_sel == SEL_WORD, pk_word, Mux(pk_sel == SEL_PARAM, pk_param,
+                                                                                     qfifo.r_data[:8]))),
+                     pk.units.payload.last.eq(Mux(pk_from_q, qfifo.r_data[8], pk_last)),
+                     pk.units.valid.eq(Mux(pk_from_q, qfifo.r_rdy, pk_valid)),
+                     qfifo.r_en.eq(pk_from_q & pk.units.ready),
+                     q_pop.eq(qfifo.r_rdy & qfifo.r_en)]
+        m.d.sync += q_inflight.eq(q_inflight + qp_v - q_pop)
+
+        # ---- the scale unit: amax = max - min of an element's stats, results by index ----
+        ms_idx = Signal(range(R + 1))      # next result's index
+        ms_mn = Signal(signed(32))
+        with m.If(ms.o_valid):
+            m.d.comb += [par_w.en.eq(1), par_w.addr.eq(ms_idx), par_w.data.man.eq(ms.man), par_w.data.s.eq(ms.s),
+                         par_w.data.rcp.eq(ms.rcp), par_w.data.mn.eq(ms_mn)]
+            m.d.sync += ms_idx.eq(ms_idx + 1)
+        ms_mn_line = [Signal(signed(32), name=f"ms_mn{k}") for k in range(MantScaleUnit.LATENCY)]
+        m.d.sync += ms_mn_line[0].eq(mn_r.data)
+        for k in range(1, MantScaleUnit.LATENCY):
+            m.d.sync += ms_mn_line[k].eq(ms_mn_line[k - 1])
+        m.d.comb += [ms_mn.eq(ms_mn_line[-1]), ms.cmul.eq(cmul), ms.amax.eq((mx_r.data - mn_r.data).as_unsigned()[:32])]
+
+        stat_idx = Signal(range(R + 1))
+        first = Signal()           # first row of a stats pass
+        is_k = Signal()            # the pass works on K (per channel) rather than V (per head)
+        g0 = Signal(15)
+        nparams = Signal(range(R + 1))
+        started = Signal()         # the writer took the current transfer's address
+        raw_row = Signal()         # READ: the row being delivered is raw (not codes)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [cmd.eq(self.cmd.payload), self.busy.eq(1)]
+                    m.next = "SIZE"
+            with m.State("SIZE"):
+                m.d.sync += [row.eq(rg.kv_heads * rg.head_dim), n.eq(cmd.pos + 1)]
+                m.next = "SIZE2"
+            with m.State("SIZE2"):
+                vq_raw = Signal(signed(16))
+                m.d.comb += vq_raw.eq(n - rg.kv_window)
+                m.d.sync += [raw_bytes.eq(row << 2), code_bytes_used.eq((row * rg.kv_bits) >> 3),
+                             vq.eq(Mux(~q | (vq_raw < 0), 0, vq_raw)),
+                             kq.eq(Mux(~q | (vq_raw < 0), 0, (vq_raw >> lg_g) << lg_g))]
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                with m.If(cmd.read):
+                    m.d.sync += [t.eq(0), out_k.eq(1)]
+                    m.next = "R_ROW"
+                with m.Else():
+                    m.d.sync += [wr_addr.eq(slot_addr(0, cmd.pos)), pk_sel.eq(SEL_WORD), i.eq(0)]
+                    m.next = "A_RAWK"
+
+            # ======================= APPEND ==========================================
+            for name, src, nxt in (("A_RAWK", self.k_in, "A_RAWV_START"), ("A_RAWV", self.v_in, "A_QCHECK")):
+                with m.State(name):
+                    # the writer holds the packer's beats until it has taken the address
+                    m.d.comb += [wr.start.valid.eq(~started), pk_word.eq(src.payload.as_unsigned()),
+                                 pk_valid.eq(src.valid), pk_last.eq(i == row - 1), src.ready.eq(pk.units.ready)]
+                    with m.If(wr.start.valid & wr.start.ready):
+                        m.d.sync += started.eq(1)
+                    with m.If(src.valid & src.ready):
+                        m.d.sync += i.eq(i + 1)
+                        with m.If(i == row - 1):
+                            m.d.sync += [i.eq(0), started.eq(0)]
+                            m.next = nxt
+            with m.State("A_RAWV_START"):
+                m.d.sync += wr_addr.eq(slot_addr(rg.v_raw, cmd.pos))
+                m.next = "A_RAWV"
+            with m.State("A_QCHECK"):
+                # V: the token pos - window leaves the window now (vq grew by one)
+                vnew = Signal()
+                m.d.comb += vnew.eq(q & (vq != 0))
+                with m.If(vnew):
+                    m.d.sync += [t.eq(vq - 1), is_k.eq(0), first.eq(1), rows_left.eq(1), i.eq(0), c.eq(0), j.eq(0)]
+                    m.next = "S_READ"
+                with m.Else():
+                    m.next = "A_KCHECK"
+            with m.State("A_KCHECK"):
+                knew = Signal()
+                m.d.comb += knew.eq(q & (vq != 0) & ((vq & (rg.k_group - 1)) == 0))
+                with m.If(knew):
+                    m.d.sync += [g0.eq(vq - rg.k_group), t.eq(vq - rg.k_group), is_k.eq(1), first.eq(1),
+                                 rows_left.eq(rg.k_group), i.eq(0)]
+                    m.next = "S_READ"
+                with m.Else():
+                    m.next = "FINISH"
+
+            # ---- stats pass: min/max per channel (K) or per head (V) over raw rows -----
+            with m.State("S_READ"):
+                m.d.comb += [rd_go.eq(1), rd_addr.eq(slot_addr(Mux(is_k, 0, rg.v_raw), t)), rd_count.eq(row),
+                             rd_sel.eq(SEL_WORD)]
+                with m.If(rd_started):
+                    m.d.sync += [i.eq(0), c.eq(0), j.eq(0)]
+                    m.next = "S_ROW"
+            with m.State("S_ROW"):
+                x = word[:32].as_signed()
+                m.d.comb += [stat_idx.eq(Mux(is_k, i, j)), mn_r.addr.eq(stat_idx), mx_r.addr.eq(stat_idx),
+                             unp.units.ready.eq(1)]
+                fresh = Signal()   # the first element of this statistic in the pass
+                m.d.comb += fresh.eq(Mux(is_k, first, c == 0))
+                with m.If(unp.units.valid):
+                    m.d.comb += [mn_w.addr.eq(stat_idx), mx_w.addr.eq(stat_idx), mn_w.en.eq(1), mx_w.en.eq(1),
+                                 mn_w.data.eq(Mux(fresh | (x < mn_r.data), x, mn_r.data)),
+                                 mx_w.data.eq(Mux(fresh | (x > mx_r.data), x, mx_r.data))]
+                    m.d.sync += [i.eq(i + 1), c.eq(c + 1)]
+                    with m.If(c == rg.head_dim - 1):
+                        m.d.sync += [c.eq(0), j.eq(j + 1)]
+                    with m.If(i == row - 1):
+                        m.d.sync += [first.eq(0), t.eq(t + 1), rows_left.eq(rows_left - 1)]
+                        with m.If(rows_left == 1):
+                            m.d.sync += [i.eq(0), ms_idx.eq(0), nparams.eq(Mux(is_k, row, rg.kv_heads))]
+                            m.next = "S_SCALE"
+                        with m.Else():
+                            m.next = "S_READ"
+            with m.State("S_SCALE"):    # one statistic per cycle into the scale unit
+                m.d.comb += [mn_r.addr.eq(i), mx_r.addr.eq(i), ms.i_valid.eq(1)]
+                m.d.sync += i.eq(i + 1)
+                with m.If(i == nparams - 1):
+                    m.next = "S_SCALE_WAIT"
+            with m.State("S_SCALE_WAIT"):
+                with m.If(ms_idx == nparams):
+                    m.d.sync += [t.eq(Mux(is_k, g0, vq - 1)), rows_left.eq(Mux(is_k, rg.k_group, 1))]
+                    m.next = "C_READ"
+            # ---- codes pass: re-read the raw rows, quantize, write the code rows -------
+            with m.State("C_READ"):
+                m.d.comb += [rd_go.eq(1), rd_addr.eq(slot_addr(Mux(is_k, 0, rg.v_raw), t)), rd_count.eq(row),
+                             rd_sel.eq(SEL_WORD)]
+                with m.If(rd_started):
+                    m.d.sync += [i.eq(0), c.eq(0), j.eq(0), pk_sel.eq(sel_code),
+                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_codes, rg.v_codes) + t * code_bytes)]
+                    m.next = "C_START"
+            with m.State("C_START"):
+                m.d.comb += wr.start.valid.eq(1)
+                with m.If(wr.start.ready):
+                    m.d.sync += pk_from_q.eq(1)
+                    m.next = "C_ROW"
+            with m.State("C_ROW"):
+                m.d.comb += [par_r.addr.eq(Mux(is_k, i, j)),
+                             unp.units.ready.eq(q_inflight < 6)]
+                with m.If(unp.units.valid & (q_inflight < 6)):
+                    m.d.comb += [qp_v.eq(1), qp_x.eq(word[:32].as_signed()), qp_par.eq(par_r.data),
+                                 qp_last.eq(i == row - 1)]
+                    m.d.sync += [i.eq(i + 1), c.eq(c + 1)]
+                    with m.If(c == rg.head_dim - 1):
+                        m.d.sync += [c.eq(0), j.eq(j + 1)]
+                    with m.If(i == row - 1):
+                        m.next = "C_FLUSH"
+            with m.State("C_FLUSH"):     # the row's codes leave the packer
+                with m.If((q_inflight == 0) & ~v1 & ~v2 & ~v3):
+                    m.d.sync += [pk_from_q.eq(0), t.eq(t + 1), rows_left.eq(rows_left - 1)]
+                    with m.If(rows_left == 1):
+                        m.d.sync += [i.eq(0), pk_sel.eq(SEL_PARAM),
+                                     wr_addr.eq(cmd.base + Mux(is_k, rg.k_params + (g0 >> lg_g) * kpar_bytes,
+                                                               rg.v_params + (vq - 1) * vpar_bytes))]
+                        m.next = "P_START"
+                    with m.Else():
+                        m.next = "C_READ"
+            with m.State("P_START"):
+                m.d.comb += wr.start.valid.eq(1)
+                with m.If(wr.start.ready):
+                    m.next = "P_WRITE"
+            with m.State("P_WRITE"):     # the parameter records, one per statistic
+                m.d.comb += [par_r.addr.eq(i), pk_valid.eq(1), pk_last.eq(i == nparams - 1)]
+                e_rec = Signal(signed(8))
+                m.d.comb += e_rec.eq(par_r.data.s - 24)
+                m.d.comb += pk_param.eq(Cat(par_r.data.mn, e_rec, Const(0, 8), par_r.data.man, Const(0, 16 - b)))
+                with m.If(pk.units.ready):
+                    m.d.sync += i.eq(i + 1)
+                    with m.If(i == nparams - 1):
+                        m.next = "P_NEXT"
+            with m.State("P_NEXT"):
+                with m.If(is_k):
+                    m.next = "FINISH"
+                with m.Else():
+                    m.next = "A_KCHECK"
+
+            # ======================= READ ============================================
+            with m.State("R_ROW"):       # K rows (out_k) then V rows
+                kv_q = Signal()
+                m.d.comb += kv_q.eq(t < Mux(out_k, kq, vq))
+                new_params = Signal()
+                m.d.comb += new_params.eq(Mux(out_k, (t & (rg.k_group - 1)) == 0, 1))
+                with m.If(kv_q & new_params):
+                    m.d.sync += i.eq(0)
+                    m.next = "R_PARAMS_READ"
+                with m.Elif(kv_q):
+                    m.next = "R_CODES_READ"
+                with m.Else():
+                    m.next = "R_RAW_READ"
+            with m.State("R_PARAMS_READ"):
+                m.d.comb += [rd_go.eq(1), rd_sel.eq(SEL_PARAM),
+                             rd_addr.eq(cmd.base + Mux(out_k, rg.k_params + (t >> lg_g) * kpar_bytes,
+                                                       rg.v_params + t * vpar_bytes)),
+                             rd_count.eq(Mux(out_k, row, rg.kv_heads))]
+                with m.If(rd_started):
+                    m.d.sync += i.eq(0)
+                    m.next = "R_PARAMS"
+            with m.State("R_PARAMS"):
+                pr = Signal(PARAM)
+                m.d.comb += [pr.eq(word), unp.units.ready.eq(1)]
+                with m.If(unp.units.valid):
+                    m.d.comb += [par_w.en.eq(1), par_w.addr.eq(i), par_w.data.mn.eq(pr.mn),
+                                 par_w.data.s.eq(pr.e + 24), par_w.data.man.eq(pr.man)]
+                    m.d.sync += i.eq(i + 1)
+                    with m.If(i == Mux(out_k, row, rg.kv_heads) - 1):
+                        m.next = "R_CODES_READ"
+            with m.State("R_CODES_READ"):
+                m.d.comb += [rd_go.eq(1), rd_sel.eq(sel_code), rd_count.eq(row),
+                             rd_addr.eq(cmd.base + Mux(out_k, rg.k_codes, rg.v_codes) + t * code_bytes)]
+                with m.If(rd_started):
+                    m.d.sync += [i.eq(0), c.eq(0), j.eq(0), raw_row.eq(0)]
+                    m.next = "R_DEQ"
+            with m.State("R_RAW_READ"):
+                m.d.comb += [rd_go.eq(1), rd_sel.eq(SEL_WORD), rd_count.eq(row),
+                             rd_addr.eq(slot_addr(Mux(out_k, 0, rg.v_raw), t))]
+                with m.If(rd_started):
+                    m.d.sync += [i.eq(0), c.eq(0), j.eq(0), raw_row.eq(1)]
+                    m.next = "R_DEQ"
+            with m.State("R_DEQ"):
+                m.d.comb += [par_r.addr.eq(Mux(out_k, i, j)), unp.units.ready.eq(d_inflight < 6)]
+                with m.If(unp.units.valid & (d_inflight < 6)):
+                    m.d.comb += [dq_v.eq(1), dq_code.eq(word[:8]), dq_par.eq(par_r.data),
+                                 dq_raw.eq(raw_row), dq_word.eq(word[:32].as_signed())]
+                    m.d.sync += [i.eq(i + 1), c.eq(c + 1)]
+                    with m.If(c == rg.head_dim - 1):
+                        m.d.sync += [c.eq(0), j.eq(j + 1)]
+                    with m.If(i == row - 1):
+                        m.d.sync += t.eq(t + 1)
+                        with m.If(t == n - 1):
+                            m.next = "R_SWITCH"
+                        with m.Else():
+                            m.next = "R_ROW"
+            with m.State("R_SWITCH"):    # all K rows delivered: V rows next
+                with m.If(d_inflight == 0):
+                    with m.If(out_k):
+                        m.d.sync += [out_k.eq(0), t.eq(0)]
+                        m.next = "R_ROW"
+                    with m.Else():
+                        m.next = "FINISH"
+
+            with m.State("FINISH"):
+                with m.If(wr.idle & ~wr.start.valid):
+                    m.d.sync += self.busy.eq(0)
+                    m.next = "IDLE"
+        # READ keeps e + 24 in the parameter memory's ``s``, so both flows read ``s``
+        return m

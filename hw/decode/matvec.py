@@ -1,0 +1,507 @@
+"""Matrix-vector unit of the decode engine: weights streamed once, dequantized per group.
+
+:class:`MatvecUnit` computes ``y = W @ x`` for one MATVEC instruction
+(:mod:`hw.decode.isa`) bit for bit as :func:`ref_model.decode.matvec`:
+
+1. the input vector ``x`` (int32 ``Q.F``, ``cols`` elements) is quantized by
+   :class:`ActQuantizer` (:func:`ref_model.decode.quantize_act`: ``act_bits`` or, for
+   inputs straight from an RMSNorm, ``norm_act_bits`` codes with a mantissa/exponent scale
+   per ``act_block``) into on-chip group words;
+2. the weight streamer reads the matrix's code stream and scale stream (planar layout)
+   through one AXI4 read port, two burst readers sharing it by ID; reads start when the
+   command is accepted, so the port is busy while the input is being quantized;
+3. each cycle one group of 32 weights meets its 32 activation codes: 32 products
+   ``a * (code - offset)`` (<= 12 x 9 bits) and an adder tree give ``P`` (26 bits); the
+   group term ``rshift_round(mant(d)*man*P, -(exp(d)+e+acc_frac))`` (+ the same with the
+   group minimum ``m`` and ``S = sum a`` for asymmetric kinds) enters an ``acc_bits``
+   accumulator that wraps; at the end of a row ``sat32(rshift_round(acc, acc_frac-F))``
+   leaves on ``y``.
+
+Throughput: one group (32 MACs) per cycle when both streams keep up; a 128-bit port
+delivers a Q4_1 group (16 code bytes + 4 scale bytes) every 1.25 cycles, so the unit is
+port-bound for every kind but W2/ternary (8 code bytes per group). Latency from a
+group's issue to its accumulation: 11 cycles (every multiply, add and shift has its own
+register stage, for Fmax).
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect
+
+from ..mem.axi4 import AXI4ReadSignature
+from ..mem.gearbox import UnitUnpacker
+from ..mem.reader import BurstReader, ReadArbiter
+from .funcs import MantScaleUnit
+from .isa import WeightKind
+
+GROUP = 32
+_SCALE_FRAC = 24   # the activation-scale computation works in Q.(F+24)
+
+
+class GroupWord(data.StructLayout):
+    """One quantized group of the input vector: 32 codes, their sum, the block scale."""
+
+    def __init__(self, code_bits: int, scale_bits: int):
+        super().__init__({"a": data.ArrayLayout(signed(code_bits), GROUP), "s": signed(code_bits + 6),
+                          "e": signed(8), "man": scale_bits})
+
+
+class QuantCommand(data.StructLayout):
+    def __init__(self):
+        super().__init__({"length": 16, "norm": 1})
+
+
+class ActQuantizer(wiring.Component):
+    """:func:`ref_model.decode.quantize_act` (mantissa-scale mode) of one input vector.
+
+    Members
+    -------
+    cmd : In(stream of QuantCommand): ``length`` elements (a multiple of 32), ``norm``
+        selects ``norm_act_bits`` codes instead of ``act_bits``.
+    data : In(stream of signed(32)): the elements, int32 ``Q.frac``.
+    done : Out(1): high from the end of quantization until the next command.
+    rd_addr, rd_en : In; rd_data : Out(GroupWord): group words, one cycle read latency.
+
+    Per block (``act_block`` elements, or the whole vector when 0): ``amax = max|y|``;
+    ``r = amax*C`` with ``C = round(2**24/qmax)``; ``s = bit_length(r) - b``;
+    ``m = ceil(r/2**s)`` (a carry to ``2**b`` gives ``m/2``, ``s+1``); ``amax = 0`` gives
+    ``m = 2**(b-1)``, ``s = -16``; codes ``clamp(rshift_round(y*R[m], s+b-8), +-qmax)``
+    with the reciprocal ROM ``R``; block exponent ``e = s - 24 - frac``, mantissa ``m``.
+    The scale of a block (:class:`~hw.decode.funcs.MantScaleUnit`) is computed while the next
+    block arrives (7 cycles), so a
+    vector takes ``length`` cycles to load plus ``length + 7`` to quantize.
+    """
+
+    def __init__(self, *, max_dim: int, act_bits: int, norm_act_bits: int, act_block: int,
+                 scale_bits: int, frac: int):
+        if scale_bits < 2 or scale_bits > 12:
+            raise ValueError(f"act_scale_bits={scale_bits}: the quantizer supports mantissa scales of 2..12 bits")
+        if max_dim % GROUP or act_block % GROUP:
+            raise ValueError("max_dim and act_block must be multiples of 32")
+        self.max_dim, self.act_bits, self.norm_act_bits = max_dim, act_bits, norm_act_bits
+        self.act_block, self.scale_bits, self.frac = act_block, scale_bits, frac
+        self.code_bits = max(act_bits, norm_act_bits)
+        self.groups = max_dim // GROUP
+        self.word = GroupWord(self.code_bits, scale_bits)
+        super().__init__({
+            "cmd": In(stream.Signature(QuantCommand())),
+            "data": In(stream.Signature(signed(32))),
+            "done": Out(1),
+            "rd_addr": In(range(self.groups)),
+            "rd_en": In(1),
+            "rd_data": Out(self.word),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        b = self.scale_bits
+        blocks_max = self.max_dim // (self.act_block or self.max_dim)
+        m.submodules.raw = raw = Memory(shape=signed(32), depth=self.max_dim, init=[])
+        m.submodules.qmem = qmem = Memory(shape=self.word, depth=self.groups, init=[])
+        # per block: reciprocal R, shift s+b-8, exponent e, mantissa m
+        blk_layout = data.StructLayout({"r": 18, "sa": range(64), "e": signed(8), "man": b})
+        m.submodules.bmem = bmem = Memory(shape=blk_layout, depth=blocks_max, init=[])
+        raw_w, raw_r = raw.write_port(), raw.read_port()
+        q_w, q_r = qmem.write_port(), qmem.read_port()
+        b_w, b_r = bmem.write_port(), bmem.read_port(domain="comb")
+        m.d.comb += [q_r.addr.eq(self.rd_addr), q_r.en.eq(self.rd_en), self.rd_data.eq(q_r.data)]
+
+        length = Signal(16)
+        norm = Signal()
+        qmax = Signal(12)
+        cmul = Signal(18)
+        m.d.comb += [qmax.eq(Mux(norm, (1 << (self.norm_act_bits - 1)) - 1, (1 << (self.act_bits - 1)) - 1)),
+                     cmul.eq(Mux(norm, ((1 << 25) // ((1 << (self.norm_act_bits - 1)) - 1) + 1) >> 1,
+                                 ((1 << 25) // ((1 << (self.act_bits - 1)) - 1) + 1) >> 1))]
+
+        # ---- load: store elements, block maxima -> the scale FSM -----------------------
+        i = Signal(16)
+        in_blk = Signal(16)
+        blk_len = Signal(16)
+        amax = Signal(32)
+        pend = Signal()           # a block maximum waits for the scale FSM
+        pend_max = Signal(32)
+        pend_idx = Signal(range(max(blocks_max, 2)))
+        blk_idx = Signal(range(max(blocks_max, 2)))
+        y = self.data.payload
+        mag = Signal(32)
+        m.d.comb += mag.eq(Mux(y < 0, -y, y))
+        new_max = Signal(32)
+        m.d.comb += new_max.eq(Mux(mag > amax, mag, amax))
+
+        # ---- block scales: the shared mantissa-scale unit, 6 cycles per block ------------
+        m.submodules.scale = ms = MantScaleUnit(b)
+        sc_busy = Signal()
+        sc_idx = Signal.like(pend_idx)
+        m.d.comb += [ms.amax.eq(pend_max), ms.cmul.eq(cmul)]
+        with m.If(pend & ~sc_busy):
+            m.d.comb += ms.i_valid.eq(1)
+            m.d.sync += [sc_busy.eq(1), pend.eq(0), sc_idx.eq(pend_idx)]
+        with m.If(ms.o_valid):
+            m.d.comb += [b_w.en.eq(1), b_w.addr.eq(sc_idx), b_w.data.r.eq(ms.rcp),
+                         b_w.data.e.eq(ms.s - _SCALE_FRAC - self.frac), b_w.data.man.eq(ms.man),
+                         b_w.data.sa.eq(Mux(ms.s + b - 8 > 0, ms.s + b - 8, 0))]
+            m.d.sync += sc_busy.eq(0)
+
+        # ---- quantize pass: one element per cycle through 3 stages ---------------------
+        j = Signal(16)
+        qblk = Signal(range(max(blocks_max, 2)))
+        qin = Signal(16)
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        v1b, v3b, v4b = Signal(), Signal(), Signal()
+        lane1, lane2, lane3 = Signal(5), Signal(5), Signal(5)
+        g1, g2, g3 = (Signal(range(self.groups)) for _ in range(3))
+        p2 = Signal(signed(50))
+        code3 = Signal(signed(self.code_bits))
+        blk1, blk2, blk3 = (Signal(blk_layout) for _ in range(3))
+        lanes = Array(Signal(signed(self.code_bits), name=f"lane{k}") for k in range(GROUP))
+        ssum = Signal(signed(self.code_bits + 6))
+        m.d.comb += b_r.addr.eq(qblk)
+
+        m.d.sync += v1.eq(0)   # the QUANT state overrides this
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [length.eq(self.cmd.payload.length), norm.eq(self.cmd.payload.norm),
+                                 i.eq(0), in_blk.eq(0), amax.eq(0), blk_idx.eq(0), self.done.eq(0),
+                                 blk_len.eq(self.act_block if self.act_block else self.cmd.payload.length)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += [self.data.ready.eq(~pend), raw_w.addr.eq(i), raw_w.data.eq(y),
+                             raw_w.en.eq(self.data.valid & ~pend)]
+                with m.If(self.data.valid & ~pend):
+                    m.d.sync += [i.eq(i + 1), in_blk.eq(in_blk + 1), amax.eq(new_max)]
+                    with m.If((in_blk == blk_len - 1) | (i == length - 1)):
+                        m.d.sync += [pend.eq(1), pend_max.eq(new_max), pend_idx.eq(blk_idx),
+                                     blk_idx.eq(blk_idx + 1), in_blk.eq(0), amax.eq(0)]
+                    with m.If(i == length - 1):
+                        m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(~pend & ~sc_busy):
+                    m.d.sync += [j.eq(0), qblk.eq(0), qin.eq(0), ssum.eq(0)]
+                    m.next = "QUANT"
+            with m.State("QUANT"):
+                m.d.comb += [raw_r.addr.eq(j), raw_r.en.eq(1)]
+                m.d.sync += [v1.eq(1), lane1.eq(j[:5]), g1.eq(j[5:]), blk1.eq(b_r.data),
+                             j.eq(j + 1), qin.eq(qin + 1)]
+                with m.If((qin == blk_len - 1) | (j == length - 1)):
+                    m.d.sync += [qin.eq(0), qblk.eq(qblk + 1)]
+                with m.If(j == length - 1):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(~v1 & ~v1b & ~v2 & ~v3b & ~v4b & ~v3):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+
+        # stage 2: the element leaves the block RAM (registered: a block RAM's output straight
+        # into the multiplier was the 61 MHz path); stage 2b: product y * R[m]
+        y1b = Signal(signed(32))
+        lane1b, g1b, blk1b = Signal(5), Signal.like(g1), Signal(blk_layout)
+        m.d.sync += [v1b.eq(v1), lane1b.eq(lane1), g1b.eq(g1), blk1b.eq(blk1), y1b.eq(raw_r.data)]
+        m.d.sync += [v2.eq(v1b), lane2.eq(lane1b), g2.eq(g1b), blk2.eq(blk1b), p2.eq(y1b * blk1b.r)]
+        # stage 3: add the rounding half; stage 4: shift; stage 5: clamp
+        sa = blk2.sa
+        half = Signal(50)
+        m.d.comb += half.eq(Mux(sa == 0, 0, Const(1, 50) << (sa - 1)[:6]))
+        ph3 = Signal(signed(52))
+        lane3b, lane4b = Signal(5), Signal(5)
+        g3b, g4b = Signal.like(g2), Signal.like(g2)
+        blk3b, blk4b = Signal(blk_layout), Signal(blk_layout)
+        m.d.sync += [ph3.eq(p2 + half), v3b.eq(v2), lane3b.eq(lane2), g3b.eq(g2), blk3b.eq(blk2)]
+        sh4 = Signal(signed(52))
+        m.d.sync += [sh4.eq(ph3 >> blk3b.sa), v4b.eq(v3b), lane4b.eq(lane3b), g4b.eq(g3b), blk4b.eq(blk3b)]
+        m.d.sync += [v3.eq(v4b), lane3.eq(lane4b), g3.eq(g4b), blk3.eq(blk4b),
+                     code3.eq(Mux(sh4 > qmax, qmax, Mux(sh4 < -qmax, -qmax, sh4)))]
+        # stage 6: assemble the group word; the 32nd code writes it
+        with m.If(v3):
+            m.d.sync += [lanes[lane3].eq(code3), ssum.eq(Mux(lane3 == 0, code3, ssum + code3))]
+            with m.If(lane3 == GROUP - 1):
+                m.d.comb += [q_w.en.eq(1), q_w.addr.eq(g3), q_w.data.s.eq(ssum + code3),
+                             q_w.data.e.eq(blk3.e), q_w.data.man.eq(blk3.man)]
+                for k in range(GROUP - 1):
+                    m.d.comb += q_w.data.a[k].eq(lanes[k])
+                m.d.comb += q_w.data.a[GROUP - 1].eq(code3)
+        return m
+
+
+class MatvecCommand(data.StructLayout):
+    def __init__(self, addr_bits: int):
+        super().__init__({"kind": 3, "norm": 1, "rows": 16, "cols": 16,
+                          "codes_addr": addr_bits, "scales_addr": addr_bits})
+
+
+def _f16(m: Module, bits, name: str):
+    """IEEE half -> (signed 12-bit mantissa, exponent -24..5): ref_model.formats.f16_decode."""
+    e = bits[10:15]
+    f = bits[:10]
+    mag = Signal(11, name=f"{name}_mag")
+    mant = Signal(signed(12), name=f"{name}_mant")
+    exp = Signal(signed(7), name=f"{name}_exp")
+    m.d.comb += [mag.eq(Mux(e == 0, f, Cat(f, Const(1, 1)))),
+                 mant.eq(Mux(bits[15], -mag, mag)),
+                 exp.eq(Mux(e == 0, 1, e) - 25)]
+    return mant, exp
+
+
+def _shift_round(m: Module, y, sh, out_bits: int, name: str):
+    """``rshift_round(y, sh)`` modulo ``2**out_bits`` for a signed shift ``sh``
+    (negative: exact left shift; right shifts round half up; ``|y| < 2**(y_bits-1)``)."""
+    yb = len(y)
+    right = Signal(range(yb + 2), name=f"{name}_r")
+    left = Signal(range(out_bits + 1), name=f"{name}_l")
+    m.d.comb += [right.eq(Mux(sh > yb + 1, yb + 1, Mux(sh > 0, sh, 0))),
+                 left.eq(Mux(-sh >= out_bits, out_bits, Mux(sh < 0, -sh, 0)))]
+    half = Signal(yb + 2, name=f"{name}_half")
+    m.d.comb += half.eq(Mux(right == 0, 0, Const(1, yb + 2) << (right - 1)[:len(right)]))
+    r = Signal(signed(yb + 2), name=f"{name}_rv")
+    m.d.comb += r.eq((y + half) >> right)
+    out = Signal(signed(out_bits), name=name)
+    m.d.comb += out.eq(Mux(sh > 0, r, Mux(left == out_bits, 0, (y << left)[:out_bits])))
+    return out
+
+
+class MatvecUnit(wiring.Component):
+    """``y = matvec(W, quantize_act(x))`` for one MATVEC instruction (see module docstring).
+
+    Members
+    -------
+    cmd : In(stream of MatvecCommand): weight ``kind`` (:class:`hw.decode.isa.WeightKind`),
+        ``norm`` input, ``rows`` x ``cols`` (cols a multiple of 32, <= ``max_dim``), byte
+        addresses of the code and scale streams (beat aligned).
+    x : In(stream of signed(32)): the ``cols`` input elements.
+    y : Out(stream of signed(32)): the ``rows`` results, int32 ``Q.frac``.
+    axi : Out(AXI4ReadSignature).
+    busy : Out(1). ``weight_stall`` : Out(1): a group could not issue for want of weight
+        data (counted by the engine as memory stalls).
+    """
+
+    def __init__(self, *, max_dim: int, act_bits: int = 8, norm_act_bits: int = 12, act_block: int = 32,
+                 act_scale_bits: int = 8, acc_bits: int = 48, acc_frac: int = 24, frac: int = 12,
+                 addr_bits: int = 32, data_bits: int = 128, max_burst: int = 16, outstanding: int = 4):
+        self.max_dim, self.acc_bits, self.acc_frac, self.frac = max_dim, acc_bits, acc_frac, frac
+        self.addr_bits, self.data_bits = addr_bits, data_bits
+        self.max_burst, self.outstanding = max_burst, outstanding
+        self.quant = ActQuantizer(max_dim=max_dim, act_bits=act_bits, norm_act_bits=norm_act_bits,
+                                  act_block=act_block, scale_bits=act_scale_bits, frac=frac)
+        super().__init__({
+            "cmd": In(stream.Signature(MatvecCommand(addr_bits))),
+            "x": In(stream.Signature(signed(32))),
+            "y": Out(stream.Signature(signed(32))),
+            "axi": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=1)),
+            "busy": Out(1),
+            "weight_stall": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W, bpb = self.data_bits, self.data_bits // 8
+        m.submodules.quant = quant = self.quant
+        rd = dict(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst, outstanding=self.outstanding)
+        m.submodules.rcodes = rcodes = BurstReader(**rd)
+        m.submodules.rscales = rscales = BurstReader(**rd)
+        m.submodules.arb = arb = ReadArbiter(n=2, addr_bits=self.addr_bits, data_bits=W)
+        connect(m, rcodes.axi, arb.m0)
+        connect(m, rscales.axi, arb.m1)
+        connect(m, arb.out, wiring.flipped(self.axi))
+        m.submodules.ucodes = ucodes = UnitUnpacker(data_bits=W, unit_bits=(64, 128, 256))
+        m.submodules.uscales = uscales = UnitUnpacker(data_bits=W, unit_bits=(16, 32))
+        connect(m, rcodes.data, ucodes.beats)
+        connect(m, rscales.data, uscales.beats)
+        connect(m, wiring.flipped(self.x), quant.data)
+
+        # ---- command: start the weight reads at once (prefetch), then quantize ----------
+        cmd = Signal(MatvecCommand(self.addr_bits))
+        cb_sel = Signal(2)      # code bits 2 / 4 / 8 -> unit select 0 / 1 / 2
+        asym = Signal()
+        offset = Signal(4)
+        signed_codes = Signal()
+        groups = Signal(32)
+        gpr = Signal(11)        # groups per row
+        code_bytes = Signal(32)
+        scale_bytes = Signal(32)
+        kind = cmd.kind
+        m.d.comb += [
+            cb_sel.eq(Mux(kind == WeightKind.Q8_0, 2, Mux((kind == WeightKind.W2) | (kind == WeightKind.TERNARY), 0, 1))),
+            asym.eq((kind == WeightKind.Q4_1) | (kind == WeightKind.W2)),
+            offset.eq(Mux(kind == WeightKind.Q4_0, 8, 0)),
+            signed_codes.eq((kind == WeightKind.Q8_0) | (kind == WeightKind.TERNARY)),
+            gpr.eq(cmd.cols >> 5),
+        ]
+        issued = Signal(4)      # which of the 4 start-up commands have been taken
+        row = Signal(16)
+        g = Signal(11)
+        inflight = Signal(range(17))
+        out_fifo = fifo.SyncFIFOBuffered(width=32, depth=16)
+        m.submodules.out_fifo = out_fifo
+        issue = Signal()
+        row_end_issue = Signal()
+        popped = Signal()
+        m.d.comb += [popped.eq(self.y.valid & self.y.ready)]
+        m.d.sync += inflight.eq(inflight + row_end_issue - popped)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [cmd.eq(self.cmd.payload), issued.eq(0), self.busy.eq(1)]
+                    m.next = "SIZE"
+            with m.State("SIZE"):   # sizes of the two streams (one multiply, registered)
+                m.d.sync += groups.eq(cmd.rows * gpr)
+                m.next = "SIZE2"
+            with m.State("SIZE2"):
+                m.d.sync += [code_bytes.eq(Mux(cb_sel == 2, groups << 5, Mux(cb_sel == 1, groups << 4, groups << 3))),
+                             scale_bytes.eq(Mux(asym, groups << 2, groups << 1))]
+                m.next = "START"
+            with m.State("START"):
+                m.d.comb += [
+                    rcodes.cmd.payload.addr.eq(cmd.codes_addr),
+                    rcodes.cmd.payload.beats.eq((code_bytes + bpb - 1) >> (bpb.bit_length() - 1)),
+                    rcodes.cmd.valid.eq(~issued[0]),
+                    rscales.cmd.payload.addr.eq(cmd.scales_addr),
+                    rscales.cmd.payload.beats.eq((scale_bytes + bpb - 1) >> (bpb.bit_length() - 1)),
+                    rscales.cmd.valid.eq(~issued[1]),
+                    ucodes.cmd.payload.count.eq(groups), ucodes.cmd.payload.sel.eq(cb_sel),
+                    ucodes.cmd.valid.eq(~issued[2]),
+                    uscales.cmd.payload.count.eq(groups), uscales.cmd.payload.sel.eq(asym),
+                    uscales.cmd.valid.eq(~issued[3]),
+                    quant.cmd.payload.length.eq(cmd.cols), quant.cmd.payload.norm.eq(cmd.norm),
+                ]
+                took = Cat(*(c.valid & c.ready for c in (rcodes.cmd, rscales.cmd, ucodes.cmd, uscales.cmd)))
+                m.d.sync += issued.eq(issued | took)
+                with m.If((issued | took) == 0b1111):
+                    m.next = "QUANT_START"
+            with m.State("QUANT_START"):
+                m.d.comb += [quant.cmd.valid.eq(1), quant.cmd.payload.length.eq(cmd.cols),
+                             quant.cmd.payload.norm.eq(cmd.norm)]
+                with m.If(quant.cmd.ready):
+                    m.next = "QUANT"
+            with m.State("QUANT"):
+                with m.If(quant.done):
+                    m.d.sync += [row.eq(0), g.eq(0)]
+                    m.next = "DOT"
+            with m.State("DOT"):
+                can = ucodes.units.valid & uscales.units.valid & (inflight < 16)
+                m.d.comb += [issue.eq(can), self.weight_stall.eq(~(ucodes.units.valid & uscales.units.valid))]
+                with m.If(can):
+                    m.d.sync += g.eq(g + 1)
+                    with m.If(g == gpr - 1):
+                        m.d.comb += row_end_issue.eq(1)
+                        m.d.sync += [g.eq(0), row.eq(row + 1)]
+                        with m.If(row == cmd.rows - 1):
+                            m.next = "FINISH"
+            with m.State("FINISH"):   # wait for the last results to leave
+                with m.If((inflight == 0) & ~out_fifo.r_rdy):
+                    m.d.sync += self.busy.eq(0)
+                    m.next = "IDLE"
+        m.d.comb += [ucodes.units.ready.eq(issue), uscales.units.ready.eq(issue),
+                     quant.rd_addr.eq(g), quant.rd_en.eq(1)]
+
+        # ---- datapath -----------------------------------------------------------------
+        # d1: the group word leaves the block RAM, codes and scales are registered;
+        # d2: the group word and the decoded weights are registered (a block RAM's output
+        # straight into 32 multipliers limited Fmax to 57 MHz); then 32 products
+        v0, last0 = Signal(), Signal()
+        codes0 = Signal(256)
+        sc0 = Signal(32)
+        m.d.sync += [v0.eq(issue), last0.eq(row_end_issue), codes0.eq(ucodes.units.payload),
+                     sc0.eq(uscales.units.payload)]
+        v1, last1 = Signal(), Signal()
+        sc1 = Signal(32)
+        qw = Signal(self.quant.word)
+        m.d.sync += [v1.eq(v0), last1.eq(last0), sc1.eq(sc0), qw.eq(quant.rd_data)]
+        prods = [Signal(signed(self.quant.code_bits + 9), name=f"prod{k}") for k in range(GROUP)]
+        for k, p in enumerate(prods):
+            w = Signal(signed(9), name=f"w{k}")
+            w1 = Signal(signed(9), name=f"w{k}_r")
+            c2, c4, c8 = codes0[2 * k:2 * k + 2], codes0[4 * k:4 * k + 4], codes0[8 * k:8 * k + 8]
+            with m.Switch(cb_sel):
+                with m.Case(0):
+                    m.d.comb += w.eq(Mux(signed_codes, c2.as_signed(), c2))
+                with m.Case(1):
+                    m.d.comb += w.eq(c4 - offset)
+                with m.Default():
+                    m.d.comb += w.eq(c8.as_signed())
+            m.d.sync += [w1.eq(w), p.eq(qw.a[k] * w1)]
+        md, ed = _f16(m, sc1[:16], "d")
+        mm, em = _f16(m, sc1[16:32], "m")
+        side = Signal(2)             # valid, last: travel with every stage
+        m.d.sync += side.eq(Cat(v1, last1))
+        kd, km = Signal(signed(25)), Signal(signed(25))
+        shd, shm = Signal(signed(10)), Signal(signed(10))
+        s2 = Signal(signed(self.quant.code_bits + 6))
+        m.d.sync += [kd.eq(md * qw.man), km.eq(Mux(asym, mm * qw.man, 0)),
+                     shd.eq(-(ed + qw.e + self.acc_frac)), shm.eq(-(em + qw.e + self.acc_frac)), s2.eq(qw.s)]
+
+        def later(sig, n, name):
+            """``sig`` delayed by ``n`` registers."""
+            for k in range(n):
+                nxt = Signal.like(sig, name=f"{name}_{k}")
+                m.d.sync += nxt.eq(sig)
+                sig = nxt
+            return sig
+
+        # d3..d5: adder tree 32 -> 8 -> 2 -> 1 (P, 26 bits)
+        pbits = self.quant.code_bits + 9 + 5
+        tree = prods
+        for level, fan in enumerate((4, 4, 2)):
+            nxt = [Signal(signed(pbits), name=f"sum{level}_{k}") for k in range(len(tree) // fan)]
+            for k, t in enumerate(nxt):
+                m.d.sync += t.eq(sum(tree[fan * k:fan * k + fan]))
+            tree = nxt
+        P5 = tree[0]
+        shifts = {}
+        for name, sh, yb in (("d", shd, pbits + 25), ("m", shm, len(s2) + 25)):
+            # d3: decode the shift amount; d5: the rounding half
+            pos = Signal(name=f"pos_{name}")
+            right = Signal(range(yb + 2), name=f"right_{name}")
+            left = Signal(range(self.acc_bits + 1), name=f"left_{name}")
+            m.d.sync += [pos.eq(sh > 0), right.eq(Mux(sh > yb + 1, yb + 1, Mux(sh > 0, sh, 0))),
+                         left.eq(Mux(-sh >= self.acc_bits, self.acc_bits, Mux(sh < 0, -sh, 0)))]
+            pos4, right4, left4 = later(pos, 1, f"pos4_{name}"), later(right, 1, f"right4_{name}"), later(left, 1, f"left4_{name}")
+            half5 = Signal(yb + 2, name=f"half5_{name}")
+            m.d.sync += half5.eq(Mux(right4 == 0, 0, Const(1, yb + 2) << (right4 - 1)[:len(right4)]))
+            shifts[name] = (later(pos4, 1, f"pos5_{name}"), later(right4, 1, f"right5_{name}"),
+                            later(left4, 1, f"left5_{name}"), half5, yb)
+        kd5, km5, s5 = later(kd, 3, "kd"), later(km, 3, "km"), later(s2, 3, "s")
+        # d6: the scale products
+        yd6 = Signal(signed(pbits + 25))
+        ym6 = Signal(signed(len(s2) + 25))
+        m.d.sync += [yd6.eq(P5 * kd5), ym6.eq(s5 * km5)]
+        terms = []
+        for name, y6 in (("d", yd6), ("m", ym6)):
+            pos5, right5, left5, half5, yb = shifts[name]
+            pos6, right6, left6, half6 = (later(x, 1, f"{x.name}_6") for x in (pos5, right5, left5, half5))
+            # d7: add the rounding half (0 for left shifts); d8: barrel shift mod 2**acc_bits
+            yh7 = Signal(signed(yb + 2), name=f"yh7_{name}")
+            m.d.sync += yh7.eq(y6 + half6)
+            pos7, right7, left7 = (later(x, 1, f"{x.name}_7") for x in (pos6, right6, left6))
+            t8 = Signal(signed(self.acc_bits), name=f"t8_{name}")
+            m.d.sync += t8.eq(Mux(pos7, yh7 >> right7, Mux(left7 == self.acc_bits, 0, (yh7 << left7)[:self.acc_bits])))
+            terms.append(t8)
+        # d9: the group term; d10: accumulate; d11: a row's result, rounded and saturated
+        t9 = Signal(signed(self.acc_bits))
+        m.d.sync += t9.eq(terms[0] + terms[1])
+        side9 = later(side, 7, "side")
+        acc = Signal(signed(self.acc_bits))
+        total = Signal(signed(self.acc_bits))
+        m.d.comb += total.eq(acc + t9)
+        fin = Signal(signed(self.acc_bits))
+        vfin = Signal()
+        m.d.sync += vfin.eq(side9[0] & side9[1])
+        with m.If(side9[0]):
+            m.d.sync += acc.eq(Mux(side9[1], 0, total))
+            with m.If(side9[1]):
+                m.d.sync += fin.eq(total)
+        sh = self.acc_frac - self.frac
+        rounded = Signal(signed(self.acc_bits + 1))
+        m.d.comb += rounded.eq((fin + (1 << (sh - 1) if sh > 0 else 0)) >> sh)
+        sat = Signal(signed(32))
+        vsat = Signal()
+        m.d.sync += [vsat.eq(vfin),
+                     sat.eq(Mux(rounded > (1 << 31) - 1, (1 << 31) - 1, Mux(rounded < -(1 << 31), -(1 << 31), rounded)))]
+        m.d.comb += [out_fifo.w_en.eq(vsat), out_fifo.w_data.eq(sat),
+                     self.y.payload.eq(out_fifo.r_data.as_signed()), self.y.valid.eq(out_fifo.r_rdy),
+                     out_fifo.r_en.eq(self.y.ready)]
+        return m
