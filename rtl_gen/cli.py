@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small shapes only")
     b.add_argument("--json", metavar="PATH", default=None, help="result file (default bench/results/SUITE.json)")
     b.add_argument("--no-report", action="store_true", help="skip synthesis and place-and-route")
+    b.add_argument("--place", action="store_true", help="lut suite: also place and route (Fmax) the DSP-mapped ECP5 designs")
     b.add_argument("--threads", type=int, default=1, help="torch CPU threads (reference suite)")
     b.add_argument("--report-from", action="append", metavar="JSON",
                    help="attach a saved `lutforge report --json` result instead of rerunning the flow (repeatable)")

@@ -87,6 +87,135 @@ class SystolicCoreConfig(_Strict):
         return self
 
 
+class LutCoreConfig(_Strict):
+    """The LUT tensor core (:class:`hw.cores.lut.LutCore`): table lookup over weight bit planes.
+
+    One cycle looks up ``rows x cols x k_groups`` tables (``k_tile = g * k_groups``
+    activations of each of ``rows`` rows against one weight bit plane of ``cols``
+    columns); planes are combined bit-serially, so one core serves W1..``weight_bits``
+    and ternary (the precision is a field of each command). See ``docs/lut.md``.
+    """
+
+    kind: Literal["lut"] = "lut"
+    rows: Annotated[int, Field(ge=1, le=8, description="rows of A (M) processed at once, each with its own tables")]
+    cols: Annotated[int, Field(ge=1, le=64, description="output columns (N) that read every table at once (the elongated tile)")]
+    k_groups: Annotated[int, Field(ge=1, le=16, description="activation groups (tables) per row per cycle")] = 2
+    g: Annotated[int, Field(ge=2, le=4, description="activations per table")] = 4
+    symmetric: bool = Field(True, description="table symmetrization: store 2**(g-1) entries, not 2**g")
+    act: OperandType = OperandType(bits=8, signed=True)
+    weight_bits: Annotated[int, Field(ge=1, le=4, description="most weight bit planes a command may use (W1..W4)")] = 4
+    group_size: Annotated[int, Field(ge=1, le=4096, description="weights per quant group along K (one f16 scale and zero point per group and column)")] = 32
+    frac: Annotated[int, Field(ge=0, le=30, description="fractional bits of C (group terms are rounded into Q.frac)")] = 8
+    acc_bits: Annotated[int, Field(ge=8, le=48, description="accumulator width; sums wrap modulo 2**acc_bits")] = 32
+    overflow: Literal["wrap"] = "wrap"
+    rescale_units: Annotated[int, Field(ge=1, le=512, description="shared group-rescale units (multiplier + shifter); each serves rows*cols/rescale_units lanes, one per cycle")] = 1
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        lanes = self.rows * self.cols
+        if lanes % self.rescale_units:
+            raise ValueError(f"rescale_units={self.rescale_units} does not divide rows * cols = {lanes}; "
+                             f"allowed: a divisor of {lanes}")
+        if not self.act.signed:
+            raise ValueError("act.signed=false: the LUT core takes signed activations; allowed: act.signed=true")
+        if self.group_size % self.k_tile:
+            raise ValueError(f"group_size={self.group_size} is not a multiple of k_tile = g * k_groups = "
+                             f"{self.k_tile}; allowed: multiples of {self.k_tile}")
+        return self
+
+    # ---- derived values (read by hw, layout, reference and benches) ----
+    @property
+    def k_tile(self) -> int:
+        """Activations per row per chunk (one table build, one plane step)."""
+        return self.g * self.k_groups
+
+    @property
+    def table_entries(self) -> int:
+        """Entries of one table: 2**(g-1) with symmetrization, else 2**g."""
+        return 1 << (self.g - 1) if self.symmetric else 1 << self.g
+
+    @property
+    def table_depth(self) -> int:
+        """Words of one table memory: two tables (double buffer: build one, read the other)."""
+        return 2 * self.table_entries
+
+    @property
+    def entry_bits(self) -> int:
+        """Signed width of an entry: |T| <= g * 2**(act_bits-1)."""
+        return (self.g << (self.act.bits - 1)).bit_length() + 1
+
+    @property
+    def tables(self) -> int:
+        """Table memories (one per row and group lane); each has ``cols`` read ports."""
+        return self.rows * self.k_groups
+
+    @property
+    def plane_bits(self) -> int:
+        """Signed width of one plane value v_i = sum of k_groups lookups +- S (|v| <= k_tile * 2**act_bits)."""
+        return (self.k_tile << self.act.bits).bit_length() + 1
+
+    @property
+    def group_sum_bits(self) -> int:
+        """Signed width of 2P over a quant group (|2P| <= group_size * 2**(act_bits + weight_bits))."""
+        return (self.group_size << (self.act.bits + self.weight_bits)).bit_length() + 1
+
+    @property
+    def param_bits(self) -> int:
+        """Bits of one column's group parameters in memory: f16 scale + weight_bits zero point."""
+        return 16 + self.weight_bits
+
+    @property
+    def param_vectors(self) -> int:
+        """W-stream vectors carrying one quant group's parameters (k_tile bits per column each)."""
+        return -(-self.param_bits // self.k_tile)
+
+    @property
+    def build_cycles(self) -> int:
+        """Cycles to write one table (one entry per cycle)."""
+        return self.table_entries
+
+    def chunk_cycles(self, wbits: int) -> int:
+        """Cycles per chunk in steady state: planes read vs table build (double-buffered)."""
+        return max(wbits, self.build_cycles)
+
+    @property
+    def drain_cycles(self) -> int:
+        """Cycles the shared rescale units take per quant group (rows * cols / rescale_units)."""
+        return self.rows * self.cols // self.rescale_units
+
+    def group_cycles(self, wbits: int) -> int:
+        """Cycles per quant group in steady state (a model): the W stream (parameter
+        vectors + one plane vector per cycle), the table builds (one entry per cycle,
+        overlapping the parameter vectors) or the rescale drain, whichever is longest."""
+        chunks = self.group_size // self.k_tile
+        return max(chunks * wbits + self.param_vectors, chunks * self.build_cycles, self.drain_cycles + 2)
+
+    def peak_macs_per_cycle(self, wbits: int) -> float:
+        """Weight x activation products per cycle at full lookup rate (one chunk per
+        ``chunk_cycles``; parameter vectors and rescale drains not counted)."""
+        return self.rows * self.cols * self.k_tile / self.chunk_cycles(wbits)
+
+    def sustained_macs_per_cycle(self, wbits: int) -> float:
+        """Products per cycle over whole quant groups (parameters and drains counted)."""
+        return self.rows * self.cols * self.group_size / self.group_cycles(wbits)
+
+    def derived(self, cfg) -> dict:
+        def pk(bits):
+            return dict(zip(("slots", "beats_per_vector"), packing(bits, cfg.memory.data_bits)))
+        a_bits = self.rows * self.k_tile * self.act.bits
+        w_bits = self.cols * self.k_tile
+        c_bits = self.cols * self.acc_bits
+        return {"k_tile": self.k_tile, "tables": self.tables, "table_entries": self.table_entries,
+                "table_depth": self.table_depth, "entry_bits": self.entry_bits,
+                "table_read_ports": self.tables * self.cols,
+                "table_bits": self.tables * self.table_depth * self.entry_bits,
+                "plane_bits": self.plane_bits, "group_sum_bits": self.group_sum_bits,
+                "param_vectors": self.param_vectors,
+                "peak_macs_per_cycle": {f"w{b}": self.peak_macs_per_cycle(b) for b in range(1, self.weight_bits + 1)},
+                "a_vector_bits": a_bits, "w_vector_bits": w_bits, "c_vector_bits": c_bits,
+                "a_packing": pk(a_bits), "w_packing": pk(w_bits), "c_packing": pk(c_bits)}
+
+
 class BitSerialCoreConfig(_Strict):
     """The bit-serial tensor core (BitMoD class): ``rows`` k-lanes x ``cols`` output columns.
 
@@ -170,7 +299,7 @@ class BitSerialCoreConfig(_Strict):
 #: The ``core`` section: one schema class per core kind, chosen by its ``kind`` key.
 #: A new core kind adds its class here; kind-specific derived values are properties
 #: of that class, shared ones (memory port, device) stay on AcceleratorConfig.
-CoreConfig = Annotated[SystolicCoreConfig | BitSerialCoreConfig, Field(discriminator="kind")]
+CoreConfig = Annotated[SystolicCoreConfig | BitSerialCoreConfig | LutCoreConfig, Field(discriminator="kind")]
 
 
 def core_kinds() -> list[str]:

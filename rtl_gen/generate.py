@@ -19,6 +19,7 @@ from .config import AcceleratorConfig
 CORE_GENERATORS = {
     "systolic": ("hw.cores.systolic", "SystolicCore"),
     "bitserial": ("hw.cores.bitserial", "BitSerialCore"),
+    "lut": ("hw.cores.lut", "LutCore"),
 }
 
 

@@ -344,6 +344,74 @@ def synthesize(verilog: Path | str | Sequence[Path | str], top: str, *, device: 
         return rep
 
 
+# ------------------------------------------------------------------ Xilinx (LUT6) ----
+#: Yosys cell names of Xilinx distributed RAM (LUTRAM) primitives.
+_XILINX_LUTRAM = ("RAM16X1D", "RAM32X1D", "RAM64X1D", "RAM128X1D", "RAM32M", "RAM64M", "RAM32M16", "RAM64M8",
+                  "RAM16X1S", "RAM32X1S", "RAM64X1S", "RAM128X1S", "RAM256X1S", "RAM32X2S", "RAM64X2S")
+
+
+def xilinx_counts(cells_by_type: dict[str, int]) -> dict:
+    """Summarize Yosys' ``synth_xilinx`` cell counts: ``lut`` (LUT1..LUT6), ``ff`` (FD*),
+    ``carry`` (CARRY4/CARRY8 cells), ``dsp`` (DSP48E1/E2), ``lutram`` (distributed RAM
+    primitives), ``bram`` (RAMB18/36 halves counted as 36 Kb blocks), ``muxf`` (F7/F8/F9)."""
+    c = {k: int(v) for k, v in cells_by_type.items()}
+    lut = sum(v for k, v in c.items() if re.fullmatch(r"LUT[1-6]", k))
+    ff = sum(v for k, v in c.items() if re.fullmatch(r"FD[CEPRS]E?|FD[A-Z]*", k))
+    carry = sum(v for k, v in c.items() if k in ("CARRY4", "CARRY8"))
+    dsp = sum(v for k, v in c.items() if k.startswith("DSP48"))
+    lutram = sum(v for k, v in c.items() if k in _XILINX_LUTRAM)
+    bram = sum(v for k, v in c.items() if k.startswith("RAMB36")) + 0.5 * sum(
+        v for k, v in c.items() if k.startswith("RAMB18"))
+    muxf = sum(v for k, v in c.items() if k in ("MUXF7", "MUXF8", "MUXF9"))
+    return {"lut": lut, "ff": ff, "carry": carry, "dsp": dsp, "lutram": lutram, "bram": bram, "muxf": muxf,
+            "cells": dict(sorted(c.items()))}
+
+
+def synthesize_xilinx(verilog: Path | str | Sequence[Path | str], top: str, *, family: str = "xcup",
+                      dsp: bool = True, workdir: Path | None = None, timeout_s: float | None = None) -> dict:
+    """Synthesis only (there is no open place and route for Xilinx parts): yowasp Yosys
+    ``synth_xilinx -family FAMILY -flatten -noiopad -noclkbuf [-nodsp]`` (out of
+    context), then cell counts (:func:`xilinx_counts`).
+
+    Returns ``{"family", "top", "dsp_mapping", "synth", "seconds", "tool_versions"}``;
+    errors are :class:`~ref_model.errors.ToolchainError` lines as in :func:`synthesize`.
+    """
+    if not re.match(r"^[a-z0-9]+$", family):
+        raise ToolchainError(f"family {family!r} is not a synth_xilinx family name (e.g. xcup, xcu, xc7)")
+    files = [Path(verilog)] if isinstance(verilog, (str, Path)) else [Path(v) for v in verilog]
+    for f in files:
+        if not f.is_file():
+            raise ToolchainError(f"Verilog file {f} does not exist")
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_$]*$", top):
+        raise ToolchainError(f"top module name {top!r} is not a plain Verilog identifier")
+    yosys_bin = toolchain.yosys()
+    with _workdir(workdir) as wd:
+        src = wd / "src"
+        src.mkdir(exist_ok=True)
+        for f in files:
+            if f.resolve() != (src / f.name).resolve():
+                shutil.copyfile(f, src / f.name)
+        script = [f"read_verilog -sv src/{f.name}" for f in files]
+        # Out of context and flattened: ABC9's reintegration asserts (duplicate wire
+        # names) on some hierarchical netlists of this project with yowasp Yosys 0.5x.
+        script += [f"synth_xilinx -family {family} -top {top} -flatten -noiopad -noclkbuf{' -nodsp' if not dsp else ''}",
+                   "tee -q -o xilinx_stat.json stat -json"]
+        (wd / "synth_xilinx.ys").write_text("\n".join(script) + "\n")
+        (wd / "xilinx_stat.json").unlink(missing_ok=True)
+        try:
+            _, secs = _run_tool("yosys", [yosys_bin, "-q", "-l", "yosys_xilinx.log", "-s", "synth_xilinx.ys"],
+                                wd, wd / "yosys_xilinx.log", timeout_s)
+        except _ToolFailed as e:
+            raise ToolchainError(f"yosys could not synthesize {top} for {family}: {e.line}") from None
+        try:
+            stat = json.loads((wd / "xilinx_stat.json").read_text())
+            cells = stat["design"]["num_cells_by_type"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ToolchainError(f"yosys wrote no usable cell statistics for {top} ({e})") from None
+        return {"family": family, "top": top, "dsp_mapping": bool(dsp), "synth": xilinx_counts(cells),
+                "seconds": {"yosys": round(secs, 2)}, "tool_versions": _tool_versions(stat.get("creator"))}
+
+
 def run_report(cfg, dsp: bool = True, workdir: Path | None = None, unit: str = "core") -> dict:
     """Generate ``cfg``'s Verilog, synthesize, place and route it for ``cfg.target``.
     ``unit``: ``core`` (the tensor core) or ``decode`` (the decode engine).

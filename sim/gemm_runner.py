@@ -98,27 +98,42 @@ def timeout_cycles(cfg, m: int, k: int, n: int) -> int:
 
 
 def layout_for(cfg):
-    """The host-side operand layout of the core kind: GemmLayout (systolic: ``w`` an
-    integer tensor) or BitSerialLayout (bitserial: ``w`` a BitSerialWeights)."""
+    """The host-side operand layout of the core kind: GemmLayout (systolic), BitSerialLayout
+    (bitserial) or LutLayout (lut)."""
+    if cfg.core.kind == "lut":
+        from host_runtime.lut_layout import LutLayout
+        return LutLayout(cfg)
     return BitSerialLayout(cfg) if cfg.core.kind == "bitserial" else GemmLayout(cfg)
 
 
-def _prepare(cfg, layout, idx: int, a, w, workdir: Path) -> tuple[GemmImage, dict]:
-    """Check and pack one GEMM; write its memory image as a $readmemh file."""
-    bpb = cfg.bytes_per_beat
+def _pack_case(cfg, layout, idx: int, case) -> tuple[GemmImage, list, int, int]:
+    """(image, memory regions, command bits, timeout cycles) of one GEMM case of the core
+    kind: ``(A, W)`` with W an integer tensor (systolic) or a BitSerialWeights (bitserial),
+    a :class:`host_runtime.lut_layout.LutGemm` (lut)."""
+    if cfg.core.kind == "lut":
+        x = layout.check(idx, case)
+        img = layout.pack(x)
+        return img, [(img.a_addr, img.a_bytes), (img.w_addr, img.w_bytes)], layout.command(x, img), \
+            layout.timeout_cycles(x, img)
+    a, w = case
     if isinstance(layout, BitSerialLayout):
         layout.check(idx, a, w)
         img = layout.pack(a, w)
-        regions, fields = img.regions(), img.command()
-        command_layout, timeout = BitSerialCommand, layout.timeout_cycles(img)
-    else:
-        for name, x, fmt in (("activations", a, cfg.act_format), ("weights", w, cfg.weight_format)):
-            if not fmt.contains(x):
-                raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
-        img = layout.pack(a, w)
-        regions = [(img.a_addr, img.a_bytes), (img.w_addr, img.w_bytes)]
-        fields = {"a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr, "m": img.m, "k": img.k, "n": img.n}
-        command_layout, timeout = GemmCommand, timeout_cycles(cfg, img.m, img.k, img.n)
+        return img, img.regions(), BitSerialCommand(cfg.memory.addr_bits).const(img.command()).as_bits(), \
+            layout.timeout_cycles(img)
+    for name, x, fmt in (("activations", a, cfg.act_format), ("weights", w, cfg.weight_format)):
+        if not fmt.contains(x):
+            raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
+    img = layout.pack(a, w)
+    fields = {"a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr, "m": img.m, "k": img.k, "n": img.n}
+    return (img, [(img.a_addr, img.a_bytes), (img.w_addr, img.w_bytes)],
+            GemmCommand(cfg.memory.addr_bits).const(fields).as_bits(), timeout_cycles(cfg, img.m, img.k, img.n))
+
+
+def _prepare(cfg, layout, idx: int, case, workdir: Path) -> tuple[GemmImage, dict]:
+    """Check and pack one GEMM; write its memory image as a $readmemh file."""
+    bpb = cfg.bytes_per_beat
+    img, regions, cmd, timeout = _pack_case(cfg, layout, idx, case)
     if img.end > cfg.memory.sim.size_bytes:
         raise LutforgeError(f"GEMM {idx} ({img.m}x{img.k}x{img.n}) needs {img.end} bytes of memory; "
                             f"memory.sim.size_bytes is {cfg.memory.sim.size_bytes}")
@@ -127,7 +142,6 @@ def _prepare(cfg, layout, idx: int, a, w, workdir: Path) -> tuple[GemmImage, dic
         for addr, raw in regions:
             fh.write(_hex_lines(addr // bpb, raw, bpb))
         fh.write(_hex_lines(img.c_addr // bpb, bytes([POISON]) * img.c_size, bpb))
-    cmd = command_layout(cfg.memory.addr_bits).const(fields).as_bits()
     return img, {"hex": str(hex_path), "cmd": cmd, "c_first": img.c_addr // bpb, "c_words": img.c_size // bpb,
                  "timeout_ns": 10 * timeout}
 
@@ -137,7 +151,7 @@ def _read_dump(path: Path) -> bytes:
     return b"".join(bytes.fromhex(w)[::-1] for w in words if w and not w.startswith(("//", "@")))
 
 
-def run_raw(cfg, a, w, *, workdir: Path) -> dict:
+def run_raw(cfg, a, w=None, *, workdir: Path) -> dict:
     """The same GEMM on a plain Verilator build (no cocotb): cycles, wall seconds, and
     whether C matched what :func:`run_gemms` would unpack. The raw-speed reference."""
     layout = layout_for(cfg)
@@ -145,7 +159,7 @@ def run_raw(cfg, a, w, *, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     text = emit_verilog(SimHarness(cfg), HARNESS_TOP)
     binary = verilator.build_raw({f"{HARNESS_TOP}.v": text}, HARNESS_TOP, extra_files=[MEMORY_MODEL])
-    img, g = _prepare(cfg, layout, 0, a, w, workdir)
+    img, g = _prepare(cfg, layout, 0, (a, w) if w is not None else a, workdir)
     load, dump = workdir / "raw_load.hex", workdir / "raw_dump.hex"
     load.write_text(Path(g["hex"]).read_text())
     args = [str(binary), f"+memload={load}", f"+memdump={dump}", f"+cmd={g['cmd']:x}",
@@ -159,9 +173,9 @@ def run_raw(cfg, a, w, *, workdir: Path) -> dict:
 
 
 def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
-    """Simulate each (A, W) pair on the core ``cfg`` describes (W: an integer tensor for
-    the systolic core, a :class:`host_runtime.bitserial_layout.BitSerialWeights` for the
-    bit-serial core)."""
+    """Simulate each case on the core ``cfg`` describes: an (A, W) pair (W an integer
+    tensor for the systolic core, a :class:`host_runtime.bitserial_layout.BitSerialWeights`
+    for the bit-serial core) or a :class:`host_runtime.lut_layout.LutGemm` (LUT core)."""
     layout = layout_for(cfg)
     model = build_model(cfg)
     tmp = None
@@ -172,8 +186,8 @@ def run_gemms(cfg, cases, *, workdir: Path | None = None) -> list[GemmRun]:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         images, gemms = [], []
-        for idx, (a, w) in enumerate(cases):
-            img, gemm = _prepare(cfg, layout, idx, a, w, workdir)
+        for idx, case in enumerate(cases):
+            img, gemm = _prepare(cfg, layout, idx, case, workdir)
             images.append(img)
             gemms.append(gemm)
         job = {"load_file": str(workdir / "mem_load.hex"), "dump_file": str(workdir / "mem_dump.hex"),

@@ -301,3 +301,14 @@ def test_default_config_report(dsp, tmp_path):
     assert rep["pnr"]["dsp"] <= cfg.device_resources["dsp"]
     if not dsp:
         assert rep["pnr"]["dsp"] == 0
+
+
+def test_xilinx_synthesis_counts_luts_carries_and_dsps(mac2, tmp_path):
+    """synth_xilinx -family xcup: synthesis-only counts; -nodsp moves products into LUTs."""
+    from rtl_gen.report import synthesize_xilinx
+    rep = synthesize_xilinx(mac2, "mac_array", family="xcup", workdir=tmp_path / "x")
+    assert rep["family"] == "xcup" and rep["synth"]["dsp"] >= 1 and rep["synth"]["lut"] > 0
+    nodsp = synthesize_xilinx(mac2, "mac_array", family="xcup", dsp=False, workdir=tmp_path / "n")
+    assert nodsp["synth"]["dsp"] == 0 and nodsp["synth"]["lut"] > rep["synth"]["lut"]
+    with pytest.raises(ToolchainError, match="not a synth_xilinx family"):
+        synthesize_xilinx(mac2, "mac_array", family="x c")
