@@ -190,7 +190,7 @@ class LutCoreConfig(_Strict):
         chunks = self.group_size // self.k_tile
         return max(chunks * wbits + self.param_vectors, chunks * self.build_cycles, self.drain_cycles + 2)
 
-    def peak_macs_per_cycle(self, wbits: int) -> float:
+    def peak_macs_per_cycle(self, wbits: int, ternary: bool = False) -> float:
         """Weight x activation products per cycle at full lookup rate (one chunk per
         ``chunk_cycles``; parameter vectors and rescale drains not counted)."""
         return self.rows * self.cols * self.k_tile / self.chunk_cycles(wbits)
@@ -253,6 +253,14 @@ class BitSerialCoreConfig(_Strict):
         if self.k_max % max(self.group_sizes):
             raise ValueError(f"k_max={self.k_max} is not a multiple of the largest group {max(self.group_sizes)}")
         return self
+
+    def peak_macs_per_cycle(self, wbits: int, ternary: bool = False) -> float:
+        """Peak products per cycle at ``wbits``-bit weights stored as sign + magnitude planes
+        (asymmetric INT-n: ``n`` planes; ternary: one): rows x cols per plane cycle."""
+        planes = 1 if ternary else wbits
+        if not 1 <= planes <= self.max_planes:
+            raise ValueError(f"{planes} weight planes are outside 1..max_planes={self.max_planes}")
+        return self.rows * self.cols / planes
 
     @property
     def min_group_cycles(self) -> int:
