@@ -17,7 +17,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from host_runtime.bitserial_layout import BitSerialLayout
@@ -29,6 +28,7 @@ from rtl_gen.generate import emit_verilog
 
 from . import verilator
 from .harness import HARNESS_TOP, MEMORY_MODEL, SimHarness
+from .memfile import hex_lines, read_dump
 
 #: Bytes written over C's region before each run, so a word the core never writes shows.
 POISON = 0xA5
@@ -71,14 +71,6 @@ class GemmRun:
 
 def _fields(layout, value: int) -> dict[str, int]:
     return {name: (value >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
-
-
-def _hex_lines(base_word: int, raw: bytes, bpb: int) -> str:
-    words = np.frombuffer(raw, dtype=np.uint8).reshape(-1, bpb)[:, ::-1]
-    text = words.tobytes().hex()
-    step = 2 * bpb
-    body = "\n".join(text[i:i + step] for i in range(0, len(text), step))
-    return f"@{base_word:x}\n{body}\n"
 
 
 def build_model(cfg) -> verilator.Model:
@@ -140,15 +132,10 @@ def _prepare(cfg, layout, idx: int, case, workdir: Path) -> tuple[GemmImage, dic
     hex_path = workdir / f"gemm_{idx}.hex"
     with open(hex_path, "w") as fh:
         for addr, raw in regions:
-            fh.write(_hex_lines(addr // bpb, raw, bpb))
-        fh.write(_hex_lines(img.c_addr // bpb, bytes([POISON]) * img.c_size, bpb))
+            fh.write(hex_lines(addr // bpb, raw, bpb))
+        fh.write(hex_lines(img.c_addr // bpb, bytes([POISON]) * img.c_size, bpb))
     return img, {"hex": str(hex_path), "cmd": cmd, "c_first": img.c_addr // bpb, "c_words": img.c_size // bpb,
                  "timeout_ns": 10 * timeout}
-
-
-def _read_dump(path: Path) -> bytes:
-    words = [w.strip() for w in Path(path).read_text().splitlines()]
-    return b"".join(bytes.fromhex(w)[::-1] for w in words if w and not w.startswith(("//", "@")))
 
 
 def run_raw(cfg, a, w=None, *, workdir: Path) -> dict:
@@ -168,7 +155,7 @@ def run_raw(cfg, a, w=None, *, workdir: Path) -> dict:
     if out.returncode != 0:
         raise SimulationError(f"raw simulation failed ({out.returncode}): {(out.stdout + out.stderr)[-1000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    res["c"] = layout.unpack_c(img, _read_dump(dump))
+    res["c"] = layout.unpack_c(img, read_dump(dump))
     return res
 
 
