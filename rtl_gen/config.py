@@ -503,8 +503,11 @@ class AcceleratorConfig(_Strict):
         return self.core.derived(self)
 
     def hash(self) -> str:
-        """Stable short hash of the validated config (what a bitstream was built from)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Stable short hash of the validated config (what a bitstream was built from).
+        An absent optional section (``decode``) is left out, so adding sections to the
+        schema does not change the hash of configs that do not use them."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"decode"} if self.decode is None else set()),
+                          sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
