@@ -347,25 +347,34 @@ def _compare(results: dict) -> None:
 
 
 def _plot(results: dict, path: Path) -> None:
+    """Area per peak MAC/cycle per precision: systolic baseline, LUT core, bit-serial
+    array; ECP5 ``-nodsp`` (solid) and xcup ``-nodsp`` (light)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     comps = [c for c in results["comparisons"] if "ecp5_nodsp" in c]
     if not comps:
         return
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    labels = [c["precision"] for c in comps]
-    x = range(len(comps))
-    w = 0.2
-    for i, (flow, color) in enumerate((("ecp5_nodsp", "#37a"), ("xcup_nodsp", "#a73"))):
-        ax.bar([v + (i - 0.5) * 2 * w for v in x], [c[flow]["area_per_mac"] for c in comps], w, color=color,
-               label=f"LUT core, {flow}")
-        ax.bar([v + (i - 0.5) * 2 * w + w for v in x], [c[flow]["baseline_area_per_mac"] for c in comps], w,
-               color=color, alpha=0.35, label=f"systolic, {flow}")
-    ax.set_xticks(list(x), labels)
+    precs = list(dict.fromkeys(c["precision"] for c in comps))
+    kinds = [k for k in ("lut", "bitserial") if any(c["kind"] == k for c in comps)]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    series = [("systolic", None, "#999")] + [(k, k, {"lut": "#37a", "bitserial": "#3a7"}[k]) for k in kinds]
+    w = 0.8 / (2 * len(series))
+    for si, (name, kind, color) in enumerate(series):
+        for fi, flow in enumerate(("ecp5_nodsp", "xcup_nodsp")):
+            vals = []
+            for p in precs:
+                c = next((c for c in comps if c["precision"] == p and (kind is None or c["kind"] == kind)), None)
+                key = "baseline_area_per_mac" if kind is None else "area_per_mac"
+                vals.append(c[flow][key] if c and flow in c else 0)
+            off = (2 * si + fi) * w - 0.4 + w / 2
+            ax.bar([v + off for v in range(len(precs))], vals, w, color=color, alpha=1.0 if fi == 0 else 0.45,
+                   label=f"{name}, {flow}")
+    ax.set_xticks(list(range(len(precs))), precs, fontsize=8)
     ax.set_ylabel("LUT area per peak MAC/cycle")
-    ax.set_title(f"LUT core vs systolic array at equal peak ({results['peak_macs_per_cycle']} MAC/cycle), whole cores")
-    ax.legend(fontsize=8)
+    ax.set_title(f"Equal peak ({results['peak_macs_per_cycle']} MAC/cycle), whole cores: "
+                 f"systolic vs LUT core vs bit-serial array", fontsize=10)
+    ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
