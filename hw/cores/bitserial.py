@@ -27,12 +27,11 @@ one-bit MACs), ``read_bytes``/``write_bytes``.
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out, connect
+from amaranth.lib.wiring import In, Out
 
+from ..mem.port import gemm_memory_port
 from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
-from ..mem.gearbox import VectorPacker, VectorUnpacker, packing
-from ..mem.reader import BurstReader, ReadArbiter
-from ..mem.writer import BurstWriter
+from ..mem.gearbox import packing
 from ..pe.bitserial import BitSerialDequant, BitSerialPE
 from ..pipeline import delay
 from .systolic import DIM_BITS, CounterLayout, StatusLayout
@@ -95,27 +94,12 @@ class BitSerialCore(wiring.Component):
         a_bits, p_bits, s_bits, c_bits = R * ab, R * C, 16 * C, C * core.acc_bits
         log_r = (R - 1).bit_length()
 
-        rd = dict(addr_bits=self.addr_bits, data_bits=D, max_burst=cfg.memory.max_burst,
-                  outstanding=cfg.memory.outstanding)
-        m.submodules.read_a = read_a = BurstReader(**rd)
-        m.submodules.read_w = read_w = BurstReader(**rd)
-        m.submodules.read_s = read_s = BurstReader(**rd)
-        m.submodules.arbiter = arb = ReadArbiter(n=3, addr_bits=self.addr_bits, data_bits=D)
-        for i, rdr in enumerate((read_a, read_w, read_s)):
-            connect(m, rdr.axi, getattr(arb, f"m{i}"))
-        connect(m, arb.out, wiring.flipped(self.axi_r))
-        m.submodules.unpack_a = unpack_a = VectorUnpacker(data_bits=D, vector_bits=a_bits)
-        m.submodules.unpack_w = unpack_w = VectorUnpacker(data_bits=D, vector_bits=p_bits)
-        m.submodules.unpack_s = unpack_s = VectorUnpacker(data_bits=D, vector_bits=s_bits)
-        connect(m, read_a.data, unpack_a.beats)
-        connect(m, read_w.data, unpack_w.beats)
-        connect(m, read_s.data, unpack_s.beats)
-        m.submodules.writer = writer = BurstWriter(addr_bits=self.addr_bits, data_bits=D,
-                                                   max_burst=cfg.memory.max_burst)
-        connect(m, writer.axi, wiring.flipped(self.axi_w))
-        m.submodules.pack_c = pack_c = VectorPacker(data_bits=D, vector_bits=c_bits)
-        m.d.comb += [writer.data.valid.eq(pack_c.beats.valid), writer.data.payload.data.eq(pack_c.beats.payload.data),
-                     writer.data.payload.last.eq(pack_c.beats.payload.last), pack_c.beats.ready.eq(writer.data.ready)]
+        port = gemm_memory_port(m, axi_r=self.axi_r, axi_w=self.axi_w, addr_bits=self.addr_bits, data_bits=D,
+                                max_burst=cfg.memory.max_burst, outstanding=cfg.memory.outstanding,
+                                operands={"a": a_bits, "w": p_bits, "s": s_bits}, c_bits=c_bits)
+        read_a, read_w, read_s = port.readers["a"], port.readers["w"], port.readers["s"]
+        unpack_a, unpack_w, unpack_s = port.unpackers["a"], port.unpackers["w"], port.unpackers["s"]
+        writer, pack_c = port.writer, port.pack_c
 
         # ---- command, validation, derived sizes
         cmd = Signal(BitSerialCommand(self.addr_bits))

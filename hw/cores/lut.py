@@ -48,12 +48,11 @@ Counters: ``cycles`` (command accepted to done), ``busy`` (plane lookups issued,
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out, connect
+from amaranth.lib.wiring import In, Out
 
+from ..mem.port import gemm_memory_port
 from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
-from ..mem.gearbox import VectorPacker, VectorUnpacker, packing
-from ..mem.reader import BurstReader, ReadArbiter
-from ..mem.writer import BurstWriter
+from ..mem.gearbox import packing
 from .systolic import DIM_BITS, CounterLayout, StatusLayout
 
 __all__ = ["LutCommand", "LutCore", "TablePrecompute", "F16_EXP_BIAS_SHIFT"]
@@ -165,61 +164,6 @@ class LutCore(wiring.Component):
         s = slots.bit_length() - 1
         return ((vectors + (slots - 1)) >> s) * bpv
 
-    def elaborate(self, platform):
-        m = Module()
-        g, a = self.g, self.acts
-        prev = Signal(signed(self.entry_bits))
-        first = Signal(signed(self.entry_bits))
-        top = a[g - 1] if self.symmetric else -a[g - 1]
-        m.d.comb += first.eq(top - sum((a[j] for j in range(g - 1)), Const(0, signed(2))))
-        m.d.comb += self.entry.eq(Mux(self.t == 0, first, prev))
-        with m.Switch(self.t):
-            for t in range(self.entries):
-                with m.Case(t):
-                    m.d.comb += self.index.eq(gray(t))
-                    if t + 1 < self.entries:
-                        j = (gray(t) ^ gray(t + 1)).bit_length() - 1
-                        up = (gray(t + 1) >> j) & 1
-                        m.d.sync += prev.eq(self.entry + (a[j] << 1) if up else self.entry - (a[j] << 1))
-        return m
-
-
-class LutCore(wiring.Component):
-    """A LUT GEMM core described by an accelerator config (``core.kind: lut``).
-
-    Parameters
-    ----------
-    cfg : the accelerator config (``rtl_gen.config.AcceleratorConfig``; read, not imported).
-
-    Members
-    -------
-    cmd : In(stream of LutCommand). One GEMM; byte addresses aligned to the port width.
-    axi_r : Out(AXI4ReadSignature, 1-bit ID). A and W reads.
-    axi_w : Out(AXI4WriteSignature). C writes.
-    busy, done, status, counters : as :class:`hw.cores.systolic.SystolicCore`;
-        ``status.bad_command`` also when ``wbits`` is 0 or above ``weight_bits``, ternary
-        without ``wbits = 2``, or K not a multiple of ``group_size``.
-    """
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        mem = cfg.memory
-        self.addr_bits, self.data_bits = mem.addr_bits, mem.data_bits
-        super().__init__({
-            "cmd": In(stream.Signature(LutCommand(mem.addr_bits))),
-            "axi_r": Out(AXI4ReadSignature(addr_bits=mem.addr_bits, data_bits=mem.data_bits, id_bits=1)),
-            "axi_w": Out(AXI4WriteSignature(addr_bits=mem.addr_bits, data_bits=mem.data_bits)),
-            "busy": Out(1),
-            "done": Out(1),
-            "status": Out(StatusLayout()),
-            "counters": Out(CounterLayout()),
-        })
-
-    def _beats(self, vectors, vector_bits):
-        slots, bpv = packing(vector_bits, self.data_bits)
-        s = slots.bit_length() - 1
-        return ((vectors + (slots - 1)) >> s) * bpv
-
     def _issue(self, m, cond, reader, addr, beats, unpacker, length):
         fire = Signal()
         m.d.comb += [
@@ -239,24 +183,12 @@ class LutCore(wiring.Component):
         a_bits, w_bits, c_bits = R * Kt * ab, C * Kt, C * core.acc_bits
 
         # ---- memory port: two readers on the arbiter, one writer (as the systolic core)
-        rd = dict(addr_bits=self.addr_bits, data_bits=D, max_burst=cfg.memory.max_burst,
-                  outstanding=cfg.memory.outstanding)
-        m.submodules.read_a = read_a = BurstReader(**rd)
-        m.submodules.read_w = read_w = BurstReader(**rd)
-        m.submodules.arbiter = arb = ReadArbiter(n=2, addr_bits=self.addr_bits, data_bits=D)
-        connect(m, read_a.axi, arb.m0)
-        connect(m, read_w.axi, arb.m1)
-        connect(m, arb.out, wiring.flipped(self.axi_r))
-        m.submodules.unpack_a = unpack_a = VectorUnpacker(data_bits=D, vector_bits=a_bits)
-        m.submodules.unpack_w = unpack_w = VectorUnpacker(data_bits=D, vector_bits=w_bits)
-        connect(m, read_a.data, unpack_a.beats)
-        connect(m, read_w.data, unpack_w.beats)
-        m.submodules.writer = writer = BurstWriter(addr_bits=self.addr_bits, data_bits=D,
-                                                   max_burst=cfg.memory.max_burst)
-        connect(m, writer.axi, wiring.flipped(self.axi_w))
-        m.submodules.pack_c = pack_c = VectorPacker(data_bits=D, vector_bits=c_bits)
-        m.d.comb += [writer.data.valid.eq(pack_c.beats.valid), writer.data.payload.data.eq(pack_c.beats.payload.data),
-                     writer.data.payload.last.eq(pack_c.beats.payload.last), pack_c.beats.ready.eq(writer.data.ready)]
+        port = gemm_memory_port(m, axi_r=self.axi_r, axi_w=self.axi_w, addr_bits=self.addr_bits, data_bits=D,
+                                max_burst=cfg.memory.max_burst, outstanding=cfg.memory.outstanding,
+                                operands={"a": a_bits, "w": w_bits}, c_bits=c_bits)
+        read_a, read_w = port.readers["a"], port.readers["w"]
+        unpack_a, unpack_w = port.unpackers["a"], port.unpackers["w"]
+        writer, pack_c = port.writer, port.pack_c
 
         # ---- command, top-level sequence (IDLE -> SETUP -> RUN -> DONE)
         cmd = Signal(LutCommand(self.addr_bits))

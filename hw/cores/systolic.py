@@ -28,12 +28,11 @@ acceptance to ``done``.
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out, connect
+from amaranth.lib.wiring import In, Out
 
+from ..mem.port import gemm_memory_port
 from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
-from ..mem.gearbox import VectorPacker, VectorUnpacker, packing
-from ..mem.reader import BurstReader, ReadArbiter
-from ..mem.writer import BurstWriter
+from ..mem.gearbox import packing
 from .systolic_array import OutputStationaryArray, WeightStationaryArray
 
 DIM_BITS = 16   # M, N, K fields of a command
@@ -110,24 +109,12 @@ class SystolicCore(wiring.Component):
         cfg, R, C = self.cfg, self.rows, self.cols
         D, bpb = self.data_bits, self.data_bits // 8
         a_bits, w_bits = cfg.a_vector_bits, cfg.w_vector_bits
-        rd = dict(addr_bits=self.addr_bits, data_bits=D, max_burst=cfg.memory.max_burst,
-                  outstanding=cfg.memory.outstanding)
-        m.submodules.read_a = read_a = BurstReader(**rd)
-        m.submodules.read_w = read_w = BurstReader(**rd)
-        m.submodules.arbiter = arb = ReadArbiter(n=2, addr_bits=self.addr_bits, data_bits=D)
-        connect(m, read_a.axi, arb.m0)
-        connect(m, read_w.axi, arb.m1)
-        connect(m, arb.out, wiring.flipped(self.axi_r))
-        m.submodules.unpack_a = unpack_a = VectorUnpacker(data_bits=D, vector_bits=a_bits)
-        m.submodules.unpack_w = unpack_w = VectorUnpacker(data_bits=D, vector_bits=w_bits)
-        connect(m, read_a.data, unpack_a.beats)
-        connect(m, read_w.data, unpack_w.beats)
-        m.submodules.writer = writer = BurstWriter(addr_bits=self.addr_bits, data_bits=D,
-                                                   max_burst=cfg.memory.max_burst)
-        connect(m, writer.axi, wiring.flipped(self.axi_w))
-        m.submodules.pack_c = pack_c = VectorPacker(data_bits=D, vector_bits=cfg.c_vector_bits)
-        m.d.comb += [writer.data.valid.eq(pack_c.beats.valid), writer.data.payload.data.eq(pack_c.beats.payload.data),
-                     writer.data.payload.last.eq(pack_c.beats.payload.last), pack_c.beats.ready.eq(writer.data.ready)]
+        port = gemm_memory_port(m, axi_r=self.axi_r, axi_w=self.axi_w, addr_bits=self.addr_bits, data_bits=D,
+                                max_burst=cfg.memory.max_burst, outstanding=cfg.memory.outstanding,
+                                operands={"a": a_bits, "w": w_bits}, c_bits=cfg.c_vector_bits)
+        read_a, read_w = port.readers["a"], port.readers["w"]
+        unpack_a, unpack_w = port.unpackers["a"], port.unpackers["w"]
+        writer, pack_c = port.writer, port.pack_c
 
         act_shape, weight_shape = cfg.act_format, cfg.weight_format
         from amaranth.hdl import signed, unsigned
