@@ -121,7 +121,8 @@ class Model:
 def build(sources: dict[str, str], top: str, *, extra_files: list[Path] = ()) -> Model:
     """Build (or reuse) a model of ``sources`` (file name -> Verilog text) plus files.
 
-    The cache key covers the texts, the extra files, the flags and the tool versions.
+    The cache key covers the texts, the extra files, the flags, the tool versions and the
+    Python environment the binary links against.
     """
     files = {name: text for name, text in sources.items()}
     for f in list(extra_files) + [LINT_WAIVERS, PUBLIC_VLT]:
@@ -129,7 +130,10 @@ def build(sources: dict[str, str], top: str, *, extra_files: list[Path] = ()) ->
     h = hashlib.sha256()
     for name in sorted(files):
         h.update(name.encode() + b"\0" + files[name].encode() + b"\0")
-    ident = [*BUILD_FLAGS, OPT_FAST, top, verilator_version(), cocotb.__version__, sys.version]
+    # The binary links cocotb's libraries by absolute path (rpath) into this environment:
+    # a model built from another venv (a worktree, a fresh clone) must not be reused here.
+    ident = [*BUILD_FLAGS, OPT_FAST, top, verilator_version(), cocotb.__version__, sys.version,
+             str(Path(cocotb.__file__).resolve().parent), sys.prefix]
     h.update("\0".join(ident).encode())
     key = h.hexdigest()[:20]
     build_dir = cache_root() / "verilator" / key
