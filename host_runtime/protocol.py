@@ -40,6 +40,8 @@ CRC_BYTES = 4
 #: Largest payload of one frame (bounded so the gateware's frame buffer is a block RAM).
 MAX_PAYLOAD = 4096
 RESPONSE = 0x80
+#: Memory commands move whole 16-byte units (addresses and lengths are multiples).
+MEM_ALIGN = 16
 
 
 class ProtocolError(LutforgeError):
@@ -55,6 +57,11 @@ class Op(IntEnum):
     RUN = 0x06          # token u32 | pos u32 -> status | next token u32 | cycles u64
     STATUS = 0x07       # -> status | busy u8 | error u8
     RESET = 0x08        # -> status
+
+
+class Csr(IntEnum):
+    PROGRAM_ADDR = 0
+    N_INSTR = 1
 
 
 class Status(IntEnum):
@@ -248,7 +255,7 @@ class Link:
     def read_csr(self, index: int) -> int:
         return struct.unpack("<Q", self.transact(Op.READ_CSR, struct.pack("<H", index)))[0]
 
-    def run(self, token: int, pos: int) -> tuple[int, int]:
+    def run(self, token: int, pos: int, timeout: float | None = None) -> tuple[int, int]:
         r = self.transact(Op.RUN, struct.pack("<II", token, pos))
         nxt, cycles = struct.unpack("<IQ", r)
         return nxt, cycles

@@ -21,6 +21,8 @@ from ref_model.errors import LutforgeError
 from .protocol import Transport
 
 SCHEMES = ("sim", "tcp", "serial", "udp")
+#: Targets that :func:`host_runtime.runner.connect` starts in-process or as a child process.
+LOCAL_TARGETS = ("sim://", "isa://")
 
 
 class TargetError(LutforgeError):
@@ -101,7 +103,7 @@ def open_target(target: str, *, connect_timeout: float = 5.0) -> Transport:
     u = urlparse(target)
     if u.scheme not in SCHEMES:
         raise TargetError(f"target {target!r}: unknown scheme {u.scheme!r}; allowed: "
-                          f"{', '.join(s + '://' for s in SCHEMES)}")
+                          f"{', '.join(s + '://' for s in SCHEMES)} (and {' '.join(LOCAL_TARGETS)} for `lutforge run`)")
     if u.scheme == "serial":
         if not u.path:
             raise TargetError(f"target {target!r}: no device path (e.g. serial:///dev/ttyUSB1?baud=3000000)")
@@ -134,3 +136,19 @@ def open_target(target: str, *, connect_timeout: float = 5.0) -> Transport:
     s.settimeout(None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return SocketTransport(s)
+
+
+class LoopbackTransport(Transport):
+    """An in-process device: ``device.receive(bytes) -> bytes`` (e.g. the protocol's
+    :class:`~host_runtime.protocol.DeviceModel`); what it answers is read back by ``recv``."""
+
+    def __init__(self, device):
+        self.device = device
+        self.pending = bytearray()
+
+    def send(self, data: bytes) -> None:
+        self.pending += self.device.receive(data)
+
+    def recv(self, timeout: float) -> bytes:
+        out, self.pending = bytes(self.pending), bytearray()
+        return out

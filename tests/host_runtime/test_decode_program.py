@@ -109,10 +109,10 @@ def test_model_over_the_limits_is_a_clear_error(tiny):
     ref = IntLlama(tiny, DecodeNumerics(), max_context=8)
     hp = tiny.hparams
     small = DecodeShape(1, hp.dim, hp.n_heads, hp.n_kv_heads, hp.head_dim, hp.ffn_dim, hp.vocab_size, 8)
-    with pytest.raises(ConfigError, match="model needs n_layers = 2, engine allows at most 1"):
+    with pytest.raises(ConfigError, match="needs n_layers = 2, the engine allows at most 1"):
         compile_decode(ref, small)
     ok = DecodeShape(2, hp.dim, hp.n_heads, hp.n_kv_heads, hp.head_dim, hp.ffn_dim, hp.vocab_size, 8)
-    with pytest.raises(ConfigError, match="max_context = 9, engine allows at most 8"):
+    with pytest.raises(ConfigError, match="max_context = 9, the engine allows at most 8"):
         compile_decode(ref, ok, context=9)
 
 
