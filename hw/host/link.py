@@ -13,6 +13,8 @@ Interface
 (UART, socket bridge, ...). ``axi_r`` / ``axi_w``: AXI4 master ports for WRITE_MEM /
 READ_MEM (a :class:`~hw.mem.writer.BurstWriter` and :class:`~hw.mem.reader.BurstReader`,
 full beats, so addresses and lengths are multiples of ``MEM_ALIGN`` = 16 bytes);
+``idle``: the link waits for
+bytes (everything received is processed, no command or response in progress).
 ``mem_active`` is high while the link uses them (a board top muxes the memory between
 the link and the engine with it: the link only touches memory while the engine is idle,
 because memory commands and RUN are answered BUSY while ``busy``). Engine controls:
@@ -86,7 +88,7 @@ class HostLink(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "axi_r": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)),
             "axi_w": Out(AXI4WriteSignature(addr_bits=addr_bits, data_bits=data_bits)),
-            "mem_active": Out(1),
+            "mem_active": Out(1), "idle": Out(1),
             "start": Out(1), "program_addr": Out(addr_bits), "n_instr": Out(16), "token": Out(32), "pos": Out(32),
             "busy": In(1), "error": In(1), "next_token": In(32), "counters": In(counters),
         })
@@ -234,6 +236,7 @@ class HostLink(wiring.Component):
 
         with m.FSM():
             with m.State("MAGIC0"):            # invariant: fs == rp
+                m.d.comb += self.idle.eq(~avail)
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     m.d.sync += crc.eq(crc32_step(CRC_INIT, byte))
@@ -242,6 +245,7 @@ class HostLink(wiring.Component):
                     with m.Else():
                         m.d.sync += fs.eq(rp + 1)
             with m.State("MAGIC1"):
+                m.d.comb += self.idle.eq(~avail)
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     with m.If(byte == MAGIC[1]):
@@ -253,6 +257,7 @@ class HostLink(wiring.Component):
                         m.d.sync += fs.eq(rp + 1)
                         m.next = "MAGIC0"
             with m.State("HEADER"):
+                m.d.comb += self.idle.eq(~avail)
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     m.d.sync += [hdr.word_select(cnt[:4], 8).eq(byte), crc.eq(crc32_step(crc, byte)),
@@ -272,6 +277,7 @@ class HostLink(wiring.Component):
                     m.d.sync += fs.eq(fs + 1)
                     m.next = "MAGIC0"
             with m.State("PAYLOAD"):
+                m.d.comb += self.idle.eq(~avail)
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     m.d.sync += [crc.eq(crc32_step(crc, byte)), cnt.eq(cnt + 1)]
@@ -281,6 +287,7 @@ class HostLink(wiring.Component):
                         m.d.sync += cnt.eq(0)
                         m.next = "CRC"
             with m.State("CRC"):
+                m.d.comb += self.idle.eq(~avail)
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     m.d.sync += [rcrc.word_select(cnt[:2], 8).eq(byte), cnt.eq(cnt + 1)]
@@ -373,7 +380,7 @@ class HostLink(wiring.Component):
                 with m.If(left == 0):
                     with m.If(~wfull):
                         m.next = "WWAIT"
-                with m.Elif(~wfull):
+                with m.Elif(~wfull | writer.data.ready):     # the full beat leaves this cycle
                     m.d.comb += next_rp.eq(rp + 1)
                     m.d.sync += [wbeat.eq(Cat(wbeat[8:], byte)), wb_i.eq(wb_i + 1), left.eq(left - 1)]
                     with m.If(wb_i == bpb - 1):
