@@ -60,7 +60,9 @@ def config_hash_bytes(cfg) -> bytes:
 class BoardHarness(wiring.Component):
     """See the module docstring. Ports: ``rx`` (In, bytes from the host), ``tx`` (Out,
     bytes to the host), ``idle`` (Out: the link waits for bytes, the engine is idle and no
-    byte is offered on ``tx``: the clock loop may sleep), ``busy`` (Out: the engine runs)."""
+    byte is offered on ``tx``: the clock loop may sleep), ``busy`` (Out: the engine runs),
+    ``flush`` (In: a new client connected; the link drops a partly received frame as soon
+    as ``link_idle``, i.e. when it waits for bytes), ``link_idle`` (Out)."""
 
     def __init__(self, cfg):
         if cfg.decode is None:
@@ -74,7 +76,7 @@ class BoardHarness(wiring.Component):
                              addr_bits=mc.addr_bits, data_bits=mc.data_bits, max_burst=mc.max_burst,
                              outstanding=mc.outstanding)
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                          "idle": Out(1), "busy": Out(1)})
+                          "idle": Out(1), "busy": Out(1), "flush": In(1), "link_idle": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -87,7 +89,8 @@ class BoardHarness(wiring.Component):
                      e.token.eq(ln.token), e.pos.eq(ln.pos),
                      ln.busy.eq(e.busy), ln.error.eq(e.error), ln.next_token.eq(e.next_token),
                      ln.counters.eq(e.counters),
-                     self.busy.eq(e.busy), self.idle.eq(ln.idle & ~e.busy & ~ln.tx.valid)]
+                     self.busy.eq(e.busy), self.idle.eq(ln.idle & ~e.busy & ~ln.tx.valid),
+                     ln.flush.eq(self.flush), self.link_idle.eq(ln.idle)]
 
         # one read and one write port on the memory, owned by the link while mem_active
         id_bits = len(e.axi_r.arid)

@@ -15,6 +15,9 @@ READ_MEM (a :class:`~hw.mem.writer.BurstWriter` and :class:`~hw.mem.reader.Burst
 full beats, so addresses and lengths are multiples of ``MEM_ALIGN`` = 16 bytes);
 ``idle``: the link waits for
 bytes (everything received is processed, no command or response in progress).
+``flush``: while ``idle``, drop a partly received frame (a transport that knows a new
+connection starts, e.g. the simulated board's socket, pulses it, so a frame cut off by a
+disconnect does not swallow the next client's first frames); ignored otherwise.
 ``mem_active`` is high while the link uses them (a board top muxes the memory between
 the link and the engine with it: the link only touches memory while the engine is idle,
 because memory commands and RUN are answered BUSY while ``busy``). Engine controls:
@@ -88,7 +91,7 @@ class HostLink(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "axi_r": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)),
             "axi_w": Out(AXI4WriteSignature(addr_bits=addr_bits, data_bits=data_bits)),
-            "mem_active": Out(1), "idle": Out(1),
+            "mem_active": Out(1), "idle": Out(1), "flush": In(1),
             "start": Out(1), "program_addr": Out(addr_bits), "n_instr": Out(16), "token": Out(32), "pos": Out(32),
             "busy": In(1), "error": In(1), "next_token": In(32), "counters": In(counters),
         })
@@ -234,9 +237,18 @@ class HostLink(wiring.Component):
                 m.d.sync += r_small.eq(small)
             begin_tx()
 
+        def waiting():
+            """In a parse state: idle when nothing is available; ``flush`` then forgets a
+            partly received frame (a new connection starts)."""
+            m.d.comb += self.idle.eq(~avail)
+            with m.If(self.flush & ~avail):
+                m.d.comb += next_rp.eq(wp)
+                m.d.sync += fs.eq(wp)
+                m.next = "MAGIC0"
+
         with m.FSM():
             with m.State("MAGIC0"):            # invariant: fs == rp
-                m.d.comb += self.idle.eq(~avail)
+                waiting()
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     m.d.sync += crc.eq(crc32_step(CRC_INIT, byte))
@@ -245,7 +257,7 @@ class HostLink(wiring.Component):
                     with m.Else():
                         m.d.sync += fs.eq(rp + 1)
             with m.State("MAGIC1"):
-                m.d.comb += self.idle.eq(~avail)
+                waiting()
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     with m.If(byte == MAGIC[1]):
@@ -257,7 +269,7 @@ class HostLink(wiring.Component):
                         m.d.sync += fs.eq(rp + 1)
                         m.next = "MAGIC0"
             with m.State("HEADER"):
-                m.d.comb += self.idle.eq(~avail)
+                waiting()
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     m.d.sync += [hdr.word_select(cnt[:4], 8).eq(byte), crc.eq(crc32_step(crc, byte)),
@@ -277,7 +289,7 @@ class HostLink(wiring.Component):
                     m.d.sync += fs.eq(fs + 1)
                     m.next = "MAGIC0"
             with m.State("PAYLOAD"):
-                m.d.comb += self.idle.eq(~avail)
+                waiting()
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     m.d.sync += [crc.eq(crc32_step(crc, byte)), cnt.eq(cnt + 1)]
@@ -287,7 +299,7 @@ class HostLink(wiring.Component):
                         m.d.sync += cnt.eq(0)
                         m.next = "CRC"
             with m.State("CRC"):
-                m.d.comb += self.idle.eq(~avail)
+                waiting()
                 with m.If(avail):
                     m.d.comb += next_rp.eq(rp + 1)
                     m.d.sync += [rcrc.word_select(cnt[:2], 8).eq(byte), cnt.eq(cnt + 1)]

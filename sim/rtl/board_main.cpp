@@ -9,8 +9,9 @@
 //
 // Loop: each round moves socket bytes into an rx buffer and tx bytes out, then runs the
 // clock for up to CHUNK cycles, offering rx bytes on rx (valid/ready) and taking tx bytes
-// (tx ready always high). When the board is idle (link waiting, engine idle, nothing on
-// tx) and no rx bytes are pending, it blocks in select() for a few ms instead of spinning.
+// (tx ready always high). A new client's bytes are offered only after the link has dropped
+// whatever the previous client left half sent (`flush`, applied when `link_idle`). When
+// the board is idle (link waiting, engine idle, nothing on tx) and no rx bytes are pending, it blocks in select() for a few ms instead of spinning.
 // On exit it prints one line of statistics: {"cycles": N, "busy_cycles": N, "tick_seconds": S,
 // "seconds": S} (cycles simulated, of them with the engine busy, wall time spent running
 // the clock, wall time in all).
@@ -103,15 +104,18 @@ int main(int argc, char** argv) {
     unsigned long long cycles = 0, busy_cycles = 0;
     std::vector<unsigned char> rx, tx;      // rx: bytes for the model; tx: bytes for the client
     size_t rx_head = 0;
+    bool flush_pending = false;             // a new client: drop a partial frame first
     auto tick = [&]() {
         top.clk = 0;
-        top.rx___05Fvalid = rx_head < rx.size();
+        top.flush = flush_pending;
+        top.rx___05Fvalid = !flush_pending && rx_head < rx.size();
         top.rx___05Fpayload = rx_head < rx.size() ? rx[rx_head] : 0;
         top.tx___05Fready = tx.size() < TX_HIGH;
         top.eval();
         bool rx_fire = top.rx___05Fvalid && top.rx___05Fready;
         bool tx_fire = top.tx___05Fvalid && top.tx___05Fready;
         unsigned char out = top.tx___05Fpayload;
+        if (flush_pending && top.link_idle) flush_pending = false;     // applied at this edge
         busy_cycles += top.busy;
         top.clk = 1;
         top.eval();
@@ -132,7 +136,7 @@ int main(int argc, char** argv) {
     double tick_seconds = 0;
     auto t0 = std::chrono::steady_clock::now();
     while (!g_stop) {
-        bool idle = top.idle && rx_head >= rx.size();
+        bool idle = top.idle && rx_head >= rx.size() && !flush_pending;
         // ---- sockets: wait only when nothing is happening
         fd_set rfds, wfds;
         FD_ZERO(&rfds);
@@ -146,6 +150,7 @@ int main(int argc, char** argv) {
         if (n > 0 && cfd < 0 && FD_ISSET(lfd, &rfds)) {
             cfd = accept(lfd, nullptr, nullptr);
             if (cfd >= 0) {
+                flush_pending = true;
                 set_nonblocking(cfd);
                 int one = 1;
                 if (unix_path.empty()) setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -173,10 +178,10 @@ int main(int argc, char** argv) {
         }
         if (cfd < 0) tx.clear();
         // ---- the clock: run until idle (with nothing to offer) or a chunk is done
-        if (!(top.idle && rx_head >= rx.size())) {
+        if (!(top.idle && rx_head >= rx.size()) || flush_pending) {
             auto c0 = std::chrono::steady_clock::now();
             for (unsigned long i = 0; i < CHUNK && !g_stop; ++i) {
-                if (top.idle && rx_head >= rx.size()) break;
+                if (top.idle && rx_head >= rx.size() && !flush_pending) break;
                 tick();
                 if (tx.size() >= 4096 && cfd >= 0) break;   // flush responses promptly
             }

@@ -217,6 +217,45 @@ def test_busy_while_the_engine_runs():
     assert starts == [(3, 4)] and bytes(mem.mem[:16]) == bytes(16) and not bad
 
 
+def test_flush_forgets_a_partial_frame():
+    """A frame cut off (a client that disconnected) swallows the next frames' bytes unless
+    the transport pulses ``flush`` when the new client connects."""
+    dut = HostLink(config_hash=HASH, mem_size=MEM, counters=EngineCounters())
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    mem = AXIMemory(MEM, 128)
+    sim.add_testbench(mem.read_process(dut.axi_r), background=True)
+    sim.add_testbench(mem.write_process(dut.axi_w), background=True)
+    cut = P.encode_frame(P.Op.WRITE_MEM, 1, bytes(8 + 1024))[:300]
+    hello = P.encode_frame(P.Op.HELLO, 2)
+    out = bytearray()
+
+    async def send(ctx, data):
+        for b in data:
+            ctx.set(dut.rx.payload, b)
+            ctx.set(dut.rx.valid, 1)
+            await ctx.tick().until(dut.rx.ready)
+        ctx.set(dut.rx.valid, 0)
+
+    async def bench(ctx):
+        ctx.set(dut.tx.ready, 1)
+        await send(ctx, cut)
+        await ctx.tick().repeat(20)
+        assert ctx.get(dut.idle)
+        ctx.set(dut.flush, 1)
+        await ctx.tick()
+        ctx.set(dut.flush, 0)
+        await send(ctx, hello)
+        for _ in range(200):
+            _, _, valid, payload = await ctx.tick().sample(dut.tx.valid, dut.tx.payload)
+            if valid:
+                out.append(payload)
+    sim.add_testbench(bench)
+    sim.run()
+    frames = P.FrameDecoder().feed(bytes(out))
+    assert [(f.op, f.seq, f.payload[0]) for f in frames] == [(P.Op.HELLO | P.RESPONSE, 2, P.Status.OK)]
+
+
 def test_crc_step_matches_zlib():
     """The combinational CRC32 step against zlib over random bytes (integer model and
     gateware)."""
