@@ -11,7 +11,8 @@
 // clock for up to CHUNK cycles, offering rx bytes on rx (valid/ready) and taking tx bytes
 // (tx ready always high). A new client's bytes are offered only after the link has dropped
 // whatever the previous client left half sent (`flush`, applied when `link_idle`). When
-// the board is idle (link waiting, engine idle, nothing on tx) and no rx bytes are pending, it blocks in select() for a few ms instead of spinning.
+// the board is idle (link waiting, engine idle, nothing on tx) and no rx bytes are
+// pending, it blocks in select() for a few ms instead of spinning.
 // On exit it prints one line of statistics: {"cycles": N, "busy_cycles": N, "tick_seconds": S,
 // "seconds": S} (cycles simulated, of them with the engine busy, wall time spent running
 // the clock, wall time in all).
