@@ -15,9 +15,18 @@ corrupt, truncated or lost frame costs at most that frame; a frame whose CRC fai
 dropped (a NACK is sent when its header was readable). The host retries a command whose
 response does not arrive in time or arrives with a CRC or sequence error, a bounded number
 of times, then raises :class:`ProtocolError` naming the command and what went wrong. The
-device remembers the last ``seq`` it executed and answers a repeated frame with the stored
-response instead of executing it twice (a duplicated RUN does not run twice). The version
+device remembers the ``seq`` and CRC32 of the last frame it executed and answers a repeated
+frame (same ``seq``, same CRC: a retry is byte-identical) with the stored response instead
+of executing it twice (a duplicated RUN does not run twice); RESET forgets it. The version
 byte is checked in both directions: a host and a bitstream that disagree say so.
+
+Memory commands move whole 16-byte units (:data:`MEM_ALIGN`: the gateware's AXI port
+writes full beats): a WRITE_MEM / READ_MEM address or length that is not a multiple is
+answered BAD_ADDRESS. RUN starts the engine and is answered at once (BUSY if it is
+already running; memory commands are answered BUSY too while it runs); the host polls
+STATUS until the engine is idle, so a run of any length survives a per-frame timeout.
+CSRs are numbered by :class:`Csr`: the engine's program address and instruction count
+(read/write) and its status and counters (read-only).
 
 :class:`Link` is the host side over a :class:`Transport`; :class:`DeviceModel` is the
 reference of the device side (the gateware in ``hw/host`` must answer the same bytes).
@@ -26,9 +35,11 @@ reference of the device side (the gateware in ``hw/host`` must answer the same b
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 from ref_model.errors import LutforgeError
 
@@ -36,12 +47,17 @@ MAGIC = b"LF"
 VERSION = 1
 HEADER = struct.Struct("<2sBBHIH")
 HEADER_BYTES = HEADER.size
+#: Header bytes covered by ``hcheck`` (all but ``hcheck`` itself).
+HCHECK_COVERS = HEADER_BYTES - 2
 CRC_BYTES = 4
 #: Largest payload of one frame (bounded so the gateware's frame buffer is a block RAM).
 MAX_PAYLOAD = 4096
 RESPONSE = 0x80
-#: Memory commands move whole 16-byte units (addresses and lengths are multiples).
+#: WRITE_MEM / READ_MEM addresses and lengths are multiples of this many bytes.
 MEM_ALIGN = 16
+#: Data bytes of one WRITE_MEM frame (after its 8-byte address) and of one READ_MEM
+#: response (after its status byte): the largest multiple of MEM_ALIGN that fits.
+MEM_CHUNK = (MAX_PAYLOAD - 8) // MEM_ALIGN * MEM_ALIGN
 
 
 class ProtocolError(LutforgeError):
@@ -54,14 +70,9 @@ class Op(IntEnum):
     READ_MEM = 0x03     # addr u64 | length u32 -> status | data
     WRITE_CSR = 0x04    # index u16 | value u64
     READ_CSR = 0x05     # index u16 -> status | value u64
-    RUN = 0x06          # token u32 | pos u32 -> status | next token u32 | cycles u64
-    STATUS = 0x07       # -> status | busy u8 | error u8
-    RESET = 0x08        # -> status
-
-
-class Csr(IntEnum):
-    PROGRAM_ADDR = 0
-    N_INSTR = 1
+    RUN = 0x06          # token u32 | pos u32 -> status (OK: started; BUSY: already running)
+    STATUS = 0x07       # -> status | busy u8 | error u8 | next_token u32 | cycles u64
+    RESET = 0x08        # -> status (forgets the stored response: the next frame executes)
 
 
 class Status(IntEnum):
@@ -73,6 +84,38 @@ class Status(IntEnum):
     VERSION_MISMATCH = 5
     BUSY = 6
     DEVICE_ERROR = 7
+
+
+class Csr(IntEnum):
+    """CSR indices (READ_CSR / WRITE_CSR). Values are u64 on the wire.
+
+    PROGRAM_ADDR and N_INSTR are read/write (what RUN starts); the rest are read-only
+    (a write is answered BAD_ADDRESS). ENGINE_STATUS is busy (bit 0) | error (bit 1).
+    The counters are the engine's (``hw.decode.engine.EngineCounters``, a field per
+    lower-cased name), counted since the last RUN."""
+
+    PROGRAM_ADDR = 0
+    N_INSTR = 1
+    ENGINE_STATUS = 2
+    NEXT_TOKEN = 3
+    CYCLES = 4
+    MATVEC_CYCLES = 5
+    ATTEND_CYCLES = 6
+    KV_CYCLES = 7
+    OTHER_CYCLES = 8
+    READ_BYTES = 9
+    WRITE_BYTES = 10
+    READ_IDLE = 11
+    WEIGHT_STALL = 12
+
+
+#: The CSRs a host may write.
+CSR_WRITABLE = (Csr.PROGRAM_ADDR, Csr.N_INSTR)
+#: The read-only CSRs that are engine counters (name = lower-cased counter field).
+CSR_COUNTERS = tuple(c for c in Csr if c >= Csr.CYCLES)
+
+#: STATUS response payload after the status byte: busy, error, next_token, cycles.
+STATUS_REPLY = struct.Struct("<BBIQ")
 
 
 def encode_frame(op: int, seq: int, payload: bytes = b"", version: int = VERSION) -> bytes:
@@ -89,13 +132,20 @@ class Frame:
     op: int
     seq: int
     payload: bytes
+    crc: int = 0            # the frame's CRC32 as received
+    crc_ok: bool = True     # False: a readable header whose CRC failed (payload empty)
 
 
 class FrameDecoder:
     """Incremental frame parser: ``feed`` bytes, get complete frames; garbage, corrupt and
     truncated frames are skipped (counted in ``crc_errors`` / ``resyncs``). A frame whose
     header is sane but CRC fails is reported through ``bad_headers`` (so a NACK can name
-    its ``seq``)."""
+    its ``seq``), and, with ``feed(..., include_bad=True)``, in stream order among the good
+    frames (``crc_ok=False``).
+
+    Resynchronisation: after a bad header or a CRC failure, scanning resumes one byte
+    after that frame's magic, so a good frame inside the bytes a truncated frame swallowed
+    is still found."""
 
     def __init__(self):
         self.buf = bytearray()
@@ -103,7 +153,7 @@ class FrameDecoder:
         self.resyncs = 0
         self.bad_headers: list[Frame] = []
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes, *, include_bad: bool = False) -> list[Frame]:
         self.buf += data
         out = []
         while True:
@@ -120,7 +170,7 @@ class FrameDecoder:
             if len(self.buf) < HEADER_BYTES:
                 return out
             _, version, op, seq, length, hcheck = HEADER.unpack_from(self.buf)
-            if length > MAX_PAYLOAD or zlib.crc32(bytes(self.buf[:HEADER_BYTES - 2])) & 0xFFFF != hcheck:
+            if length > MAX_PAYLOAD or zlib.crc32(bytes(self.buf[:HCHECK_COVERS])) & 0xFFFF != hcheck:
                 # not a real header (or a corrupted one): skip this magic
                 self.resyncs += 1
                 del self.buf[:1]
@@ -132,11 +182,14 @@ class FrameDecoder:
             (crc,) = struct.unpack_from("<I", self.buf, HEADER_BYTES + length)
             if zlib.crc32(body) != crc:
                 self.crc_errors += 1
-                self.bad_headers.append(Frame(version, op, seq, b""))
+                bad = Frame(version, op, seq, b"", crc, crc_ok=False)
+                self.bad_headers.append(bad)
+                if include_bad:
+                    out.append(bad)
                 del self.buf[:1]               # resync after this magic
                 continue
             del self.buf[:total]
-            out.append(Frame(version, op, seq, body[HEADER_BYTES:]))
+            out.append(Frame(version, op, seq, body[HEADER_BYTES:], crc))
 
 
 class Transport:
@@ -166,9 +219,28 @@ class LinkStats:
         return self.payload_bytes / self.wire_bytes if self.wire_bytes else 0.0
 
 
+class EngineStatus(NamedTuple):
+    """What STATUS answers: the engine is running, it flagged an error (memory response
+    or bad opcode, sticky until the next RUN), and the last run's result."""
+
+    busy: bool
+    error: bool
+    next_token: int
+    cycles: int
+
+
 @dataclass
 class Link:
-    """Host side: one command at a time, each acknowledged, with bounded retries."""
+    """Host side: one command at a time, each acknowledged, with bounded retries.
+
+    Every method sends its command (retrying up to ``retries`` times when no valid
+    response arrives within ``timeout`` seconds or the device saw a CRC error) and raises
+    :class:`ProtocolError` naming the command and the problem otherwise. ``stats`` counts
+    frames, retries, payload and wire bytes (``stats.efficiency``).
+
+    Public commands: :meth:`hello`, :meth:`write_mem`, :meth:`read_mem`,
+    :meth:`write_csr`, :meth:`read_csr`, :meth:`run`, :meth:`status`, :meth:`reset`.
+    """
 
     transport: Transport
     timeout: float = 1.0
@@ -212,7 +284,6 @@ class Link:
                             f"({'; '.join(dict.fromkeys(problems))})")
 
     def _await(self, op: Op) -> tuple[Frame | None, str]:
-        import time
         deadline = time.monotonic() + self.timeout
         while True:
             left = deadline - time.monotonic()
@@ -230,19 +301,29 @@ class Link:
 
     # ---- commands ------------------------------------------------------------------
     def hello(self) -> tuple[int, bytes]:
+        """(protocol version, 8-byte config hash) of the device."""
         r = self.transact(Op.HELLO)
         return r[0], r[1:9]
 
+    @staticmethod
+    def _check_aligned(what: str, addr: int, length: int) -> None:
+        if addr < 0 or addr % MEM_ALIGN or length % MEM_ALIGN:
+            raise ProtocolError(f"{what}: address {addr:#x} and length {length} must be multiples of "
+                                f"{MEM_ALIGN} bytes (MEM_ALIGN); pad the data or align the region")
+
     def write_mem(self, addr: int, data: bytes) -> None:
-        step = MAX_PAYLOAD - 8
-        for off in range(0, len(data), step):
-            self.transact(Op.WRITE_MEM, struct.pack("<Q", addr + off) + data[off:off + step])
+        """Write ``data`` at byte address ``addr`` (both multiples of :data:`MEM_ALIGN`),
+        in frames of :data:`MEM_CHUNK` bytes."""
+        self._check_aligned("WRITE_MEM", addr, len(data))
+        for off in range(0, len(data), MEM_CHUNK):
+            self.transact(Op.WRITE_MEM, struct.pack("<Q", addr + off) + data[off:off + MEM_CHUNK])
 
     def read_mem(self, addr: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``addr`` (both multiples of :data:`MEM_ALIGN`)."""
+        self._check_aligned("READ_MEM", addr, length)
         out = bytearray()
-        step = MAX_PAYLOAD - 1
-        for off in range(0, length, step):
-            n = min(step, length - off)
+        for off in range(0, length, MEM_CHUNK):
+            n = min(MEM_CHUNK, length - off)
             r = self.transact(Op.READ_MEM, struct.pack("<QI", addr + off, n))
             if len(r) != n:
                 raise ProtocolError(f"READ_MEM: asked for {n} bytes at {addr + off:#x}, got {len(r)}")
@@ -250,44 +331,92 @@ class Link:
         return bytes(out)
 
     def write_csr(self, index: int, value: int) -> None:
+        """Write CSR ``index`` (a :class:`Csr`; only :data:`CSR_WRITABLE` ones)."""
         self.transact(Op.WRITE_CSR, struct.pack("<HQ", index, value))
 
     def read_csr(self, index: int) -> int:
+        """Read CSR ``index`` (a :class:`Csr`)."""
         return struct.unpack("<Q", self.transact(Op.READ_CSR, struct.pack("<H", index)))[0]
 
-    def run(self, token: int, pos: int, timeout: float | None = None) -> tuple[int, int]:
-        r = self.transact(Op.RUN, struct.pack("<II", token, pos))
-        nxt, cycles = struct.unpack("<IQ", r)
-        return nxt, cycles
+    def status(self) -> EngineStatus:
+        """The engine's state and last result (STATUS)."""
+        busy, error, nxt, cycles = STATUS_REPLY.unpack(self.transact(Op.STATUS))
+        return EngineStatus(bool(busy), bool(error), nxt, cycles)
+
+    def start(self, token: int, pos: int) -> None:
+        """Start one token program (RUN) and return at once; see :meth:`run`."""
+        self.transact(Op.RUN, struct.pack("<II", token, pos))
+
+    def run(self, token: int, pos: int, *, timeout: float = 600.0, poll: float = 0.002) -> tuple[int, int]:
+        """Run the token program at ``Csr.PROGRAM_ADDR`` / ``Csr.N_INSTR`` for ``token`` at
+        position ``pos`` and wait for it: RUN, then STATUS every ``poll`` seconds (growing
+        to 50 ms) until the engine is idle. Returns ``(next_token, cycles)``. Raises
+        :class:`ProtocolError` when the engine is already running, flags an error, or
+        is still running after ``timeout`` seconds."""
+        self.start(token, pos)
+        deadline = time.monotonic() + timeout
+        wait = poll
+        while True:
+            st = self.status()
+            if not st.busy:
+                break
+            if time.monotonic() >= deadline:
+                raise ProtocolError(f"RUN (token {token}, pos {pos}): the engine is still busy after {timeout:g} s "
+                                    f"({st.cycles} cycles so far); raise the timeout or check the program")
+            time.sleep(wait)
+            wait = min(wait * 2, 0.05)
+        if st.error:
+            raise ProtocolError(f"RUN (token {token}, pos {pos}): the engine flagged an error (a memory response "
+                                f"error or an unknown opcode) after {st.cycles} cycles")
+        return st.next_token, st.cycles
+
+    def reset(self) -> None:
+        """RESET: the device forgets its stored response, so the next frame executes
+        whatever its ``seq`` (send it first when a new host session starts)."""
+        self.transact(Op.RESET)
 
 
 class DeviceModel:
-    """Reference of the device side of the protocol over a memory and CSRs. ``run`` is a
-    callback ``(token, pos) -> (next_token, cycles)`` (the engine, or a model of it)."""
+    """Reference of the device side of the protocol over a memory and CSRs.
 
-    def __init__(self, memory: bytearray, *, config_hash: bytes = bytes(8), run=None, n_csr: int = 64):
+    ``run`` is a callback ``(token, pos) -> (next_token, cycles)`` (the engine, or a model
+    of it); it completes at once, so STATUS after RUN says not busy. The read-only CSRs
+    are the engine status, the last next token and cycles; the other counters read 0.
+    """
+
+    def __init__(self, memory: bytearray, *, config_hash: bytes = bytes(8), run=None):
         self.mem, self.config_hash, self._run = memory, config_hash, run
-        self.csr = [0] * n_csr
+        self.csr = {c: 0 for c in Csr}
         self.rx = FrameDecoder()
-        self.last_seq: int | None = None
+        self.last_key: tuple[int, int] | None = None    # (seq, crc) of the last executed frame
         self.last_response = b""
         self.executed = 0
+        self.next_token = 0
+        self.cycles = 0
 
     def receive(self, data: bytes) -> bytes:
-        """Bytes in from the host; bytes out (responses)."""
+        """Bytes in from the host; bytes out (responses, in the order of the frames)."""
         out = bytearray()
-        frames = self.rx.feed(data)
-        for bad in self.rx.bad_headers:
-            out += encode_frame(bad.op | RESPONSE, bad.seq, bytes([Status.CRC_ERROR]))
-        self.rx.bad_headers.clear()
-        for f in frames:
-            if f.seq == self.last_seq:
+        for f in self.rx.feed(data, include_bad=True):
+            if not f.crc_ok:
+                out += encode_frame(f.op | RESPONSE, f.seq, bytes([Status.CRC_ERROR]))
+                continue
+            if (f.seq, f.crc) == self.last_key:
                 out += self.last_response        # a retry of what was executed: answer again
                 continue
             resp = self._execute(f)
-            self.last_seq, self.last_response = f.seq, resp
             out += resp
+            if f.op == Op.RESET and f.version == VERSION:
+                self.last_key, self.last_response = None, b""
+            else:
+                self.last_key, self.last_response = (f.seq, f.crc), resp
+        self.rx.bad_headers.clear()
         return bytes(out)
+
+    def _mem_check(self, addr: int, n: int) -> Status | None:
+        if addr % MEM_ALIGN or n % MEM_ALIGN or addr + n > len(self.mem):
+            return Status.BAD_ADDRESS
+        return None
 
     def _execute(self, f: Frame) -> bytes:
         def reply(status, payload=b""):
@@ -306,8 +435,8 @@ class DeviceModel:
             if len(p) < 8:
                 return reply(Status.BAD_LENGTH)
             (addr,) = struct.unpack_from("<Q", p)
-            if addr + len(p) - 8 > len(self.mem):
-                return reply(Status.BAD_ADDRESS)
+            if (bad := self._mem_check(addr, len(p) - 8)) is not None:
+                return reply(bad)
             self.mem[addr:addr + len(p) - 8] = p[8:]
             return reply(Status.OK)
         if op == Op.READ_MEM:
@@ -316,30 +445,30 @@ class DeviceModel:
             addr, n = struct.unpack("<QI", p)
             if n > MAX_PAYLOAD - 1:
                 return reply(Status.BAD_LENGTH)
-            if addr + n > len(self.mem):
-                return reply(Status.BAD_ADDRESS)
+            if (bad := self._mem_check(addr, n)) is not None:
+                return reply(bad)
             return reply(Status.OK, bytes(self.mem[addr:addr + n]))
         if op in (Op.WRITE_CSR, Op.READ_CSR):
             need = 10 if op == Op.WRITE_CSR else 2
             if len(p) != need:
                 return reply(Status.BAD_LENGTH)
             (idx,) = struct.unpack_from("<H", p)
-            if idx >= len(self.csr):
+            if idx not in Csr._value2member_map_ or (op == Op.WRITE_CSR and idx not in CSR_WRITABLE):
                 return reply(Status.BAD_ADDRESS)
             if op == Op.WRITE_CSR:
-                self.csr[idx] = struct.unpack_from("<Q", p, 2)[0]
+                self.csr[Csr(idx)] = struct.unpack_from("<Q", p, 2)[0]
                 return reply(Status.OK)
-            return reply(Status.OK, struct.pack("<Q", self.csr[idx]))
+            return reply(Status.OK, struct.pack("<Q", self.csr[Csr(idx)]))
         if op == Op.RUN:
             if len(p) != 8:
                 return reply(Status.BAD_LENGTH)
             if self._run is None:
                 return reply(Status.DEVICE_ERROR)
-            nxt, cycles = self._run(*struct.unpack("<II", p))
-            return reply(Status.OK, struct.pack("<IQ", nxt, cycles))
+            self.next_token, self.cycles = self._run(*struct.unpack("<II", p))
+            self.csr[Csr.NEXT_TOKEN], self.csr[Csr.CYCLES] = self.next_token, self.cycles
+            return reply(Status.OK)
         if op == Op.STATUS:
-            return reply(Status.OK, bytes([0, 0]))
+            return reply(Status.OK, STATUS_REPLY.pack(0, 0, self.next_token, self.cycles))
         if op == Op.RESET:
-            self.last_seq = None
             return reply(Status.OK)
         return reply(Status.BAD_OPCODE)  # pragma: no cover (every Op handled above)

@@ -148,6 +148,12 @@ def cmd_bench(args) -> int:
     return run_bench(args.suite, json_path=args.json, args=args)
 
 
+def cmd_sim_board(args) -> int:
+    from sim.board import serve
+    cfg = _load(args)
+    return serve(cfg, args.listen)
+
+
 def cmd_config(args) -> int:
     cfg = _load(args)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
@@ -241,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--report-from", action="append", metavar="JSON",
                    help="attach a saved `lutforge report --json` result instead of rerunning the flow (repeatable)")
     b.set_defaults(func=cmd_bench)
+
+    sb = sub.add_parser("sim-board", help="serve the simulated board (host link + decode engine + memory, "
+                                          "Verilator) on a socket for host_runtime (target sim://...)")
+    _add_config_args(sb, required=True)
+    sb.add_argument("--listen", default=None, metavar="URL",
+                    help="tcp://127.0.0.1:PORT (0 = a free port; default tcp://127.0.0.1:0) or unix:///path")
+    sb.set_defaults(func=cmd_sim_board)
 
     c = sub.add_parser("config", help="validate a config and print it with defaults filled in")
     _add_config_args(c)

@@ -167,18 +167,24 @@ def build(sources: dict[str, str], top: str, *, extra_files: list[Path] = ()) ->
 RAW_MAIN = Path(__file__).parent / "rtl" / "raw_main.cpp"
 
 
-def build_raw(sources: dict[str, str], top: str, *, extra_files: list[Path] = ()) -> Path:
-    """Build (or reuse) a plain Verilator executable of ``sources`` driven by
-    ``sim/rtl/raw_main.cpp`` (no cocotb, no VPI): the raw-speed reference."""
+def build_raw(sources: dict[str, str], top: str, *, extra_files: list[Path] = (), main: Path = RAW_MAIN,
+              prefix: str = "Vraw") -> Path:
+    """Build (or reuse) a plain Verilator executable of ``sources`` driven by the C++
+    ``main`` (default ``sim/rtl/raw_main.cpp``: no cocotb, no VPI, the raw-speed
+    reference; ``sim/rtl/board_main.cpp`` is the simulated board). The model class and
+    the binary are named ``prefix``; the cache key covers every text, the flags and the
+    tool version."""
     files = dict(sources)
-    for f in list(extra_files) + [RAW_MAIN]:
+    for f in list(extra_files) + [main]:
         files[Path(f).name] = Path(f).read_text()
     h = hashlib.sha256()
     for name in sorted(files):
         h.update(name.encode() + b"\0" + files[name].encode() + b"\0")
-    h.update("\0".join(["raw", *BUILD_FLAGS, OPT_FAST, top, verilator_version()]).encode())
+    # (the default prefix is left out of the key, so raw models built before it existed stay cached)
+    h.update("\0".join(["raw", *([prefix] if prefix != "Vraw" else []), *BUILD_FLAGS, OPT_FAST, top,
+                         verilator_version()]).encode())
     build_dir = cache_root() / "verilator-raw" / h.hexdigest()[:20]
-    binary = build_dir / "Vraw"
+    binary = build_dir / prefix
     with _locked(build_dir.parent / f"{build_dir.name}.lock"):
         if not binary.exists():
             src = build_dir / "src"
@@ -187,8 +193,8 @@ def build_raw(sources: dict[str, str], top: str, *, extra_files: list[Path] = ()
             for name, text in files.items():
                 (src / name).write_text(text)
                 paths.append(src / name)
-            cmd = [str(toolchain.verilator_bin()), "--cc", "--exe", "--build", "-j", "2", "--prefix", "Vraw",
-                   "--top-module", top, "-Mdir", str(build_dir), "-o", "Vraw", *BUILD_FLAGS,
+            cmd = [str(toolchain.verilator_bin()), "--cc", "--exe", "--build", "-j", "2", "--prefix", prefix,
+                   "--top-module", top, "-Mdir", str(build_dir), "-o", prefix, *BUILD_FLAGS,
                    "-MAKEFLAGS", f"OPT_FAST={OPT_FAST}", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
                    *[str(p) for p in paths]]
             out = subprocess.run(cmd, env=_env_with_verilator(), capture_output=True, text=True)

@@ -63,8 +63,8 @@ def test_round_trip_and_efficiency():
     assert link.stats.efficiency >= 0.95, link.stats
     assert link.read_mem(4096, len(data)) == data
     assert link.hello() == (P.VERSION, b"\x01\x02\x03\x04\x05\x06\x07\x08")
-    link.write_csr(3, 0xDEADBEEF12345678)
-    assert link.read_csr(3) == 0xDEADBEEF12345678
+    link.write_csr(P.Csr.PROGRAM_ADDR, 0xDEADBEEF12345678)
+    assert link.read_csr(P.Csr.PROGRAM_ADDR) == 0xDEADBEEF12345678
 
 
 @pytest.mark.parametrize("fault", ["flip", "drop", "truncate", "duplicate"])
@@ -116,7 +116,11 @@ def test_version_mismatch_is_named():
 def test_bad_requests_get_device_errors():
     link = P.Link(Loopback(_device(size=4096)), timeout=0.01)
     with pytest.raises(P.ProtocolError, match="WRITE_MEM: device answered BAD_ADDRESS"):
-        link.write_mem(4000, bytes(200))
+        link.write_mem(4000, bytes(208))
+    with pytest.raises(P.ProtocolError, match="READ_MEM: device answered BAD_ADDRESS"):
+        link.read_mem(4080, 32)
+    with pytest.raises(P.ProtocolError, match="WRITE_CSR: device answered BAD_ADDRESS"):
+        link.write_csr(P.Csr.CYCLES, 5)             # read-only
     with pytest.raises(P.ProtocolError, match="READ_CSR: device answered BAD_ADDRESS"):
         link.read_csr(1000)
     with pytest.raises(P.ProtocolError, match="RUN: device answered DEVICE_ERROR"):
@@ -129,3 +133,59 @@ def test_decoder_resyncs_over_garbage():
     frames = dec.feed(b"garbageLF\xff" + f1[:5]) + dec.feed(f1[5:] + b"\x00LF" + f2)
     assert [(f.op, f.seq, f.payload) for f in frames] == [(P.Op.HELLO, 1, b""), (P.Op.STATUS, 2, b"xyz")]
     assert dec.resyncs > 0
+
+
+def test_memory_commands_are_aligned():
+    """Misaligned requests: the host refuses them before sending; the device (for a host
+    that sends them anyway) answers BAD_ADDRESS."""
+    dev = _device(size=8192)
+    link = P.Link(Loopback(dev), timeout=0.01)
+    for call in (lambda: link.write_mem(8, bytes(16)), lambda: link.write_mem(16, bytes(20)),
+                 lambda: link.read_mem(4, 16), lambda: link.read_mem(0, 17)):
+        with pytest.raises(P.ProtocolError, match="must be multiples of 16 bytes"):
+            call()
+    assert link.stats.frames_sent == 0
+    for op, payload in [(P.Op.WRITE_MEM, (8).to_bytes(8, "little") + bytes(16)),
+                        (P.Op.WRITE_MEM, bytes(8) + bytes(20)),
+                        (P.Op.READ_MEM, (4).to_bytes(8, "little") + (16).to_bytes(4, "little")),
+                        (P.Op.READ_MEM, bytes(8) + (24).to_bytes(4, "little"))]:
+        with pytest.raises(P.ProtocolError, match="device answered BAD_ADDRESS"):
+            link.transact(op, payload)
+    link.write_mem(8192 - 4080, bytes(range(256)) * 15 + bytes(240))   # one full aligned chunk at the end
+    assert link.read_mem(8192 - 16, 16) == bytes(16)
+
+
+def test_run_status_and_csrs():
+    dev = _device(run=lambda tok, pos: (tok * 3 + pos, 777 + pos))
+    link = P.Link(Loopback(dev), timeout=0.01)
+    assert link.status() == P.EngineStatus(False, False, 0, 0)
+    link.write_csr(P.Csr.N_INSTR, 42)
+    assert link.run(5, 2) == (17, 779)
+    assert link.status() == P.EngineStatus(False, False, 17, 779)
+    assert link.read_csr(P.Csr.N_INSTR) == 42
+    assert link.read_csr(P.Csr.NEXT_TOKEN) == 17 and link.read_csr(P.Csr.CYCLES) == 779
+    assert link.read_csr(P.Csr.ENGINE_STATUS) == 0
+
+
+def test_duplicates_answer_the_stored_response_and_reset_forgets_it():
+    runs = []
+    dev = _device(run=lambda tok, pos: (runs.append(tok) or (tok, 1)))
+    run = P.encode_frame(P.Op.RUN, 9, (1).to_bytes(4, "little") + bytes(4))
+    first = dev.receive(run)
+    assert dev.receive(run) == first and runs == [1]                  # a retry: not run again
+    other = P.encode_frame(P.Op.RUN, 9, (2).to_bytes(4, "little") + bytes(4))
+    dev.receive(other)                                                # same seq, another frame: runs
+    assert runs == [1, 2]
+    dev.receive(P.encode_frame(P.Op.RESET, 10))
+    dev.receive(other)                                                # RESET forgot frame 9
+    assert runs == [1, 2, 2]
+
+
+def test_device_answers_in_frame_order():
+    """A NACK for a corrupt frame comes between the responses of its neighbours."""
+    dev = _device()
+    good1, good2 = P.encode_frame(P.Op.HELLO, 1), P.encode_frame(P.Op.STATUS, 3)
+    bad = bytearray(P.encode_frame(P.Op.HELLO, 2, b"abcd"))
+    bad[13] ^= 1
+    out = P.FrameDecoder().feed(dev.receive(good1 + bytes(bad) + good2))
+    assert [(f.seq, f.payload[0]) for f in out] == [(1, P.Status.OK), (2, P.Status.CRC_ERROR), (3, P.Status.OK)]

@@ -40,7 +40,7 @@ def test_stream_socket_target(tmp_path, kind):
     th.start()
     tr = open_target(target)
     link = P.Link(tr, timeout=2.0)
-    data = os.urandom(20_000)
+    data = os.urandom(20_000)  # a multiple of MEM_ALIGN
     link.write_mem(256, data)
     assert link.read_mem(256, len(data)) == data
     tr.close()
@@ -67,8 +67,8 @@ def test_udp_target():
     th = threading.Thread(target=serve, daemon=True)
     th.start()
     link = P.Link(open_target(f"udp://127.0.0.1:{srv.getsockname()[1]}"), timeout=2.0)
-    link.write_mem(0, b"hello board")
-    assert link.read_mem(0, 11) == b"hello board"
+    link.write_mem(0, b"hello board, hi!")
+    assert link.read_mem(0, 16) == b"hello board, hi!"
     stop.set()
     th.join(timeout=2)
 
