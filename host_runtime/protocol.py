@@ -245,6 +245,8 @@ class Link:
     transport: Transport
     timeout: float = 1.0
     retries: int = 5
+    #: Memory-command frames in flight (the device's receive ring holds two frames).
+    window: int = 2
     seq: int = 0
     stats: LinkStats = field(default_factory=LinkStats)
 
@@ -272,16 +274,20 @@ class Link:
                 if status == Status.CRC_ERROR:
                     problems.append("the device saw a CRC error")
                     continue
-                if resp.version != VERSION or status == Status.VERSION_MISMATCH:
-                    raise ProtocolError(f"{op.name}: protocol version mismatch: host speaks {VERSION}, "
-                                        f"device {resp.version}; rebuild the bitstream or update the host")
-                if status != Status.OK:
-                    name = Status(status).name if status in Status._value2member_map_ else str(status)
-                    raise ProtocolError(f"{op.name}: device answered {name}")
+                self._check_status(op, resp, status)
                 return resp.payload[1:]
             problems.append(why)
         raise ProtocolError(f"{op.name} (seq {self.seq}): no valid response after {self.retries + 1} attempts "
                             f"({'; '.join(dict.fromkeys(problems))})")
+
+    @staticmethod
+    def _check_status(op: Op, resp: Frame, status: int) -> None:
+        if resp.version != VERSION or status == Status.VERSION_MISMATCH:
+            raise ProtocolError(f"{op.name}: protocol version mismatch: host speaks {VERSION}, "
+                                f"device {resp.version}; rebuild the bitstream or update the host")
+        if status != Status.OK:
+            name = Status(status).name if status in Status._value2member_map_ else str(status)
+            raise ProtocolError(f"{op.name}: device answered {name}")
 
     def _await(self, op: Op) -> tuple[Frame | None, str]:
         deadline = time.monotonic() + self.timeout
@@ -313,22 +319,80 @@ class Link:
 
     def write_mem(self, addr: int, data: bytes) -> None:
         """Write ``data`` at byte address ``addr`` (both multiples of :data:`MEM_ALIGN`),
-        in frames of :data:`MEM_CHUNK` bytes."""
+        in frames of :data:`MEM_CHUNK` bytes, ``window`` frames in flight."""
         self._check_aligned("WRITE_MEM", addr, len(data))
-        for off in range(0, len(data), MEM_CHUNK):
-            self.transact(Op.WRITE_MEM, struct.pack("<Q", addr + off) + data[off:off + MEM_CHUNK])
+        self._pipelined(Op.WRITE_MEM, [struct.pack("<Q", addr + off) + data[off:off + MEM_CHUNK]
+                                       for off in range(0, len(data), MEM_CHUNK)])
 
     def read_mem(self, addr: int, length: int) -> bytes:
         """Read ``length`` bytes at ``addr`` (both multiples of :data:`MEM_ALIGN`)."""
         self._check_aligned("READ_MEM", addr, length)
-        out = bytearray()
-        for off in range(0, length, MEM_CHUNK):
-            n = min(MEM_CHUNK, length - off)
-            r = self.transact(Op.READ_MEM, struct.pack("<QI", addr + off, n))
+        reqs = [(addr + off, min(MEM_CHUNK, length - off)) for off in range(0, length, MEM_CHUNK)]
+        out = self._pipelined(Op.READ_MEM, [struct.pack("<QI", a, n) for a, n in reqs])
+        for (a, n), r in zip(reqs, out):
             if len(r) != n:
-                raise ProtocolError(f"READ_MEM: asked for {n} bytes at {addr + off:#x}, got {len(r)}")
-            out += r
-        return bytes(out)
+                raise ProtocolError(f"READ_MEM: asked for {n} bytes at {a:#x}, got {len(r)}")
+        return b"".join(out)
+
+    def _pipelined(self, op: Op, payloads: list[bytes]) -> list[bytes]:
+        """Run idempotent commands (WRITE_MEM to distinct addresses, READ_MEM) with up to
+        ``window`` frames in flight, so the device receives the next frame while it
+        executes one (its receive ring holds two). A frame whose response is missing
+        after ``timeout`` or comes back CRC_ERROR is sent again, at most ``retries``
+        times; re-execution is harmless because these commands are idempotent and the
+        frames of one call touch disjoint memory."""
+        if self.window <= 1 or len(payloads) <= 1:
+            return [self.transact(op, p) for p in payloads]
+        results: list[bytes | None] = [None] * len(payloads)
+        pending: dict[int, list] = {}       # seq -> [index, frame, attempts, deadline, problems]
+        nxt = 0
+
+        def send(entry) -> None:
+            try:
+                self.transport.send(entry[1])
+            except OSError as e:
+                raise ProtocolError(f"{op.name}: the link is down ({e.strerror or e})") from None
+            self.stats.frames_sent += 1
+            self.stats.payload_bytes += len(payloads[entry[0]])
+            self.stats.wire_bytes += len(entry[1])
+            entry[3] = time.monotonic() + self.timeout
+
+        def retry(seq: int, why: str) -> None:
+            entry = pending[seq]
+            entry[4].append(why)
+            entry[2] += 1
+            if entry[2] > self.retries:
+                raise ProtocolError(f"{op.name} (seq {seq}): no valid response after {self.retries + 1} attempts "
+                                    f"({'; '.join(dict.fromkeys(entry[4]))})")
+            self.stats.retries += 1
+            send(entry)
+
+        while nxt < len(payloads) or pending:
+            while nxt < len(payloads) and len(pending) < self.window:
+                self.seq = (self.seq + 1) & 0xFFFF
+                pending[self.seq] = entry = [nxt, encode_frame(op, self.seq, payloads[nxt]), 0, 0.0, []]
+                send(entry)
+                nxt += 1
+            oldest = min(pending, key=lambda q: pending[q][3])
+            left = pending[oldest][3] - time.monotonic()
+            if left <= 0:
+                retry(oldest, f"timed out after {self.timeout:g} s")
+                continue
+            try:
+                data = self.transport.recv(left)
+            except OSError as e:
+                raise ProtocolError(f"{op.name}: the link is down ({e.strerror or e})") from None
+            for f in self._rx.feed(data):
+                if f.seq not in pending or f.op != (op | RESPONSE):
+                    continue                # stale, duplicated, or not ours
+                status = f.payload[0] if f.payload else Status.DEVICE_ERROR
+                if status == Status.CRC_ERROR:
+                    retry(f.seq, "the device saw a CRC error")
+                    continue
+                self._check_status(op, f, status)
+                results[pending.pop(f.seq)[0]] = f.payload[1:]
+            self._rx.bad_headers.clear()
+        return results
 
     def write_csr(self, index: int, value: int) -> None:
         """Write CSR ``index`` (a :class:`Csr`; only :data:`CSR_WRITABLE` ones)."""
