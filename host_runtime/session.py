@@ -171,7 +171,7 @@ class Session:
         ctx = context or min(limits.max_context, model.hparams.context_length)
         decoder = IntLlama(model, cfg.decode.decode_numerics(), max_context=ctx)
         prog = compile_decode(decoder, limits, context=ctx)
-        s = cls(link, prog, model, decoder, config_hash=bytes.fromhex(cfg.hash()))
+        s = cls(link, prog, model, decoder, config_hash=cfg.hash_bytes())
         s.check_device(cfg.name)
         s.upload_stats = s.upload(progress=progress, verify=verify, force=force_upload)
         return s

@@ -517,6 +517,10 @@ class AcceleratorConfig(_Strict):
                           sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def hash_bytes(self) -> bytes:
+        """:meth:`hash` as the 8 bytes a bitstream reports over the host link (HELLO)."""
+        return bytes.fromhex(self.hash())
+
 
 # ---------------------------------------------------------------- loading ----------
 

@@ -54,7 +54,7 @@ _HANDSHAKES = {"arready", "rvalid", "awready", "wready", "bvalid"}
 
 def config_hash_bytes(cfg) -> bytes:
     """The 8 bytes HELLO reports: the config's hash (``cfg.hash()``, 16 hex digits)."""
-    return bytes.fromhex(cfg.hash())
+    return cfg.hash_bytes()
 
 
 class BoardHarness(wiring.Component):

@@ -20,7 +20,7 @@ class IsaBoard(DeviceModel):
 
     def __init__(self, cfg, *, memory_bytes: int | None = None):
         size = memory_bytes or cfg.memory.sim.size_bytes
-        super().__init__(bytearray(size), config_hash=bytes.fromhex(cfg.hash()), run=self._run_token)
+        super().__init__(bytearray(size), config_hash=cfg.hash_bytes(), run=self._run_token)
         self.engine = DecodeISAModel(self.mem, cfg.decode.decode_numerics())
 
     def _run_token(self, token: int, pos: int) -> tuple[int, int]:
