@@ -125,9 +125,26 @@ class DecodeNumerics:
         return cls(**d)
 
 
+def attention_lanes(head_dim: int) -> int:
+    """Channels per cycle of the engine's KV read / attention path for a ``head_dim``
+    limit: the largest power of two <= ``ATTENTION_LANES`` dividing it (a K/V vector never
+    straddles two heads)."""
+    lanes = ATTENTION_LANES
+    while head_dim % lanes:
+        lanes //= 2
+    return lanes
+
+
+#: Widest K/V vector of the decode engine (16 int32 channels: 16 KV8 codes = one 128-bit beat).
+ATTENTION_LANES = 16
+
+
 @dataclass(frozen=True)
 class DecodeShape:
-    """Model shape limits of a decode engine (what one bitstream supports)."""
+    """Model shape limits of a decode engine (what one bitstream supports). Besides the
+    sizes, the engine serves the query heads of one KV head in parallel and reads K/V in
+    vectors of :func:`attention_lanes` channels: a model's ``n_heads / n_kv_heads`` must not
+    exceed the limits' and its ``head_dim`` must be a multiple of the lanes."""
 
     n_layers: int
     dim: int
@@ -150,6 +167,13 @@ class DecodeShape:
             if getattr(need, f.name) > getattr(self, f.name):
                 raise ConfigError(f"model needs {f.name} = {getattr(need, f.name)}, "
                                   f"engine allows at most {getattr(self, f.name)}")
+        if need.n_heads // need.n_kv_heads > self.n_heads // self.n_kv_heads:
+            raise ConfigError(f"model has {need.n_heads // need.n_kv_heads} query heads per KV head, "
+                              f"engine serves at most {self.n_heads // self.n_kv_heads}")
+        lanes = attention_lanes(self.head_dim)
+        if need.head_dim % lanes:
+            raise ConfigError(f"model head_dim = {need.head_dim} is not a multiple of the engine's "
+                              f"{lanes} attention lanes")
 
 
 def _sat32(x):
