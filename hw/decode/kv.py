@@ -36,6 +36,7 @@ from .funcs import MantScaleUnit, bit_length
 #: Unit widths of the (un)packers and their select codes.
 UNITS = (2, 4, 8, 32, 64)
 SEL_WORD, SEL_PARAM = 3, 4
+SEL_KPARAMS = 5          # READ only: the K parameter records of a whole beat (up to lanes)
 #: V parameter records are read for this many tokens at a time (one burst per chunk).
 V_CHUNK = 16
 #: Segments of a READ (see :class:`_Walker`).
@@ -268,7 +269,8 @@ class KVUnit(wiring.Component):
         # runs start on a beat). Takes wider than a beat gather several beats first.
         Lc = self.lanes
         lg_l = Lc.bit_length() - 1
-        tbs = (2 * Lc, 4 * Lc, 8 * Lc, 32 * Lc, 64)
+        kp_n = min(W // 64, Lc)          # K parameter records per take
+        tbs = (2 * Lc, 4 * Lc, 8 * Lc, 32 * Lc, 64, 64 * kp_n)
         BW = max(tbs + (W,))
         tk_sel = Signal(3)
         tk_last = Signal()
@@ -593,16 +595,17 @@ class KVUnit(wiring.Component):
                 m.d.comb += [kpr.addr.eq(vi), vpr.addr.eq(vpp)]
                 with m.Switch(w.st):
                     with m.Case(SEG_PARAMS):
-                        m.d.comb += [tk_want.eq(1), tk_sel.eq(SEL_PARAM)]
-                        with m.If(~w.isv):     # K: one record per channel, lanes per word
-                            m.d.comb += tk_last.eq(i == row - 1)
+                        m.d.comb += [tk_want.eq(1), tk_sel.eq(Mux(w.isv, SEL_PARAM, SEL_KPARAMS))]
+                        with m.If(~w.isv):     # K: one record per channel, kp_n per take, lanes per word
+                            m.d.comb += tk_last.eq(i == row - kp_n)
                             with m.If(took):
-                                new = Cat(pacc[64:], rec.as_value()) if Lc > 1 else rec.as_value()
-                                m.d.sync += [pacc.eq(new), i.eq(i + 1), pl.eq(pl + 1)]
-                                with m.If(pl == Lc - 1):
+                                recs = tk_data[:64 * kp_n]
+                                new = Cat(pacc[64 * kp_n:], recs) if Lc > kp_n else recs
+                                m.d.sync += [pacc.eq(new), i.eq(i + kp_n), pl.eq(pl + 1)]
+                                with m.If(pl == Lc // kp_n - 1):
                                     m.d.comb += [kpw.en.eq(1), kpw.addr.eq(widx), kpw.data.eq(new)]
                                     m.d.sync += [pl.eq(0), widx.eq(widx + 1)]
-                                with m.If(i == row - 1):
+                                with m.If(i == row - kp_n):
                                     m.d.sync += [i.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), c.eq(0), tk.eq(0)]
                                     m.d.comb += cw.adv.eq(1)
                         with m.Else():         # V: one record per head, each token's run padded

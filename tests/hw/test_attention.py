@@ -82,14 +82,14 @@ def _case(nh, nkv, hd, n, seed):
 @pytest.mark.parametrize("lanes,nh,nkv,hd,n,seed", [
     (1, 4, 2, 16, 5, 1), (1, 2, 2, 8, 1, 2), (1, 3, 1, 8, 9, 3), (1, 4, 2, 16, 16, 4),
     (4, 4, 2, 16, 5, 5), (8, 3, 1, 8, 9, 6), (8, 2, 2, 8, 1, 7), (16, 4, 2, 16, 16, 8),
-    (16, 4, 2, 16, 16, 9), (16, 4, 4, 16, 3, 10), (4, 1, 1, 4, 16, 11),
+    (16, 4, 2, 16, 16, 9), (16, 4, 4, 16, 3, 10), (4, 1, 1, 4, 16, 11), (32, 4, 2, 32, 7, 12),
 ])
 def test_attention_matches_reference(lanes, nh, nkv, hd, n, seed):
-    """Buffers at max_heads 4, head_dim 16, context 16; position 0 (n = 1) and a full
-    context (n = 16), GQA 2:1 and 3:1, MHA, extreme queries/keys/values."""
+    """Buffers at max_heads 4, head_dim 16 (32 for 32 lanes), context 16; position 0
+    (n = 1) and a full context (n = 16), GQA 2:1 and 3:1, MHA, extreme queries/keys/values."""
     q, k, v = _case(nh, nkv, hd, n, seed)
     want = U.attention(q, k, v, F).reshape(-1)
-    dut = AttentionUnit(max_heads=4, max_head_dim=16, max_ctx=16, frac=F, exp_table=T["exp2"],
+    dut = AttentionUnit(max_heads=4, max_head_dim=max(16, lanes), max_ctx=16, frac=F, exp_table=T["exp2"],
                         log2e_q30=T["log2e_q30"][0], rcp_table=T["reciprocal"], lanes=lanes)
     c = round((1 << 16) / hd ** 0.5)
     got, _ = _run(dut, {"heads": nh, "kv_heads": nkv, "head_dim": hd, "n": n, "c": c}, q.reshape(-1).tolist(),

@@ -26,12 +26,16 @@ def _unpack(word: int, lanes: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("lanes", [1, 4, 16])
-@pytest.mark.parametrize("kv_bits,k_group,window,tokens", [(4, 4, 0, 10), (8, 2, 3, 9), (2, 4, 1, 9), (16, 4, 0, 5)])
-def test_kv_unit_matches_isa_model(kv_bits, k_group, window, tokens, lanes):
+CASES = [(4, 4, 0, 10), (8, 2, 3, 9), (2, 4, 1, 9), (16, 4, 0, 5)]
+
+
+@pytest.mark.parametrize("lanes,hd,kv_bits,k_group,window,tokens",
+                         [(lanes, 16) + c for lanes in (1, 4, 16) for c in CASES] + [(32, 32) + CASES[0], (32, 32) + CASES[1]])
+def test_kv_unit_matches_isa_model(kv_bits, k_group, window, tokens, lanes, hd):
     """Every position up to 9-10 tokens: window boundaries, K group boundaries, raw ring
-    wrap, KV2/4/8/16; READ rows as vectors of ``lanes`` channels."""
-    nkv, hd, ctx = 2, 16, 16
+    wrap, KV2/4/8/16; READ rows as vectors of ``lanes`` channels (32 lanes: KV8 vectors
+    span two beats)."""
+    nkv, ctx = 2, 16
     L = KVLayout(ctx, nkv, hd, kv_bits, k_group, window)
     num = DecodeNumerics(kv_bits=kv_bits, k_group=k_group, kv_window=window)
     size = BASE + L.size + 4096
