@@ -130,3 +130,17 @@ def test_smollm2_program_streams_its_weights_once_and_matches():
         want = ref.step(tok, cache)
         isa.step(prog.program_addr, len(prog.instrs), tok, pos)
         assert torch.equal(isa.peek_i32(prog.logits_addr, m.hparams.vocab_size), want), f"token {pos}"
+
+
+def test_model_beyond_the_attention_datapath_is_a_clear_error(tiny):
+    """The engine serves the limits' heads/kv_heads query heads per KV vector and reads
+    K/V in vectors of attention_lanes(head_dim) channels."""
+    ref = IntLlama(tiny, DecodeNumerics(), max_context=8)
+    hp = tiny.hparams                                        # 4 heads / 2 KV heads, head_dim 16
+    mha = DecodeShape(2, hp.dim, hp.n_heads, hp.n_heads, hp.head_dim, hp.ffn_dim, hp.vocab_size, 8)
+    with pytest.raises(ConfigError, match="2 query heads per KV head, engine serves at most 1"):
+        compile_decode(ref, mha)
+    wide = DecodeShape(2, hp.dim, hp.n_heads, hp.n_kv_heads, 32, hp.ffn_dim, hp.vocab_size, 8)
+    with pytest.raises(ConfigError, match="head_dim = 16 is not a multiple of the engine's 32 attention lanes"):
+        compile_decode(ref, wide)
+    compile_decode(ref, DecodeShape(2, hp.dim, hp.n_heads, hp.n_kv_heads, 48, hp.ffn_dim, hp.vocab_size, 8))
