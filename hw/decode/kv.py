@@ -14,7 +14,15 @@ SETs) and runs two commands:
   (:func:`hw.decode.isa.kv_quantized_counts`).
 * **READ** (for ATTEND): every cached K row of positions ``0..pos``, then every V row,
   dequantized (``mn + rshift_round(code*man, -e)``, :func:`ref_model.decode.kv_dequantize`)
-  saturated to int32, or raw, as int32 streams for the attention unit.
+  saturated to int32, or raw, as streams of ``lanes``-channel vectors (one KV head's
+  consecutive channels) for the attention unit. An issuer queues the READ's bursts ahead
+  of use (per K group its parameter records, then its code rows; V in chunks of
+  ``V_CHUNK`` tokens: parameters, then codes; then the raw rows of the window), bounded
+  only by the burst reader's FIFO credits; the consumer walks the same segments
+  (:class:`_Walker`) and takes per cycle ``lanes`` codes (or raw words, or a beat of K
+  parameter records) through a lane gearbox into ``lanes`` dequantizers. Cycles: about
+  one per vector (KV4 at 32 lanes: one per beat), ``row / (W/64)`` per K group and
+  ``kv_heads`` per V token for the parameters.
 
 Memory goes through one burst reader and one burst writer with run-time-width
 (un)packers (raw words 32 bits, codes 2/4/8 bits, parameter records 64 bits). Requires
@@ -109,7 +117,7 @@ class KVUnit(wiring.Component):
     cmd : In(stream of KVCommand): ``read`` 0 = APPEND, 1 = READ; layer ``base``; ``pos``.
     regs : In(KVRegs).
     k_in, v_in : In(streams of signed(32)): APPEND's new rows (``kv_heads x head_dim``).
-    k_out, v_out : Out(streams of signed(32)): READ's rows, all K then all V.
+    k_out, v_out : Out(streams of ``lanes`` x signed(32)): READ's rows, all K then all V.
     axi_r, axi_w : the memory ports.
     busy : Out(1).
     """
