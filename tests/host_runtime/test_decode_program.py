@@ -6,12 +6,14 @@ for bit, token after token, for every KV format and at the context limit."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from host_runtime.decode_program import compile_decode, pack_codes
 from hw.decode.isa import Buf, Instr, KVLayout, Op, WeightKind, kv_quantized_counts
-from ref_model.decode import DecodeNumerics, DecodeShape
+from ref_model.decode import ATTENTION_LANES, DecodeNumerics, DecodeShape, attention_lanes
 from ref_model.errors import ConfigError
 from ref_model.models.gguf_model import load_gguf
 from ref_model.models.int_llama import IntLlama
@@ -140,7 +142,10 @@ def test_model_beyond_the_attention_datapath_is_a_clear_error(tiny):
     mha = DecodeShape(2, hp.dim, hp.n_heads, hp.n_heads, hp.head_dim, hp.ffn_dim, hp.vocab_size, 8)
     with pytest.raises(ConfigError, match="2 query heads per KV head, engine serves at most 1"):
         compile_decode(ref, mha)
-    wide = DecodeShape(2, hp.dim, hp.n_heads, hp.n_kv_heads, 32, hp.ffn_dim, hp.vocab_size, 8)
-    with pytest.raises(ConfigError, match="head_dim = 16 is not a multiple of the engine's 32 attention lanes"):
-        compile_decode(ref, wide)
     compile_decode(ref, DecodeShape(2, hp.dim, hp.n_heads, hp.n_kv_heads, 48, hp.ffn_dim, hp.vocab_size, 8))
+    narrow = SimpleNamespace(**{**vars(hp), "head_dim": ATTENTION_LANES // 2})    # a K/V vector over two heads
+    with pytest.raises(ConfigError, match=f"head_dim = {ATTENTION_LANES // 2} is not a multiple of the engine's "
+                                          f"{ATTENTION_LANES} attention lanes"):
+        DecodeShape(2, hp.dim, hp.n_heads, hp.n_kv_heads, 4 * ATTENTION_LANES, hp.ffn_dim, hp.vocab_size,
+                    8).check_fits(narrow, 8)
+    assert [attention_lanes(d) for d in (64, 48, 24, 6, 2)] == [ATTENTION_LANES, 16, 8, 2, 2]
