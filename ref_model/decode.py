@@ -125,9 +125,28 @@ class DecodeNumerics:
         return cls(**d)
 
 
+def attention_lanes(head_dim: int) -> int:
+    """Channels per cycle of the engine's KV read / attention path for a ``head_dim``
+    limit: the largest power of two <= ``ATTENTION_LANES`` dividing it (a K/V vector never
+    straddles two heads): 16 for SmolLM2's head_dim 64 and for the tiny llama's 16."""
+    lanes = ATTENTION_LANES
+    while head_dim % lanes:
+        lanes //= 2
+    return lanes
+
+
+#: Widest K/V vector of the decode engine: 16 channels (16 KV8 codes = one 128-bit beat;
+#: KV4 rows then take two cycles per beat). The units also work at 32 (KV4 at port rate,
+#: twice the multipliers; unit-tested, not yet run end to end on SmolLM2).
+ATTENTION_LANES = 16
+
+
 @dataclass(frozen=True)
 class DecodeShape:
-    """Model shape limits of a decode engine (what one bitstream supports)."""
+    """Model shape limits of a decode engine (what one bitstream supports). Besides the
+    sizes, the engine serves the query heads of one KV head in parallel and reads K/V in
+    vectors of :func:`attention_lanes` channels: a model's ``n_heads / n_kv_heads`` must not
+    exceed the limits' and its ``head_dim`` must be a multiple of the lanes."""
 
     n_layers: int
     dim: int
@@ -151,6 +170,13 @@ class DecodeShape:
                 raise ConfigError(f"model does not fit the decode engine: it needs {f.name} = "
                                   f"{getattr(need, f.name)}, the engine allows at most {getattr(self, f.name)} "
                                   f"(config decode.limits)")
+        if need.n_heads // need.n_kv_heads > self.n_heads // self.n_kv_heads:
+            raise ConfigError(f"model has {need.n_heads // need.n_kv_heads} query heads per KV head, "
+                              f"engine serves at most {self.n_heads // self.n_kv_heads}")
+        lanes = attention_lanes(self.head_dim)
+        if need.head_dim % lanes:
+            raise ConfigError(f"model head_dim = {need.head_dim} is not a multiple of the engine's "
+                              f"{lanes} attention lanes")
 
 
 def _sat32(x):

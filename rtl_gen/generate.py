@@ -36,11 +36,12 @@ def elaborate_core(cfg: AcceleratorConfig) -> wiring.Component:
 def engine_limits(cfg: AcceleratorConfig):
     """The decode engine's :class:`hw.decode.engine.EngineLimits` from ``cfg.decode``."""
     from hw.decode.engine import EngineLimits
+    from ref_model.decode import attention_lanes
     if cfg.decode is None:
         raise LutforgeError(f"config {cfg.name!r} has no decode section (a decode engine needs decode.limits)")
     lim = cfg.decode.limits
     return EngineLimits(dim=lim.dim, ffn=lim.ffn, heads=lim.heads, kv_heads=lim.kv_heads, head_dim=lim.head_dim,
-                        vocab=lim.vocab, ctx=lim.context)
+                        vocab=lim.vocab, ctx=lim.context, lanes=attention_lanes(lim.head_dim))
 
 
 def elaborate_decode(cfg: AcceleratorConfig) -> wiring.Component:

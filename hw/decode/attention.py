@@ -1,28 +1,43 @@
 """Attention unit of the decode engine: one query token over the cached keys and values.
 
 :class:`AttentionUnit` computes :func:`ref_model.decode.attention` bit for bit for all
-query heads of a layer (grouped-query: head ``h`` reads KV head ``h // (nh/nkv)``). It is
-memory-agnostic: the KV unit streams the already dequantized K rows and then the V rows
-(token order, each row ``nkv x head_dim`` int32 ``Q.frac``), so each cached row is read
-from memory once per layer for all the heads that share it.
+query heads of a layer (grouped-query: head ``h`` reads KV head ``h // rep``,
+``rep = heads / kv_heads``). It is memory-agnostic: the KV unit streams the already
+dequantized K rows and then the V rows (token order, each row ``kv_heads x head_dim``
+int32 ``Q.frac``) as vectors of ``lanes`` consecutive channels of one KV head, so each
+cached row is read from memory once per layer for all the heads that share it.
 
-Phases (one MAC per cycle in this first version: correct at any size, fast enough for
-the small configs; the lane-parallel version keeps these phases):
+Lane-parallel datapath: every K (V) vector is used by all ``rep`` heads of its group in
+the same cycle (``par_heads x lanes`` multipliers, one adder tree of ``lanes`` products
+per head), so the score and the value phase each take one cycle per vector, i.e.
+``n * kv_heads * head_dim / lanes`` cycles. Integer sums are exact (48-bit score,
+56-bit value accumulators), so the order of the adder trees does not change any bit.
+Head and token indices are running counters and pointers (no ``h*hd + c`` products in
+the datapath); every memory is read synchronously and the stages are registered.
 
-1. Q: ``nh x hd`` queries arrive; per head the power-of-two quantizer
+Phases:
+
+1. Q: ``nh x hd`` queries arrive one per cycle; per head the power-of-two quantizer
    (:func:`ref_model.decode.quantize_act` with ``scale_bits = 0``): ``sh`` smallest with
-   ``rshift_round(amax, sh) <= 127`` (``amax = 0``: ``sh = -16``), codes
-   ``rshift_round(q, sh)``.
-2. Scores: per K row, ``s_h += qa_h[c] * k[c]`` over the head's channels; at the row's
-   end ``S_h[t] = sat32(rshift_round(s_h*C, 2*frac - sh_h))`` with
-   ``C = round(2**16/sqrt(hd))`` (a constant per head_dim, from the command), running max.
-3. Softmax per head: ``p = exp_neg(sat32(S - max))``, ``Z = sum p``,
-   ``(m, r) = reciprocal(Z)``, ``P = rshift_round(p*m, r - 16)``.
-4. Values: per V row, ``o_h[c] += P_h[t] * v[c]`` (56-bit accumulators).
-5. Out: ``sat32(rshift_round(o, 16))`` for every head and channel, in order.
+   ``rshift_round(amax, sh) <= 127`` (``amax = 0``: ``sh = -16``), then a pass writes the
+   int8 codes ``rshift_round(q, sh)`` into a code memory laid out like the K rows (word
+   ``j*hd/lanes + c/lanes`` holds the ``lanes`` codes of all heads of group ``j``).
+2. Scores: per K vector, ``s_h += sum_l qa_h[c+l] * k[c+l]`` for the group's heads; at a
+   head's last vector ``S_h[t] = sat32(rshift_round(s_h*C, 2*frac - sh_h))`` with
+   ``C = round(2**16/sqrt(hd))`` (from the command), running max per head.
+3. Softmax, ``par_heads`` heads at a time: ``p = exp_neg(sat32(S - max))``, ``Z = sum p``,
+   ``(m, r) = reciprocal(Z)`` (one head per cycle), ``P = rshift_round(p*m, r - 16)``.
+4. Values: per V vector, ``o_h[c+l] += P_h[t] * v[c+l]`` (56-bit accumulators).
+5. Out: ``sat32(rshift_round(o, 16))`` for every head and channel, in order, one per cycle.
+
+Cycles per command: ``2*nh*hd`` (Q) + ``2 * n*kv_heads*hd/lanes`` (scores, values)
++ ``2 * n*kv_heads`` (exp, P) + ``nh*hd`` (out) + pipeline fills (~30).
+
+Limits (checked by the engine's program compiler): ``lanes`` a power of two dividing
+``head_dim``, ``heads / kv_heads <= par_heads``, ``kv_heads <= max_kv_heads``.
 """
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -31,6 +46,7 @@ from .funcs import ExpNegUnit, ReciprocalUnit, bit_length, rr
 from .vector import INT32_MIN, sat32
 
 ACC_BITS = 56
+SCORE_BITS = 48
 
 
 class AttendCommand(data.StructLayout):
@@ -38,107 +54,190 @@ class AttendCommand(data.StructLayout):
         super().__init__({"heads": 6, "kv_heads": 6, "head_dim": 9, "n": ctx_bits, "c": 17})
 
 
+def lane_vector(lanes: int) -> data.ArrayLayout:
+    """The K/V stream payload: ``lanes`` int32 channels of one KV head."""
+    return data.ArrayLayout(signed(32), lanes)
+
+
+def _shift_round(m: Module, v, amt, width: int, name: str) -> Signal:
+    """``rshift_round(v, amt)`` for a run-time signed ``amt`` (left shift when negative)."""
+    half = Signal(width, name=f"{name}_half")
+    m.d.comb += half.eq(Mux(amt > 0, Const(1, width) << (amt - 1).as_unsigned()[:7], 0))
+    out = Signal(signed(width + 8), name=name)
+    m.d.comb += out.eq(Mux(amt > 0, (v + half) >> amt.as_unsigned()[:7], v << (-amt).as_unsigned()[:7]))
+    return out
+
+
 class AttentionUnit(wiring.Component):
     """See the module docstring.
+
+    Parameters
+    ----------
+    max_heads, max_head_dim, max_ctx : sizes of the on-chip buffers.
+    frac : ``Q.frac`` of q, k, v and the outputs.
+    lanes : channels per K/V vector (a power of two dividing ``max_head_dim``).
+    par_heads : query heads served per vector (>= ``heads / kv_heads`` of any command);
+        ``max_heads`` when not given.
+    max_kv_heads : ``max_heads`` when not given.
 
     Members
     -------
     cmd : In(stream of AttendCommand): heads, kv_heads, head_dim, ``n`` tokens (>= 1),
         ``c`` = round(2**16/sqrt(head_dim)).
     q : In(stream of signed(32)): ``heads x head_dim`` queries (after RoPE).
-    k, v : In(streams of signed(32)): ``n`` rows of ``kv_heads x head_dim``, all K rows
-        first, then all V rows.
-    o_valid, y : Out: the ``heads x head_dim`` outputs in order.
+    k, v : In(streams of ``lanes`` x signed(32)): ``n`` rows of ``kv_heads x head_dim``,
+        all K rows first, then all V rows. Both are always ready in their phase.
+    o_valid, y : Out: the ``heads x head_dim`` outputs in order, one per cycle.
     busy : Out(1).
     """
 
     def __init__(self, *, max_heads: int, max_head_dim: int, max_ctx: int, frac: int,
-                 exp_table: list[int], log2e_q30: int, rcp_table: list[int]):
+                 exp_table: list[int], log2e_q30: int, rcp_table: list[int], lanes: int = 1,
+                 par_heads: int | None = None, max_kv_heads: int | None = None):
+        if lanes < 1 or lanes & (lanes - 1) or max_head_dim % lanes:
+            raise ValueError(f"attention lanes {lanes}: must be a power of two dividing head_dim {max_head_dim}")
         self.max_heads, self.max_hd, self.max_ctx, self.frac = max_heads, max_head_dim, max_ctx, frac
+        self.lanes = lanes
+        self.par_heads = min(par_heads or max_heads, max_heads)
+        self.max_kv = min(max_kv_heads or max_heads, max_heads)
         self.exp_table, self.log2e, self.rcp_table = exp_table, log2e_q30, rcp_table
         self.ctx_bits = max(max_ctx.bit_length(), 1)
         super().__init__({
             "cmd": In(stream.Signature(AttendCommand(self.ctx_bits))),
             "q": In(stream.Signature(signed(32))),
-            "k": In(stream.Signature(signed(32))),
-            "v": In(stream.Signature(signed(32))),
+            "k": In(stream.Signature(lane_vector(lanes))),
+            "v": In(stream.Signature(lane_vector(lanes))),
             "o_valid": Out(1), "y": Out(signed(32)), "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        F = self.frac
+        F, L, R, KV = self.frac, self.lanes, self.par_heads, self.max_kv
         H, D, T = self.max_heads, self.max_hd, self.max_ctx
-        m.submodules.exp = ex = ExpNegUnit(self.exp_table, self.log2e)
+        lg_l = L.bit_length() - 1
+        VW = KV * D // L                        # vector words per row (max)
+        exs = [ExpNegUnit(self.exp_table, self.log2e) for _ in range(R)]
+        for r, ex in enumerate(exs):
+            m.submodules[f"exp{r}"] = ex
         m.submodules.rcp = rcp = ReciprocalUnit(self.rcp_table)
+        # raw queries (head order), then the int8 codes laid out like the K rows
         m.submodules.qmem = qmem = Memory(shape=signed(32), depth=H * D, init=[])
-        m.submodules.smem = smem = Memory(shape=signed(32), depth=H * T, init=[])   # S, then p, then P
-        m.submodules.omem = omem = Memory(shape=signed(ACC_BITS), depth=H * D, init=[])
         qw, qr = qmem.write_port(), qmem.read_port(domain="comb")
-        sw, sr = smem.write_port(), smem.read_port(domain="comb")
-        ow, orp = omem.write_port(), omem.read_port(domain="comb")
+        m.submodules.qcode = qcode = Memory(shape=R * L * 8, depth=VW, init=[])
+        qcw, qcr = qcode.write_port(granularity=8), qcode.read_port()
+        # per bank r (head j*rep + r of group j): scores / p / P at j*T + t; outputs at word
+        # j*hd/L + c/L
+        sws, srs, ows, ors = [], [], [], []
+        for r in range(R):
+            sm = Memory(shape=signed(32), depth=KV * T, init=[])
+            om = Memory(shape=data.ArrayLayout(signed(ACC_BITS), L), depth=VW, init=[])
+            m.submodules[f"smem{r}"], m.submodules[f"omem{r}"] = sm, om
+            sws.append(sm.write_port())
+            srs.append(sm.read_port())
+            ow = om.write_port()
+            ows.append(ow)
+            ors.append(om.read_port(transparent_for=(ow,)))
 
         cmd = Signal(AttendCommand(self.ctx_bits))
+        hd, nkv = cmd.head_dim, cmd.kv_heads
         rep = Signal(6)          # query heads per KV head
-        hd = cmd.head_dim
-        # per-head state in registers (a handful of heads)
+        nvh = Signal(range(D // L + 1))   # vectors per head
+        # per-head state: amax by head (Q phase only), the rest by (bank r, kv head j)
         amax = Array(Signal(32, name=f"amax{h}") for h in range(H))
-        sh = Array(Signal(signed(8), name=f"sh{h}") for h in range(H))
-        sacc = Array(Signal(signed(48), name=f"s{h}") for h in range(H))
-        smax = Array(Signal(signed(32), name=f"smax{h}") for h in range(H))
-        zsum = Array(Signal(32, name=f"z{h}") for h in range(H))
-        rm = Array(Signal(24, name=f"rm{h}") for h in range(H))
-        rs = Array(Signal(signed(8), name=f"rs{h}") for h in range(H))
 
-        i = Signal(16)           # element counter within a phase
-        h = Signal(6)            # head
-        c = Signal(9)            # channel
-        j = Signal(6)            # kv head
-        r = Signal(6)            # head within the kv group
-        t = Signal(self.ctx_bits)  # token
+        def grid(name, shape, init=0):
+            return Array(Array(Signal(shape, name=f"{name}{r}_{j}", init=init) for j in range(KV)) for r in range(R))
+        shb = grid("sh", signed(8))
+        smax = grid("smax", signed(32), INT32_MIN)
+        zsum = grid("z", 32)
+        rmb = grid("rm", 24)
+        rsb = grid("rs", signed(8))
+
+        i = Signal(16)
+        h = Signal(6)
+        c = Signal(9)
+        j = Signal(6)
+        r = Signal(range(R + 1))
+        lane = Signal(range(L))
+        cv = Signal(range(D // L + 1))    # vector within the head
+        vi = Signal(range(VW + 1))        # vector within the row
+        vbase = Signal(range(VW + 1))     # first vector of group j
+        t = Signal(self.ctx_bits)
+        ptr = Signal(range(KV * T + 1))   # score-memory pointer j*T + t
+        pbase = Signal(range(KV * T + 1))
+        last_t = t == cmd.n - 1
+        last_j = j == nkv - 1
+        last_cv = cv == nvh - 1
+        last_r = r == rep - 1
+        last_lane = lane == L - 1
         qv = self.q.payload
 
-        # shared MAC pipeline: product registered, then accumulate
-        mac_v = Signal()
-        mac_kind = Signal()      # 0: score, 1: value
-        mac_h = Signal(6)
-        mac_addr = Signal(range(H * D))
-        mac_p = Signal(signed(56))
-        mac_last = Signal()      # score: this element ends the head's row part
-        m.d.sync += mac_v.eq(0)
-        fin_v, ex_busy, rcp_busy = Signal(), Signal(), Signal()
+        def clear_counters():
+            return [j.eq(0), r.eq(0), lane.eq(0), cv.eq(0), vi.eq(0), vbase.eq(0), t.eq(0), ptr.eq(0), pbase.eq(0)]
+
+        # pipeline valid flags (for the drains)
+        qc_v = Signal()
+        s_v = [Signal(name=f"s_v{k}") for k in range(7)]
+        e_v = Signal()
+        p_v = [Signal(name=f"p_v{k}") for k in range(2)]
+        v_v = [Signal(name=f"v_v{k}") for k in range(2)]
+        o_v = Signal()
+        for sig in [qc_v, e_v, o_v] + s_v + p_v + v_v:
+            m.d.sync += sig.eq(0)
+
+        # stage registers (declared here, driven below)
+        qc_x = Signal(signed(32))
+        qc_s = Signal(signed(8))
+        qc_a = Signal(range(VW + 1))
+        qc_lane = Signal(range(R * L))
+        kvec1 = Signal(lane_vector(L))
+        klast = [Signal(name=f"klast{k}") for k in range(4)]
+        kj = [Signal(6, name=f"kj{k}") for k in range(7)]
+        vvec1 = Signal(lane_vector(L))
+        vfirst = [Signal(name=f"vfirst{k}") for k in range(2)]
+        vaddr = [Signal(range(VW + 1), name=f"vaddr{k}") for k in range(2)]
+        e_j = Signal(6)
+        p_a = [Signal(range(KV * T + 1), name=f"p_a{k}") for k in range(2)]
+        p_j = Signal(6)
+        o_r, o_l = Signal(range(R + 1)), Signal(range(L))
+        ex_done = Signal()
+        rc_done = Signal()
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     m.d.sync += [cmd.eq(self.cmd.payload), i.eq(0), h.eq(0), c.eq(0), self.busy.eq(1)]
-                    for k in range(H):
-                        m.d.sync += [amax[k].eq(0), sacc[k].eq(0), smax[k].eq(INT32_MIN), zsum[k].eq(0)]
+                    m.d.sync += clear_counters()
+                    for hh in range(H):
+                        m.d.sync += amax[hh].eq(0)
+                    for rr_ in range(R):
+                        for jj in range(KV):
+                            m.d.sync += [smax[rr_][jj].eq(INT32_MIN), zsum[rr_][jj].eq(0)]
                     m.next = "REP"
             with m.State("REP"):      # heads per kv head (small division by repeated subtraction)
-                m.d.sync += rep.eq(0)
-                m.d.sync += i.eq(cmd.heads)
+                m.d.sync += [rep.eq(0), i.eq(cmd.heads), nvh.eq(hd >> lg_l)]
                 m.next = "REP_LOOP"
             with m.State("REP_LOOP"):
                 with m.If(i != 0):
                     m.d.sync += [i.eq(i - cmd.kv_heads), rep.eq(rep + 1)]
                 with m.Else():
+                    m.d.sync += i.eq(0)
                     m.next = "Q_IN"
-            with m.State("Q_IN"):
-                m.d.comb += [self.q.ready.eq(1), qw.addr.eq(h * D + c), qw.data.eq(qv), qw.en.eq(self.q.valid)]
+            with m.State("Q_IN"):     # raw queries in head order, per-head |q| max
+                m.d.comb += [self.q.ready.eq(1), qw.addr.eq(i), qw.data.eq(qv), qw.en.eq(self.q.valid)]
                 mag = Signal(32)
                 m.d.comb += mag.eq(Mux(qv < 0, -qv, qv))
                 with m.If(self.q.valid):
                     with m.If(mag > amax[h]):
                         m.d.sync += amax[h].eq(mag)
-                    m.d.sync += c.eq(c + 1)
+                    m.d.sync += [c.eq(c + 1), i.eq(i + 1)]
                     with m.If(c == hd - 1):
                         m.d.sync += [c.eq(0), h.eq(h + 1)]
                         with m.If(h == cmd.heads - 1):
                             m.d.sync += h.eq(0)
                             m.next = "Q_SHIFT"
-            with m.State("Q_SHIFT"):  # per head: the power-of-two shift
+            with m.State("Q_SHIFT"):  # per head: the power-of-two shift, kept by (r, j)
                 a = amax[h]
                 bl = bit_length(m, a, 32, "q_bl")
                 s0 = Signal(signed(8))
@@ -147,166 +246,232 @@ class AttentionUnit(wiring.Component):
                 half = Signal(33)
                 m.d.comb += half.eq(Mux(s0 > 0, Const(1, 33) << (s0 - 1).as_unsigned()[:5], 0))
                 m.d.comb += over.eq((s0 > 0) & (((a + half) >> s0.as_unsigned()[:5]) > 127))
-                m.d.sync += [sh[h].eq(s0 + over), h.eq(h + 1)]
+                m.d.sync += [shb[r][j].eq(s0 + over), h.eq(h + 1), r.eq(r + 1)]
+                with m.If(last_r):
+                    m.d.sync += [r.eq(0), j.eq(j + 1)]
                 with m.If(h == cmd.heads - 1):
-                    m.d.sync += [h.eq(0), j.eq(0), c.eq(0), r.eq(0), t.eq(0)]
-                    m.next = "SCORE"
-            with m.State("SCORE"):
-                # element (t, j, c) of the K rows meets heads j*rep + r, r = 0..rep-1
-                hh = Signal(6)
-                m.d.comb += [hh.eq(j * rep + r), qr.addr.eq(hh * D + c)]
-                qs = Signal(signed(32))
-                s_h = sh[hh]
-                # the query code on the fly: rshift_round(q, sh) (sh may be negative)
-                qhalf = Signal(33)
-                m.d.comb += qhalf.eq(Mux(s_h > 0, Const(1, 33) << (s_h - 1).as_unsigned()[:5], 0))
-                m.d.comb += qs.eq(Mux(s_h >= 0, (qr.data + qhalf) >> s_h.as_unsigned()[:5],
-                                      qr.data << (-s_h).as_unsigned()[:5]))
+                    m.d.sync += [i.eq(0)] + clear_counters()
+                    m.next = "Q_CODE"
+            with m.State("Q_CODE"):   # codes rshift_round(q, sh) into the K-row layout
+                m.d.comb += qr.addr.eq(i)
+                m.d.sync += [qc_v.eq(1), qc_x.eq(qr.data), qc_s.eq(shb[r][j]), qc_a.eq(vbase + cv),
+                             qc_lane.eq(Cat(lane[:lg_l], r[:max((R - 1).bit_length(), 1)]) if L > 1 else r),
+                             i.eq(i + 1), lane.eq(lane + 1)]
+                with m.If(last_lane):
+                    m.d.sync += [lane.eq(0), cv.eq(cv + 1)]
+                    with m.If(last_cv):
+                        m.d.sync += [cv.eq(0), r.eq(r + 1)]
+                        with m.If(last_r):
+                            m.d.sync += [r.eq(0), j.eq(j + 1), vbase.eq(vbase + nvh)]
+                            with m.If(last_j):
+                                m.next = "Q_CODE_DRAIN"
+            with m.State("Q_CODE_DRAIN"):
+                m.d.sync += clear_counters()
+                m.next = "SCORE"
+            with m.State("SCORE"):    # one K vector per cycle for all heads of its group
+                m.d.comb += [self.k.ready.eq(1), qcr.addr.eq(vi)]
                 with m.If(self.k.valid):
-                    m.d.sync += [mac_v.eq(1), mac_kind.eq(0), mac_h.eq(hh), mac_p.eq(qs * self.k.payload),
-                                 mac_last.eq(c == hd - 1)]
-                    m.d.sync += r.eq(r + 1)
-                    with m.If(r == rep - 1):
-                        m.d.comb += self.k.ready.eq(1)
-                        m.d.sync += [r.eq(0), c.eq(c + 1)]
-                        with m.If(c == hd - 1):
-                            m.d.sync += [c.eq(0), j.eq(j + 1)]
-                            with m.If(j == cmd.kv_heads - 1):
-                                m.d.sync += [j.eq(0), t.eq(t + 1)]
-                                with m.If(t == cmd.n - 1):
-                                    m.next = "SCORE_DRAIN"
+                    m.d.sync += [s_v[0].eq(1), kvec1.eq(self.k.payload), klast[0].eq(last_cv), kj[0].eq(j),
+                                 vi.eq(vi + 1), cv.eq(cv + 1)]
+                    with m.If(last_cv):
+                        m.d.sync += [cv.eq(0), j.eq(j + 1)]
+                        with m.If(last_j):
+                            m.d.sync += [j.eq(0), vi.eq(0), t.eq(t + 1)]
+                            with m.If(last_t):
+                                m.next = "SCORE_DRAIN"
             with m.State("SCORE_DRAIN"):
-                with m.If(~mac_v & ~fin_v):
-                    m.d.sync += [h.eq(0), t.eq(0)]
+                with m.If(Cat(*s_v) == 0):
+                    m.d.sync += clear_counters()
                     m.next = "EXP"
-            with m.State("EXP"):      # p = exp_neg(S - max) for every (h, t), Z sums
-                m.d.comb += [sr.addr.eq(h * T + t), ex.i_valid.eq(1)]
-                d = Signal(signed(34))
-                m.d.comb += d.eq(sr.data - smax[h])
-                m.d.comb += ex.x.eq(sat32(m, d, "d_sat"))
-                m.d.sync += t.eq(t + 1)
-                with m.If(t == cmd.n - 1):
-                    m.d.sync += [t.eq(0), h.eq(h + 1)]
-                    with m.If(h == cmd.heads - 1):
+            with m.State("EXP"):      # p = exp_neg(S - max) for every (j, t), all banks at once
+                m.d.comb += [s.addr.eq(ptr) for s in srs]
+                m.d.sync += [e_v.eq(1), e_j.eq(j), ptr.eq(ptr + 1), t.eq(t + 1)]
+                with m.If(last_t):
+                    m.d.sync += [t.eq(0), j.eq(j + 1), ptr.eq(pbase + T), pbase.eq(pbase + T)]
+                    with m.If(last_j):
                         m.next = "EXP_DRAIN"
             with m.State("EXP_DRAIN"):
-                with m.If(~ex_busy):
-                    m.d.sync += h.eq(0)
+                with m.If(ex_done):
+                    m.d.sync += clear_counters()
                     m.next = "RCP"
             with m.State("RCP"):      # reciprocal of each head's Z (pipelined, one per cycle)
-                m.d.comb += [rcp.i_valid.eq(1), rcp.x.eq(zsum[h])]
-                m.d.sync += h.eq(h + 1)
-                with m.If(h == cmd.heads - 1):
-                    m.next = "RCP_DRAIN"
+                m.d.comb += [rcp.i_valid.eq(1), rcp.x.eq(zsum[r][j])]
+                m.d.sync += r.eq(r + 1)
+                with m.If(last_r):
+                    m.d.sync += [r.eq(0), j.eq(j + 1)]
+                    with m.If(last_j):
+                        m.next = "RCP_DRAIN"
             with m.State("RCP_DRAIN"):
-                with m.If(~rcp_busy):
-                    m.d.sync += [h.eq(0), t.eq(0)]
+                with m.If(rc_done):
+                    m.d.sync += clear_counters()
                     m.next = "PROB"
-            with m.State("PROB"):     # P = rshift_round(p*m, r - 16), in place
-                m.d.comb += [sr.addr.eq(h * T + t), sw.addr.eq(h * T + t), sw.en.eq(1)]
-                pm = Signal(48)
-                m.d.comb += pm.eq(sr.data.as_unsigned()[:17] * rm[h])
-                psh = Signal(signed(9))
-                m.d.comb += psh.eq(rs[h] - 16)
-                phalf = Signal(48)
-                m.d.comb += phalf.eq(Mux(psh > 0, Const(1, 48) << (psh - 1).as_unsigned()[:6], 0))
-                m.d.comb += sw.data.eq(Mux(psh > 0, (pm + phalf) >> psh.as_unsigned()[:6],
-                                           pm << (-psh).as_unsigned()[:6]))
-                m.d.sync += t.eq(t + 1)
-                with m.If(t == cmd.n - 1):
-                    m.d.sync += [t.eq(0), h.eq(h + 1)]
-                    with m.If(h == cmd.heads - 1):
-                        m.d.sync += [h.eq(0), c.eq(0), i.eq(0)]
-                        m.next = "O_CLEAR"
-            with m.State("O_CLEAR"):
-                m.d.comb += [ow.addr.eq(i), ow.data.eq(0), ow.en.eq(1)]
-                m.d.sync += i.eq(i + 1)
-                with m.If(i == H * D - 1):
-                    m.d.sync += [j.eq(0), c.eq(0), r.eq(0), t.eq(0)]
+            with m.State("PROB"):     # P = rshift_round(p*m, r - 16), in place, all banks at once
+                m.d.comb += [s.addr.eq(ptr) for s in srs]
+                m.d.sync += [p_v[0].eq(1), p_a[0].eq(ptr), p_j.eq(j), ptr.eq(ptr + 1), t.eq(t + 1)]
+                with m.If(last_t):
+                    m.d.sync += [t.eq(0), j.eq(j + 1), ptr.eq(pbase + T), pbase.eq(pbase + T)]
+                    with m.If(last_j):
+                        m.next = "PROB_DRAIN"
+            with m.State("PROB_DRAIN"):
+                with m.If(Cat(*p_v) == 0):
+                    m.d.sync += clear_counters()
                     m.next = "VALUE"
-            with m.State("VALUE"):
-                hh = Signal(6)
-                m.d.comb += [hh.eq(j * rep + r), sr.addr.eq(hh * T + t)]
+            with m.State("VALUE"):    # one V vector per cycle for all heads of its group
+                m.d.comb += [self.v.ready.eq(1)] + [s.addr.eq(ptr) for s in srs]
                 with m.If(self.v.valid):
-                    m.d.sync += [mac_v.eq(1), mac_kind.eq(1), mac_addr.eq(hh * D + c),
-                                 mac_p.eq(sr.data * self.v.payload)]
-                    m.d.sync += r.eq(r + 1)
-                    with m.If(r == rep - 1):
-                        m.d.comb += self.v.ready.eq(1)
-                        m.d.sync += [r.eq(0), c.eq(c + 1)]
-                        with m.If(c == hd - 1):
-                            m.d.sync += [c.eq(0), j.eq(j + 1)]
-                            with m.If(j == cmd.kv_heads - 1):
-                                m.d.sync += [j.eq(0), t.eq(t + 1)]
-                                with m.If(t == cmd.n - 1):
-                                    m.next = "VALUE_DRAIN"
+                    m.d.sync += [v_v[0].eq(1), vvec1.eq(self.v.payload), vaddr[0].eq(vi), vfirst[0].eq(t == 0),
+                                 vi.eq(vi + 1), cv.eq(cv + 1)]
+                    with m.If(last_cv):
+                        m.d.sync += [cv.eq(0), j.eq(j + 1), ptr.eq(ptr + T)]
+                        with m.If(last_j):
+                            m.d.sync += [j.eq(0), vi.eq(0), t.eq(t + 1), ptr.eq(t + 1)]
+                            with m.If(last_t):
+                                m.next = "VALUE_DRAIN"
             with m.State("VALUE_DRAIN"):
-                with m.If(~mac_v):
-                    m.d.sync += [h.eq(0), c.eq(0)]
+                with m.If(Cat(*v_v) == 0):
+                    m.d.sync += clear_counters()
                     m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += orp.addr.eq(h * D + c)
-                m.d.sync += [self.o_valid.eq(1), self.y.eq(sat32(m, rr(orp.data, 16), "o_sat")), c.eq(c + 1)]
-                with m.If(c == hd - 1):
-                    m.d.sync += [c.eq(0), h.eq(h + 1)]
-                    with m.If(h == cmd.heads - 1):
-                        m.next = "DONE"
+            with m.State("OUT"):      # heads in order: (j, r), channels (cv, lane)
+                m.d.comb += [o.addr.eq(vbase + cv) for o in ors]
+                m.d.sync += [o_v.eq(1), o_r.eq(r), o_l.eq(lane), lane.eq(lane + 1)]
+                with m.If(last_lane):
+                    m.d.sync += [lane.eq(0), cv.eq(cv + 1)]
+                    with m.If(last_cv):
+                        m.d.sync += [cv.eq(0), r.eq(r + 1)]
+                        with m.If(last_r):
+                            m.d.sync += [r.eq(0), j.eq(j + 1), vbase.eq(vbase + nvh)]
+                            with m.If(last_j):
+                                m.next = "OUT_DRAIN"
+            with m.State("OUT_DRAIN"):
+                with m.If(~o_v):
+                    m.next = "DONE"
             with m.State("DONE"):
-                m.d.sync += [self.o_valid.eq(0), self.busy.eq(0)]
+                m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"
 
-        # ---- MAC stage 2 ----------------------------------------------------------------
-        # score: accumulate into the head's register; the row part's end finalizes S
-        fin_h = Signal(6)
-        fin_s = Signal(signed(48))
-        m.d.sync += fin_v.eq(0)
-        with m.If(mac_v & (mac_kind == 0)):
-            tot = Signal(signed(48))
-            m.d.comb += tot.eq(sacc[mac_h] + mac_p)
-            with m.If(mac_last):
-                m.d.sync += [sacc[mac_h].eq(0), fin_v.eq(1), fin_h.eq(mac_h), fin_s.eq(tot)]
-            with m.Else():
-                m.d.sync += sacc[mac_h].eq(tot)
-        # value: read-modify-write of the output accumulator (same address only a row apart)
-        with m.If(mac_v & (mac_kind == 1)):
-            m.d.comb += [orp.addr.eq(mac_addr), ow.addr.eq(mac_addr), ow.en.eq(1),
-                         ow.data.eq(orp.data + mac_p)]
-        # score finalize: S = sat32(rshift_round(s*C, 2F - sh)), stored, running max
-        sc = Signal(signed(72))
-        m.d.comb += sc.eq(fin_s * cmd.c)
-        amt = Signal(signed(10))
-        m.d.comb += amt.eq(2 * F - sh[fin_h])
-        fhalf = Signal(72)
-        m.d.comb += fhalf.eq(Mux(amt > 0, Const(1, 72) << (amt - 1).as_unsigned()[:7], 0))
-        shifted = Signal(signed(80))
-        m.d.comb += shifted.eq(Mux(amt > 0, (sc + fhalf) >> amt.as_unsigned()[:7], sc << (-amt).as_unsigned()[:7]))
-        s_val = sat32(m, shifted, "s_sat")
-        # tokens advance after the finalizing element of the last kv head; fin lags by
-        # one cycle, so the token index of a finalized score is tracked separately
-        fin_t = Signal(self.ctx_bits)
-        with m.If(fin_v):
-            m.d.comb += [sw.addr.eq(fin_h * T + fin_t), sw.data.eq(s_val), sw.en.eq(1)]
-            with m.If(s_val > smax[fin_h]):
-                m.d.sync += smax[fin_h].eq(s_val)
-            with m.If(fin_h == cmd.heads - 1):
-                m.d.sync += fin_t.eq(fin_t + 1)
+        # ---- Q codes: the shifted query, written to its byte lane ----------------------
+        code = _shift_round(m, qc_x, qc_s, 33, "qcode_v")
+        m.d.comb += [qcw.addr.eq(qc_a), qcw.data.eq(Cat(*([code[:8]] * (R * L)))),
+                     qcw.en.eq(Mux(qc_v, Const(1, R * L) << qc_lane, 0))]
+
+        # ---- score pipeline ---------------------------------------------------------------
+        # S1: products of the group's codes with the K vector
+        prod = [[Signal(signed(40), name=f"sp{rr_}_{ll}") for ll in range(L)] for rr_ in range(R)]
+        for rr_ in range(R):
+            for ll in range(L):
+                qa = qcr.data[(rr_ * L + ll) * 8:(rr_ * L + ll + 1) * 8].as_signed()
+                m.d.sync += prod[rr_][ll].eq(qa * kvec1[ll])
+        m.d.sync += [s_v[1].eq(s_v[0]), klast[1].eq(klast[0]), kj[1].eq(kj[0])]
+        # S2: adder tree per head
+        psum = [Signal(signed(SCORE_BITS), name=f"ps{rr_}") for rr_ in range(R)]
+        for rr_ in range(R):
+            m.d.sync += psum[rr_].eq(sum(prod[rr_]))
+        m.d.sync += [s_v[2].eq(s_v[1]), klast[2].eq(klast[1]), kj[2].eq(kj[1])]
+        # S3: accumulate; a head's last vector hands the dot product on
+        sacc = [Signal(signed(SCORE_BITS), name=f"sacc{rr_}") for rr_ in range(R)]
+        fin = [Signal(signed(SCORE_BITS), name=f"fin{rr_}") for rr_ in range(R)]
+        for rr_ in range(R):
+            tot = Signal(signed(SCORE_BITS), name=f"stot{rr_}")
+            m.d.comb += tot.eq(sacc[rr_] + psum[rr_])
+            with m.If(s_v[2]):
+                m.d.sync += sacc[rr_].eq(Mux(klast[2], 0, tot))
+                m.d.sync += fin[rr_].eq(tot)
+        m.d.sync += [s_v[3].eq(s_v[2] & klast[2]), kj[3].eq(kj[2])]
+        # S4: s*C and the shift amount 2F - sh
+        sc = [Signal(signed(SCORE_BITS + 18), name=f"sc{rr_}") for rr_ in range(R)]
+        amt = [Signal(signed(10), name=f"amt{rr_}") for rr_ in range(R)]
+        for rr_ in range(R):
+            m.d.sync += [sc[rr_].eq(fin[rr_] * cmd.c), amt[rr_].eq(2 * F - shb[rr_][kj[3]])]
+        m.d.sync += [s_v[4].eq(s_v[3]), kj[4].eq(kj[3])]
+        # S5: S = sat32(rshift_round(s*C, 2F - sh))
+        sval = [Signal(signed(32), name=f"sval{rr_}") for rr_ in range(R)]
+        for rr_ in range(R):
+            m.d.sync += sval[rr_].eq(sat32(m, _shift_round(m, sc[rr_], amt[rr_], SCORE_BITS + 26, f"ssh{rr_}"),
+                                           f"s_sat{rr_}"))
+        m.d.sync += [s_v[5].eq(s_v[4]), kj[5].eq(kj[4])]
+        # S6: store at j*T + t, running max (scores finalize in (t, j) order)
+        s_ptr = Signal(range(KV * T + 1))
+        s_t = Signal(self.ctx_bits)
+        with m.If(s_v[5]):
+            m.d.sync += s_ptr.eq(s_ptr + T)
+            with m.If(kj[5] == nkv - 1):
+                m.d.sync += [s_t.eq(s_t + 1), s_ptr.eq(s_t + 1)]
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += fin_t.eq(0)
-        # exp results: p stored over S, Z summed (results return in issue order)
-        ex_h = Signal(6)
-        ex_t = Signal(self.ctx_bits)
-        with m.If(ex.o_valid):
-            m.d.comb += [sw.addr.eq(ex_h * T + ex_t), sw.data.eq(ex.y), sw.en.eq(1)]
-            m.d.sync += [zsum[ex_h].eq(zsum[ex_h] + ex.y), ex_t.eq(ex_t + 1)]
-            with m.If(ex_t == cmd.n - 1):
-                m.d.sync += [ex_t.eq(0), ex_h.eq(ex_h + 1)]
+            m.d.sync += [s_ptr.eq(0), s_t.eq(0)]
+        for rr_ in range(R):
+            with m.If(s_v[5]):
+                m.d.comb += [sws[rr_].addr.eq(s_ptr), sws[rr_].data.eq(sval[rr_]), sws[rr_].en.eq(1)]
+                with m.If(sval[rr_] > smax[rr_][kj[5]]):
+                    m.d.sync += smax[rr_][kj[5]].eq(sval[rr_])
+
+        # ---- exp: one (j, t) of every bank per cycle ----------------------------------------
+        for rr_, ex in enumerate(exs):
+            dd = Signal(signed(34), name=f"ed{rr_}")
+            m.d.comb += [dd.eq(srs[rr_].data - smax[rr_][e_j]), ex.i_valid.eq(e_v),
+                         ex.x.eq(sat32(m, dd, f"ed_sat{rr_}"))]
+        # results return in issue order: their own (j, t) pointer
+        x_ptr = Signal(range(KV * T + 1))
+        x_base = Signal(range(KV * T + 1))
+        x_t = Signal(self.ctx_bits)
+        x_j = Signal(6)
+        with m.If(exs[0].o_valid):
+            m.d.sync += [x_ptr.eq(x_ptr + 1), x_t.eq(x_t + 1)]
+            with m.If(x_t == cmd.n - 1):
+                m.d.sync += [x_t.eq(0), x_j.eq(x_j + 1), x_ptr.eq(x_base + T), x_base.eq(x_base + T)]
+                with m.If(x_j == nkv - 1):
+                    m.d.sync += ex_done.eq(1)
+            for rr_, ex in enumerate(exs):
+                m.d.comb += [sws[rr_].addr.eq(x_ptr), sws[rr_].data.eq(ex.y), sws[rr_].en.eq(1)]
+                m.d.sync += zsum[rr_][x_j].eq(zsum[rr_][x_j] + ex.y)
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [ex_h.eq(0), ex_t.eq(0)]
-        m.d.comb += ex_busy.eq((ex_h != cmd.heads) | ex.o_valid)
-        rc_h = Signal(6)
+            m.d.sync += [x_ptr.eq(0), x_base.eq(0), x_t.eq(0), x_j.eq(0), ex_done.eq(0)]
+
+        # ---- reciprocals: results in (j, r) order ----------------------------------------
+        c_r = Signal(range(R + 1))
+        c_j = Signal(6)
         with m.If(rcp.o_valid):
-            m.d.sync += [rm[rc_h].eq(rcp.m), rs[rc_h].eq(rcp.s), rc_h.eq(rc_h + 1)]
+            m.d.sync += [rmb[c_r][c_j].eq(rcp.m), rsb[c_r][c_j].eq(rcp.s), c_r.eq(c_r + 1)]
+            with m.If(c_r == rep - 1):
+                m.d.sync += [c_r.eq(0), c_j.eq(c_j + 1)]
+                with m.If(c_j == nkv - 1):
+                    m.d.sync += rc_done.eq(1)
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += rc_h.eq(0)
-        m.d.comb += rcp_busy.eq(rc_h != cmd.heads)
+            m.d.sync += [c_r.eq(0), c_j.eq(0), rc_done.eq(0)]
+
+        # ---- P = rshift_round(p*m, r - 16) --------------------------------------------------
+        pm = [Signal(48, name=f"pm{rr_}") for rr_ in range(R)]
+        psh = [Signal(signed(9), name=f"psh{rr_}") for rr_ in range(R)]
+        for rr_ in range(R):
+            m.d.sync += [pm[rr_].eq(srs[rr_].data.as_unsigned()[:17] * rmb[rr_][p_j]),
+                         psh[rr_].eq(rsb[rr_][p_j] - 16)]
+        m.d.sync += [p_v[1].eq(p_v[0]), p_a[1].eq(p_a[0])]
+        for rr_ in range(R):
+            with m.If(p_v[1]):
+                pv = _shift_round(m, pm[rr_], psh[rr_], 48, f"pp{rr_}")
+                m.d.comb += [sws[rr_].addr.eq(p_a[1]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
+
+        # ---- value pipeline ----------------------------------------------------------------
+        # V1: P (read at the vector's acceptance) times the V vector; the accumulator word is
+        # read now, so that V2's sum meets it (transparent read: a word written in V2 is
+        # seen by the next vector's read of it)
+        vprod = [[Signal(signed(50), name=f"vp{rr_}_{ll}") for ll in range(L)] for rr_ in range(R)]
+        for rr_ in range(R):
+            pval = srs[rr_].data.as_unsigned()[:17]
+            for ll in range(L):
+                m.d.sync += vprod[rr_][ll].eq(pval * vvec1[ll])
+        m.d.sync += [v_v[1].eq(v_v[0]), vaddr[1].eq(vaddr[0]), vfirst[1].eq(vfirst[0])]
+        with m.If(v_v[0]):
+            m.d.comb += [o.addr.eq(vaddr[0]) for o in ors]
+        # V2: accumulate (the first token starts from zero: no clearing pass)
+        for rr_ in range(R):
+            with m.If(v_v[1]):
+                m.d.comb += [ows[rr_].addr.eq(vaddr[1]), ows[rr_].en.eq(1)]
+                for ll in range(L):
+                    m.d.comb += ows[rr_].data[ll].eq(Mux(vfirst[1], 0, ors[rr_].data[ll]) + vprod[rr_][ll])
+
+        # ---- out: sat32(rshift_round(o, 16)) of bank o_r, lane o_l --------------------------
+        banks = Array(Array(o.data[ll] for ll in range(L)) for o in ors)
+        with m.If(o_v):
+            m.d.sync += self.y.eq(sat32(m, rr(banks[o_r][o_l], 16), "o_sat"))
+        m.d.sync += self.o_valid.eq(o_v)
         return m

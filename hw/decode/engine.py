@@ -48,7 +48,10 @@ class EngineCounters(data.StructLayout):
 class EngineLimits:
     """Buffer sizes and unit limits of one engine (from the config's decode section)."""
 
-    def __init__(self, *, dim: int, ffn: int, heads: int, kv_heads: int, head_dim: int, vocab: int, ctx: int):
+    def __init__(self, *, dim: int, ffn: int, heads: int, kv_heads: int, head_dim: int, vocab: int, ctx: int,
+                 lanes: int = 1):
+        #: channels per cycle of the KV read and attention path (power of two dividing head_dim)
+        self.lanes = lanes
         self.dim, self.ffn, self.heads, self.kv_heads = dim, ffn, heads, kv_heads
         self.head_dim, self.vocab, self.ctx = head_dim, vocab, ctx
 
@@ -125,8 +128,10 @@ class DecodeEngine(wiring.Component):
         elem = ElementwiseUnit(frac=F, sigmoid_table=T["sigmoid"])
         amax = ArgmaxUnit(index_bits=17)
         att = AttentionUnit(max_heads=L.heads, max_head_dim=L.head_dim, max_ctx=L.ctx, frac=F,
-                            exp_table=T["exp2"], log2e_q30=T["log2e_q30"][0], rcp_table=T["reciprocal"])
-        kv = KVUnit(max_kv_dim=L.kv_heads * L.head_dim, scale_bits=N.kv_scale_bits, **rdp)
+                            exp_table=T["exp2"], log2e_q30=T["log2e_q30"][0], rcp_table=T["reciprocal"],
+                            lanes=L.lanes, par_heads=L.heads // L.kv_heads, max_kv_heads=L.kv_heads)
+        kv = KVUnit(max_kv_dim=L.kv_heads * L.head_dim, scale_bits=N.kv_scale_bits, lanes=L.lanes,
+                    max_kv_heads=L.kv_heads, **rdp)
         m.submodules.matvec, m.submodules.norm, m.submodules.rope = mv, norm, rope
         m.submodules.elem, m.submodules.argmax, m.submodules.attention, m.submodules.kv = elem, amax, att, kv
 

@@ -14,7 +14,15 @@ SETs) and runs two commands:
   (:func:`hw.decode.isa.kv_quantized_counts`).
 * **READ** (for ATTEND): every cached K row of positions ``0..pos``, then every V row,
   dequantized (``mn + rshift_round(code*man, -e)``, :func:`ref_model.decode.kv_dequantize`)
-  saturated to int32, or raw, as int32 streams for the attention unit.
+  saturated to int32, or raw, as streams of ``lanes``-channel vectors (one KV head's
+  consecutive channels) for the attention unit. An issuer queues the READ's bursts ahead
+  of use (per K group its parameter records, then its code rows; V in chunks of
+  ``V_CHUNK`` tokens: parameters, then codes; then the raw rows of the window), bounded
+  only by the burst reader's FIFO credits; the consumer walks the same segments
+  (:class:`_Walker`) and takes per cycle ``lanes`` codes (or raw words, or a beat of K
+  parameter records) through a lane gearbox into ``lanes`` dequantizers. Cycles: about
+  one per vector (KV4 at 32 lanes: one per beat), ``row / (W/64)`` per K group and
+  ``kv_heads`` per V token for the parameters.
 
 Memory goes through one burst reader and one burst writer with run-time-width
 (un)packers (raw words 32 bits, codes 2/4/8 bits, parameter records 64 bits). Requires
@@ -30,12 +38,55 @@ from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
 from ..mem.gearbox import UnitPacker, UnitUnpacker
 from ..mem.reader import BurstReader
 from ..mem.writer import BurstWriter
+from .attention import lane_vector
 from .funcs import MantScaleUnit, bit_length
 
 #: Unit widths of the (un)packers and their select codes.
 UNITS = (2, 4, 8, 32, 64)
 SEL_WORD, SEL_PARAM = 3, 4
+SEL_KPARAMS = 5          # READ only: the K parameter records of a whole beat (up to lanes)
+#: V parameter records are read for this many tokens at a time (one burst per chunk).
+V_CHUNK = 16
+#: Segments of a READ (see :class:`_Walker`).
+SEG_PARAMS, SEG_CODES, SEG_RAW, SEG_DONE = 0, 1, 2, 3
 PARAM = data.StructLayout({"mn": signed(32), "e": signed(8), "pad": 8, "man": 16})
+
+
+class _Walker:
+    """The segments of a READ, in order: per K group its parameter records then its code
+    rows, then the raw K rows (tokens not yet quantized); the same for V with chunks of
+    ``V_CHUNK`` tokens. The issuer and the consumer each walk them with one of these
+    (``st``, ``isv`` = V side, first token ``tt``, tokens ``nt``); ``adv`` steps."""
+
+    def __init__(self, m: Module, name: str, *, kq, vq, n, k_group):
+        self.st = Signal(2, name=f"{name}_st", init=SEG_DONE)
+        self.isv = Signal(name=f"{name}_isv")
+        self.tt = Signal(15, name=f"{name}_tt")
+        self.nt = Signal(15, name=f"{name}_nt")
+        self.adv = Signal(name=f"{name}_adv")
+        self.kq, self.vq, self.k_group = kq, vq, k_group
+        t2 = Signal(16, name=f"{name}_t2")
+        m.d.comb += t2.eq(self.tt + self.nt)
+        vleft = Signal(16, name=f"{name}_vleft")
+        m.d.comb += vleft.eq(vq - t2)
+        with m.If(self.adv):
+            with m.If(self.st == SEG_PARAMS):
+                m.d.sync += self.st.eq(SEG_CODES)
+            with m.Elif((self.st == SEG_CODES) & (t2 < Mux(self.isv, vq, kq))):
+                m.d.sync += [self.st.eq(SEG_PARAMS), self.tt.eq(t2),
+                             self.nt.eq(Mux(self.isv, Mux(vleft > V_CHUNK, V_CHUNK, vleft), k_group))]
+            with m.Elif(t2 < n):
+                m.d.sync += [self.st.eq(SEG_RAW), self.tt.eq(t2), self.nt.eq(1)]
+            with m.Elif(~self.isv):
+                m.d.sync += [self.isv.eq(1)] + self._side(vq, Mux(vq > V_CHUNK, V_CHUNK, vq))
+            with m.Else():
+                m.d.sync += self.st.eq(SEG_DONE)
+
+    def _side(self, qn, first_nt):
+        return [self.st.eq(Mux(qn != 0, SEG_PARAMS, SEG_RAW)), self.tt.eq(0), self.nt.eq(Mux(qn != 0, first_nt, 1))]
+
+    def start(self):
+        return [self.isv.eq(0)] + self._side(self.kq, self.k_group)
 
 
 class KVCommand(data.StructLayout):
@@ -66,15 +117,19 @@ class KVUnit(wiring.Component):
     cmd : In(stream of KVCommand): ``read`` 0 = APPEND, 1 = READ; layer ``base``; ``pos``.
     regs : In(KVRegs).
     k_in, v_in : In(streams of signed(32)): APPEND's new rows (``kv_heads x head_dim``).
-    k_out, v_out : Out(streams of signed(32)): READ's rows, all K then all V.
+    k_out, v_out : Out(streams of ``lanes`` x signed(32)): READ's rows, all K then all V.
     axi_r, axi_w : the memory ports.
     busy : Out(1).
     """
 
     def __init__(self, *, max_kv_dim: int, scale_bits: int, addr_bits: int = 32, data_bits: int = 128,
-                 max_burst: int = 16, outstanding: int = 4):
+                 max_burst: int = 16, outstanding: int = 4, lanes: int = 1, max_kv_heads: int | None = None):
         if data_bits > 128:
             raise ValueError("the KV unit needs a memory port of at most 128 bits (16-byte rows)")
+        if lanes < 1 or lanes & (lanes - 1) or max_kv_dim % lanes:
+            raise ValueError(f"KV lanes {lanes}: must be a power of two dividing the row ({max_kv_dim})")
+        self.lanes = lanes
+        self.max_kv = max_kv_heads or max_kv_dim
         self.max_row, self.b = max_kv_dim, scale_bits
         self.addr_bits, self.data_bits, self.max_burst, self.outstanding = addr_bits, data_bits, max_burst, outstanding
         super().__init__({
@@ -82,8 +137,8 @@ class KVUnit(wiring.Component):
             "regs": In(KVRegs()),
             "k_in": In(stream.Signature(signed(32))),
             "v_in": In(stream.Signature(signed(32))),
-            "k_out": Out(stream.Signature(signed(32))),
-            "v_out": Out(stream.Signature(signed(32))),
+            "k_out": Out(stream.Signature(lane_vector(lanes))),
+            "v_out": Out(stream.Signature(lane_vector(lanes))),
             "axi_r": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)),
             "axi_w": Out(AXI4WriteSignature(addr_bits=addr_bits, data_bits=data_bits)),
             "busy": Out(1),
@@ -103,7 +158,10 @@ class KVUnit(wiring.Component):
         m.submodules.rd, m.submodules.wr, m.submodules.unp, m.submodules.pk, m.submodules.ms = rd, wr, unp, pk, ms
         connect(m, rd.axi, wiring.flipped(self.axi_r))
         connect(m, wr.axi, wiring.flipped(self.axi_w))
-        connect(m, rd.data, unp.beats)
+        reading = Signal()                       # a READ runs: beats go to the lane gearbox
+        gb_pop = Signal()
+        m.d.comb += [unp.beats.payload.eq(rd.data.payload), unp.beats.valid.eq(rd.data.valid & ~reading),
+                     rd.data.ready.eq(Mux(reading, gb_pop, unp.beats.ready))]
         m.d.comb += [wr.data.payload.data.eq(pk.beats.payload.data), wr.data.payload.last.eq(pk.beats.payload.last),
                      wr.data.valid.eq(pk.beats.valid), pk.beats.ready.eq(wr.data.ready)]
 
@@ -166,9 +224,14 @@ class KVUnit(wiring.Component):
         m.d.comb += unit_bits_of.eq(Mux(rd_sel == 0, 2, Mux(rd_sel == 1, 4, Mux(rd_sel == 2, 8, Mux(rd_sel == 3, 32, 64)))))
         rd_bits = Signal(24)
         m.d.comb += rd_bits.eq(rd_count * unit_bits_of)
-        m.d.comb += [rd.cmd.payload.addr.eq(rd_addr), rd.cmd.payload.beats.eq((rd_bits + W - 1) >> (W.bit_length() - 1)),
+        iss_valid = Signal()
+        iss_addr = Signal(self.addr_bits)
+        iss_beats = Signal(24)
+        m.d.comb += [rd.cmd.payload.addr.eq(Mux(reading, iss_addr, rd_addr)),
+                     rd.cmd.payload.beats.eq(Mux(reading, iss_beats, (rd_bits + W - 1) >> (W.bit_length() - 1))),
                      unp.cmd.payload.count.eq(rd_count), unp.cmd.payload.sel.eq(rd_sel),
-                     rd.cmd.valid.eq(rd_go & ~rd_taken[0]), unp.cmd.valid.eq(rd_go & ~rd_taken[1])]
+                     rd.cmd.valid.eq(Mux(reading, iss_valid, rd_go & ~rd_taken[0])),
+                     unp.cmd.valid.eq(rd_go & ~rd_taken[1])]
         took_r = Cat(rd.cmd.valid & rd.cmd.ready, unp.cmd.valid & unp.cmd.ready)
         rd_started = Signal()
         m.d.comb += rd_started.eq(rd_go & ((rd_taken | took_r) == 0b11))
@@ -208,42 +271,111 @@ class KVUnit(wiring.Component):
         code4 = Signal(8)
         m.d.comb += code4.eq(Mux(sh3 > qmax, qmax, sh3))
         m.d.comb += [qfifo.w_en.eq(v3), qfifo.w_data.eq(Cat(code4, l3))]
-        # ---- dequantization pipeline: code*man -> rounding shift by -e -> + mn ----------
-        dq_v = Signal()
-        dq_code = Signal(8)
-        dq_par = Signal.like(par_r.data)
-        dq_raw = Signal()
-        dq_word = Signal(signed(32))
-        dfifo = fifo.SyncFIFOBuffered(width=32, depth=8)
+        # ---- READ: lane gearbox, dequantization pipeline (lanes elements per cycle) ------
+        # Takes from the beat stream: lanes codes of kv_bits, lanes raw words, or one 64-bit
+        # parameter record; a take with tk_last drops the rest of its beat (rows and parameter
+        # runs start on a beat). Takes wider than a beat gather several beats first.
+        Lc = self.lanes
+        lg_l = Lc.bit_length() - 1
+        kp_n = min(W // 64, Lc)          # K parameter records per take
+        tbs = (2 * Lc, 4 * Lc, 8 * Lc, 32 * Lc, 64, 64 * kp_n)
+        BW = max(tbs + (W,))
+        tk_sel = Signal(3)
+        tk_last = Signal()
+        tk_want = Signal()
+        tk_valid = Signal()
+        tk_data = Signal(BW)
+        gb_off = Signal(range(W))
+        gb_acc = Signal(BW)
+        gb_have = Signal(range(max(BW // W, 1) + 1))
+        beat = rd.data.payload
+        with m.Switch(tk_sel):
+            for sel, tb in enumerate(tbs):
+                with m.Case(sel):
+                    if tb <= W:
+                        m.d.comb += [tk_valid.eq(rd.data.valid), tk_data.eq(beat >> gb_off)]
+                        with m.If(tk_want & rd.data.valid):
+                            end = Signal(name=f"gb_end{sel}")
+                            m.d.comb += [end.eq(tk_last | (gb_off == W - tb)), gb_pop.eq(end)]
+                            m.d.sync += gb_off.eq(Mux(end, 0, gb_off + tb))
+                    else:
+                        k = tb // W
+                        cat = Signal(BW, name=f"gb_cat{sel}")
+                        m.d.comb += [cat.eq(Cat(gb_acc[W:], beat)), tk_valid.eq(rd.data.valid & (gb_have == k - 1)),
+                                     tk_data.eq(cat >> (BW - tb))]
+                        with m.If(tk_want & rd.data.valid):
+                            m.d.comb += gb_pop.eq(1)
+                            with m.If(gb_have == k - 1):
+                                m.d.sync += gb_have.eq(0)
+                            with m.Else():
+                                m.d.sync += [gb_acc.eq(cat), gb_have.eq(gb_have + 1)]
+        if W < 128:
+            # every run that ends with tk_last is padded to 16 bytes: skip the pad beats
+            ph = Signal(range(128 // W))
+            skip = Signal()
+            with m.If(gb_pop):
+                m.d.sync += ph.eq(ph + 1)
+                with m.If(tk_last & (ph != 128 // W - 1)):
+                    m.d.sync += skip.eq(1)
+            with m.If(skip):
+                m.d.comb += [tk_valid.eq(0), gb_pop.eq(rd.data.valid)]
+                with m.If(rd.data.valid & (ph == 128 // W - 1)):
+                    m.d.sync += skip.eq(0)
+        took = Signal()
+        m.d.comb += took.eq(tk_want & tk_valid)
+        rec = Signal(PARAM)
+        m.d.comb += rec.eq(tk_data[:64])
+        # parameters of the current K group (per channel: lanes records per word) and of the
+        # current V chunk (per token and head)
+        m.submodules.kpar = kpar = Memory(shape=data.ArrayLayout(PARAM, Lc), depth=max(R // Lc, 1), init=[])
+        m.submodules.vpar = vpar = Memory(shape=PARAM, depth=V_CHUNK * self.max_kv, init=[])
+        kpw, kpr = kpar.write_port(), kpar.read_port()
+        vpw, vpr = vpar.write_port(), vpar.read_port()
+        # D1: codes (or raw words) registered with the lanes' parameters read meanwhile
+        d1_v, d1_raw, d1_k = Signal(), Signal(), Signal()
+        d1_codes = Signal(data.ArrayLayout(8, Lc))
+        d1_words = Signal(Lc * 32)
+        d2_v, d2_k = Signal(), Signal()
+        d2_val = Signal(data.ArrayLayout(signed(32), Lc))
+        m.d.sync += [d1_v.eq(0), d2_v.eq(d1_v), d2_k.eq(d1_k)]
+        for bits, sel in ((2, 0), (4, 1), (8, 2)):
+            with m.If(tk_sel == sel):
+                m.d.sync += [d1_codes[ll].eq(tk_data[ll * bits:(ll + 1) * bits]) for ll in range(Lc)]
+        m.d.sync += d1_words.eq(tk_data[:Lc * 32])
+        for ll in range(Lc):
+            par = Signal(PARAM, name=f"dpar{ll}")
+            m.d.comb += par.eq(Mux(d1_k, kpr.data[ll], vpr.data))
+            prod = Signal(24, name=f"dprod{ll}")
+            dsh = Signal(signed(9), name=f"dsh{ll}")
+            mn = Signal(signed(32), name=f"dmn{ll}")
+            m.d.comb += [prod.eq(d1_codes[ll] * par.man), dsh.eq(-par.e), mn.eq(par.mn)]
+            # D2: mn + rshift_round(code*man, -e), saturated (shift clamped at 40: beyond,
+            # the result saturates or rounds to mn alike)
+            rsh = Signal(range(64), name=f"drsh{ll}")
+            lsh = Signal(range(64), name=f"dlsh{ll}")
+            m.d.comb += [rsh.eq(Mux(dsh > 0, Mux(dsh > 40, 40, dsh), 0)),
+                         lsh.eq(Mux(dsh < 0, Mux(-dsh > 40, 40, -dsh), 0))]
+            dhalf = Signal(41, name=f"dhalf{ll}")
+            m.d.comb += dhalf.eq(Mux(rsh == 0, 0, Const(1, 41) << (rsh - 1)[:6]))
+            deq = Signal(signed(80), name=f"deq{ll}")
+            m.d.comb += deq.eq(Mux(dsh > 0, (prod + dhalf) >> rsh, prod << lsh))
+            dsum = Signal(signed(81), name=f"dsum{ll}")
+            m.d.comb += dsum.eq(mn + deq)
+            m.d.sync += d2_val[ll].eq(Mux(d1_raw, d1_words[ll * 32:(ll + 1) * 32].as_signed(),
+                                          Mux(dsum > (1 << 31) - 1, (1 << 31) - 1,
+                                              Mux(dsum < -(1 << 31), -(1 << 31), dsum))))
+        dfifo = fifo.SyncFIFOBuffered(width=Lc * 32 + 1, depth=8)
         m.submodules.dfifo = dfifo
         d_inflight = Signal(range(9))
-        dv1, draw1 = Signal(), Signal()
-        dprod1 = Signal(21)
-        dsh1 = Signal(signed(9))
-        dmn1, dword1 = Signal(signed(32)), Signal(signed(32))
-        m.d.sync += [dv1.eq(dq_v), draw1.eq(dq_raw), dprod1.eq(dq_code * dq_par.man),
-                     dsh1.eq(-(dq_par.s - 24)), dmn1.eq(dq_par.mn), dword1.eq(dq_word)]
-        dv2 = Signal()
-        dval2 = Signal(signed(34))
-        rsh = Signal(range(64))
-        lsh = Signal(range(64))
-        m.d.comb += [rsh.eq(Mux(dsh1 > 0, Mux(dsh1 > 40, 40, dsh1), 0)), lsh.eq(Mux(dsh1 < 0, Mux(-dsh1 > 40, 40, -dsh1), 0))]
-        dhalf = Signal(41)
-        m.d.comb += dhalf.eq(Mux(rsh == 0, 0, Const(1, 41) << (rsh - 1)[:6]))
-        deq = Signal(signed(80))
-        m.d.comb += deq.eq(Mux(dsh1 > 0, (dprod1 + dhalf) >> rsh, dprod1 << lsh))
-        dsum = Signal(signed(81))
-        m.d.comb += dsum.eq(dmn1 + deq)
-        m.d.sync += [dv2.eq(dv1), dval2.eq(Mux(draw1, dword1, Mux(dsum > (1 << 31) - 1, (1 << 31) - 1,
-                                                                 Mux(dsum < -(1 << 31), -(1 << 31), dsum))))]
-        m.d.comb += [dfifo.w_en.eq(dv2), dfifo.w_data.eq(dval2)]
-        out_k = Signal()          # which output stream the dequantized words go to
-        m.d.comb += [self.k_out.payload.eq(dfifo.r_data), self.v_out.payload.eq(dfifo.r_data),
+        m.d.comb += [dfifo.w_en.eq(d2_v), dfifo.w_data.eq(Cat(d2_val, d2_k))]
+        out_k = dfifo.r_data[-1]  # which output stream a vector goes to
+        m.d.comb += [self.k_out.payload.eq(dfifo.r_data[:-1]), self.v_out.payload.eq(dfifo.r_data[:-1]),
                      self.k_out.valid.eq(dfifo.r_rdy & out_k), self.v_out.valid.eq(dfifo.r_rdy & ~out_k),
                      dfifo.r_en.eq(Mux(out_k, self.k_out.ready, self.v_out.ready))]
         d_pop = Signal()
+        d_take = Signal()
         m.d.comb += d_pop.eq(dfifo.r_rdy & dfifo.r_en)
-        m.d.sync += d_inflight.eq(d_inflight + dq_v - d_pop)
+        m.d.sync += d_inflight.eq(d_inflight + d_take - d_pop)
         q_pop = Signal()
         m.d.comb += [pk.units.payload.unit.eq(Mux(pk_sel == SEL_WORD, pk_word, Mux(pk_sel == SEL_PARAM, pk_param,
                                                                                      qfifo.r_data[:8]))),
@@ -272,7 +404,45 @@ class KVUnit(wiring.Component):
         g0 = Signal(15)
         nparams = Signal(range(R + 1))
         started = Signal()         # the writer took the current transfer's address
-        raw_row = Signal()         # READ: the row being delivered is raw (not codes)
+        # READ: the consumer's counters; the segment walkers of consumer and issuer
+        nrv = Signal(range(R // Lc + 1))         # vectors per row
+        nvh = Signal(range(R // Lc + 1))         # vectors per head
+        vi = Signal(range(R // Lc + 1))          # vector within the row
+        vpp = Signal(range(V_CHUNK * self.max_kv + 1))   # V parameter of the vector's head
+        tk = Signal(15)                          # token within the segment
+        pl = Signal(range(Lc))                   # K parameter lane being assembled
+        widx = Signal(range(R // Lc + 1))        # K parameter word
+        pacc = Signal(Lc * 64)
+        cw = _Walker(m, "cw", kq=kq, vq=vq, n=n, k_group=rg.k_group)
+        iw = _Walker(m, "iw", kq=kq, vq=vq, n=n, k_group=rg.k_group)
+        iss_start = Signal()
+        with m.FSM(name="issuer"):
+            with m.State("I_IDLE"):
+                with m.If(iss_start):
+                    m.next = "I_CALC"
+            with m.State("I_CALC"):          # the segment's address and length (registered)
+                with m.If(iw.st == SEG_DONE):
+                    m.next = "I_IDLE"
+                with m.Else():
+                    nbytes = Signal(24)
+                    with m.Switch(iw.st):
+                        with m.Case(SEG_PARAMS):
+                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_params + iw.tt * vpar_bytes,
+                                                                   rg.k_params + (iw.tt >> lg_g) * kpar_bytes))
+                            m.d.comb += nbytes.eq(Mux(iw.isv, iw.nt * vpar_bytes, kpar_bytes))
+                        with m.Case(SEG_CODES):
+                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_codes, rg.k_codes) + iw.tt * code_bytes)
+                            m.d.comb += nbytes.eq(iw.nt * code_bytes)
+                        with m.Case(SEG_RAW):
+                            m.d.sync += iss_addr.eq(slot_addr(Mux(iw.isv, rg.v_raw, 0), iw.tt))
+                            m.d.comb += nbytes.eq(raw_bytes)
+                    m.d.sync += iss_beats.eq(nbytes >> (W // 8).bit_length() - 1)
+                    m.next = "I_ISSUE"
+            with m.State("I_ISSUE"):
+                m.d.comb += iss_valid.eq(1)
+                with m.If(rd.cmd.ready):
+                    m.d.comb += iw.adv.eq(1)
+                    m.next = "I_CALC"
 
         with m.FSM():
             with m.State("IDLE"):
@@ -287,13 +457,16 @@ class KVUnit(wiring.Component):
                 vq_raw = Signal(signed(16))
                 m.d.comb += vq_raw.eq(n - rg.kv_window)
                 m.d.sync += [raw_bytes.eq(row << 2), code_bytes_used.eq((row * rg.kv_bits) >> 3),
+                             nrv.eq(row >> lg_l), nvh.eq(rg.head_dim >> lg_l),
                              vq.eq(Mux(~q | (vq_raw < 0), 0, vq_raw)),
                              kq.eq(Mux(~q | (vq_raw < 0), 0, (vq_raw >> lg_g) << lg_g))]
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(cmd.read):
-                    m.d.sync += [t.eq(0), out_k.eq(1)]
-                    m.next = "R_ROW"
+                    m.d.sync += [reading.eq(1), gb_off.eq(0), gb_have.eq(0), i.eq(0), j.eq(0), c.eq(0), vi.eq(0),
+                                 vpp.eq(0), tk.eq(0), pl.eq(0), widx.eq(0)] + cw.start() + iw.start()
+                    m.d.comb += iss_start.eq(1)
+                    m.next = "R_RUN"
                 with m.Else():
                     m.d.sync += [wr_addr.eq(slot_addr(0, cmd.pos)), pk_sel.eq(SEL_WORD), i.eq(0)]
                     m.next = "A_RAWK"
@@ -423,68 +596,53 @@ class KVUnit(wiring.Component):
                     m.next = "A_KCHECK"
 
             # ======================= READ ============================================
-            with m.State("R_ROW"):       # K rows (out_k) then V rows
-                kv_q = Signal()
-                m.d.comb += kv_q.eq(t < Mux(out_k, kq, vq))
-                new_params = Signal()
-                m.d.comb += new_params.eq(Mux(out_k, (t & (rg.k_group - 1)) == 0, 1))
-                with m.If(kv_q & new_params):
-                    m.d.sync += i.eq(0)
-                    m.next = "R_PARAMS_READ"
-                with m.Elif(kv_q):
-                    m.next = "R_CODES_READ"
-                with m.Else():
-                    m.next = "R_RAW_READ"
-            with m.State("R_PARAMS_READ"):
-                m.d.comb += [rd_go.eq(1), rd_sel.eq(SEL_PARAM),
-                             rd_addr.eq(cmd.base + Mux(out_k, rg.k_params + (t >> lg_g) * kpar_bytes,
-                                                       rg.v_params + t * vpar_bytes)),
-                             rd_count.eq(Mux(out_k, row, rg.kv_heads))]
-                with m.If(rd_started):
-                    m.d.sync += i.eq(0)
-                    m.next = "R_PARAMS"
-            with m.State("R_PARAMS"):
-                pr = Signal(PARAM)
-                m.d.comb += [pr.eq(word), unp.units.ready.eq(1)]
-                with m.If(unp.units.valid):
-                    m.d.comb += [par_w.en.eq(1), par_w.addr.eq(i), par_w.data.mn.eq(pr.mn),
-                                 par_w.data.s.eq(pr.e + 24), par_w.data.man.eq(pr.man)]
-                    m.d.sync += i.eq(i + 1)
-                    with m.If(i == Mux(out_k, row, rg.kv_heads) - 1):
-                        m.next = "R_CODES_READ"
-            with m.State("R_CODES_READ"):
-                m.d.comb += [rd_go.eq(1), rd_sel.eq(sel_code), rd_count.eq(row),
-                             rd_addr.eq(cmd.base + Mux(out_k, rg.k_codes, rg.v_codes) + t * code_bytes)]
-                with m.If(rd_started):
-                    m.d.sync += [i.eq(0), c.eq(0), j.eq(0), raw_row.eq(0)]
-                    m.next = "R_DEQ"
-            with m.State("R_RAW_READ"):
-                m.d.comb += [rd_go.eq(1), rd_sel.eq(SEL_WORD), rd_count.eq(row),
-                             rd_addr.eq(slot_addr(Mux(out_k, 0, rg.v_raw), t))]
-                with m.If(rd_started):
-                    m.d.sync += [i.eq(0), c.eq(0), j.eq(0), raw_row.eq(1)]
-                    m.next = "R_DEQ"
-            with m.State("R_DEQ"):
-                m.d.comb += [par_r.addr.eq(Mux(out_k, i, j)), unp.units.ready.eq(d_inflight < 6)]
-                with m.If(unp.units.valid & (d_inflight < 6)):
-                    m.d.comb += [dq_v.eq(1), dq_code.eq(word[:8]), dq_par.eq(par_r.data),
-                                 dq_raw.eq(raw_row), dq_word.eq(word[:32].as_signed())]
-                    m.d.sync += [i.eq(i + 1), c.eq(c + 1)]
-                    with m.If(c == rg.head_dim - 1):
-                        m.d.sync += [c.eq(0), j.eq(j + 1)]
-                    with m.If(i == row - 1):
-                        m.d.sync += t.eq(t + 1)
-                        with m.If(t == n - 1):
-                            m.next = "R_SWITCH"
-                        with m.Else():
-                            m.next = "R_ROW"
-            with m.State("R_SWITCH"):    # all K rows delivered: V rows next
-                with m.If(d_inflight == 0):
-                    with m.If(out_k):
-                        m.d.sync += [out_k.eq(0), t.eq(0)]
-                        m.next = "R_ROW"
-                    with m.Else():
-                        m.next = "FINISH"
+            # The issuer (below) queues every burst of the READ ahead; this consumer walks
+            # the same segments and turns their beats into lanes-wide K, then V vectors.
+            with m.State("R_RUN"):
+                w = cw
+                m.d.comb += [kpr.addr.eq(vi), vpr.addr.eq(vpp)]
+                with m.Switch(w.st):
+                    with m.Case(SEG_PARAMS):
+                        m.d.comb += [tk_want.eq(1), tk_sel.eq(Mux(w.isv, SEL_PARAM, SEL_KPARAMS))]
+                        with m.If(~w.isv):     # K: one record per channel, kp_n per take, lanes per word
+                            m.d.comb += tk_last.eq(i == row - kp_n)
+                            with m.If(took):
+                                recs = tk_data[:64 * kp_n]
+                                new = Cat(pacc[64 * kp_n:], recs) if Lc > kp_n else recs
+                                m.d.sync += [pacc.eq(new), i.eq(i + kp_n), pl.eq(pl + 1)]
+                                with m.If(pl == Lc // kp_n - 1):
+                                    m.d.comb += [kpw.en.eq(1), kpw.addr.eq(widx), kpw.data.eq(new)]
+                                    m.d.sync += [pl.eq(0), widx.eq(widx + 1)]
+                                with m.If(i == row - kp_n):
+                                    m.d.sync += [i.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), c.eq(0), tk.eq(0)]
+                                    m.d.comb += cw.adv.eq(1)
+                        with m.Else():         # V: one record per head, each token's run padded
+                            m.d.comb += tk_last.eq(j == rg.kv_heads - 1)
+                            with m.If(took):
+                                m.d.comb += [vpw.en.eq(1), vpw.addr.eq(vpp), vpw.data.eq(rec)]
+                                m.d.sync += [vpp.eq(vpp + 1), j.eq(j + 1)]
+                                with m.If(j == rg.kv_heads - 1):
+                                    m.d.sync += [j.eq(0), tk.eq(tk + 1)]
+                                    with m.If(tk == w.nt - 1):
+                                        m.d.sync += [tk.eq(0), vi.eq(0), c.eq(0), vpp.eq(0)]
+                                        m.d.comb += cw.adv.eq(1)
+                    with m.Case(SEG_CODES, SEG_RAW):
+                        m.d.comb += [tk_want.eq(d_inflight < 6), tk_sel.eq(Mux(w.st == SEG_RAW, SEL_WORD, sel_code)),
+                                     tk_last.eq(vi == nrv - 1), d_take.eq(took)]
+                        with m.If(took):
+                            m.d.sync += [d1_v.eq(1), d1_raw.eq(w.st == SEG_RAW), d1_k.eq(~w.isv),
+                                         vi.eq(vi + 1), c.eq(c + 1)]
+                            with m.If(c == nvh - 1):
+                                m.d.sync += [c.eq(0), vpp.eq(vpp + 1)]
+                            with m.If(vi == nrv - 1):
+                                m.d.sync += [vi.eq(0), c.eq(0), tk.eq(tk + 1)]
+                                with m.If(tk == w.nt - 1):
+                                    m.d.sync += [tk.eq(0), vpp.eq(0)]
+                                    m.d.comb += cw.adv.eq(1)
+                    with m.Case(SEG_DONE):
+                        with m.If((d_inflight == 0) & ~d1_v & ~d2_v):
+                            m.d.sync += reading.eq(0)
+                            m.next = "FINISH"
 
             with m.State("FINISH"):
                 with m.If(wr.idle & ~wr.start.valid):

@@ -23,15 +23,16 @@ def tiny(tmp_path_factory):
     return load_gguf(write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf", seed=8))
 
 
-@pytest.mark.parametrize("kv_bits,k_group,window,stall", [(8, 4, 0, 0), (4, 2, 1, 20)])
-def test_engine_decode_bit_exact(tiny, kv_bits, k_group, window, stall, tmp_path):
+@pytest.mark.parametrize("kv_bits,k_group,window,stall,lanes", [(8, 4, 0, 0, 16), (4, 2, 1, 20, 4)])
+def test_engine_decode_bit_exact(tiny, kv_bits, k_group, window, stall, lanes, tmp_path):
+    """KV8 with 16 attention lanes (one K/V vector per head), KV4 with 4 lanes."""
     hp = tiny.hparams
     ctx = 8
     num = DecodeNumerics(kv_bits=kv_bits, k_group=k_group, kv_window=window)
     ref = IntLlama(tiny, num, max_context=ctx)
     prog = compile_decode(ref, trace=True, context=ctx)
     limits = EngineLimits(dim=hp.dim, ffn=hp.ffn_dim, heads=hp.n_heads, kv_heads=hp.n_kv_heads,
-                          head_dim=hp.head_dim, vocab=hp.vocab_size, ctx=ctx)
+                          head_dim=hp.head_dim, vocab=hp.vocab_size, ctx=ctx, lanes=lanes)
     sim = SimMemoryConfig(latency=12, size_bytes=1 << 20, stall_percent=stall, refresh_period=500 if stall else 0,
                           refresh_cycles=20 if stall else 0)
     g = torch.Generator().manual_seed(kv_bits)

@@ -6,12 +6,14 @@ for bit, token after token, for every KV format and at the context limit."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from host_runtime.decode_program import compile_decode, pack_codes
 from hw.decode.isa import Buf, Instr, KVLayout, Op, WeightKind, kv_quantized_counts
-from ref_model.decode import DecodeNumerics, DecodeShape
+from ref_model.decode import ATTENTION_LANES, DecodeNumerics, DecodeShape, attention_lanes
 from ref_model.errors import ConfigError
 from ref_model.models.gguf_model import load_gguf
 from ref_model.models.int_llama import IntLlama
@@ -130,3 +132,20 @@ def test_smollm2_program_streams_its_weights_once_and_matches():
         want = ref.step(tok, cache)
         isa.step(prog.program_addr, len(prog.instrs), tok, pos)
         assert torch.equal(isa.peek_i32(prog.logits_addr, m.hparams.vocab_size), want), f"token {pos}"
+
+
+def test_model_beyond_the_attention_datapath_is_a_clear_error(tiny):
+    """The engine serves the limits' heads/kv_heads query heads per KV vector and reads
+    K/V in vectors of attention_lanes(head_dim) channels."""
+    ref = IntLlama(tiny, DecodeNumerics(), max_context=8)
+    hp = tiny.hparams                                        # 4 heads / 2 KV heads, head_dim 16
+    mha = DecodeShape(2, hp.dim, hp.n_heads, hp.n_heads, hp.head_dim, hp.ffn_dim, hp.vocab_size, 8)
+    with pytest.raises(ConfigError, match="2 query heads per KV head, engine serves at most 1"):
+        compile_decode(ref, mha)
+    compile_decode(ref, DecodeShape(2, hp.dim, hp.n_heads, hp.n_kv_heads, 48, hp.ffn_dim, hp.vocab_size, 8))
+    narrow = SimpleNamespace(**{**vars(hp), "head_dim": ATTENTION_LANES // 2})    # a K/V vector over two heads
+    with pytest.raises(ConfigError, match=f"head_dim = {ATTENTION_LANES // 2} is not a multiple of the engine's "
+                                          f"{ATTENTION_LANES} attention lanes"):
+        DecodeShape(2, hp.dim, hp.n_heads, hp.n_kv_heads, 4 * ATTENTION_LANES, hp.ffn_dim, hp.vocab_size,
+                    8).check_fits(narrow, 8)
+    assert [attention_lanes(d) for d in (64, 48, 24, 6, 2)] == [ATTENTION_LANES, 16, 8, 2, 2]

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from host_runtime.decode_program import compile_decode
 from hw.decode.engine import DecodeEngine, EngineLimits
-from ref_model.decode import DecodeNumerics
+from ref_model.decode import DecodeNumerics, attention_lanes
 from ref_model.fixedpoint import rom_tables
 from ref_model.models.gguf_model import load_gguf
 from ref_model.models.int_llama import IntLlama
@@ -32,7 +32,7 @@ def test_engine_decodes_tiny_model(tmp_path, kv_bits, k_group):
     ref = IntLlama(model, num, max_context=ctx)
     prog = compile_decode(ref, trace=True, context=ctx)
     lim = EngineLimits(dim=hp.dim, ffn=hp.ffn_dim, heads=hp.n_heads, kv_heads=hp.n_kv_heads,
-                       head_dim=hp.head_dim, vocab=hp.vocab_size, ctx=ctx)
+                       head_dim=hp.head_dim, vocab=hp.vocab_size, ctx=ctx, lanes=attention_lanes(hp.head_dim))
     dut = DecodeEngine(lim, num, rom_tables())
     mem = AXIMemory(prog.image.size + 4096, 128, latency=6)
     mem.mem[:prog.image.size] = prog.image.data

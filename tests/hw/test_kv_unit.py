@@ -17,9 +17,25 @@ from .axi_memory import AXIMemory
 BASE = 192
 
 
-@pytest.mark.parametrize("kv_bits,k_group,window,tokens", [(4, 4, 0, 10), (8, 2, 3, 9), (2, 4, 1, 9), (16, 4, 0, 5)])
-def test_kv_unit_matches_isa_model(kv_bits, k_group, window, tokens):
-    nkv, hd, ctx = 2, 16, 16
+def _unpack(word: int, lanes: int) -> list[int]:
+    """A lane vector (lane 0 in the low bits) as signed int32 values."""
+    out = []
+    for i in range(lanes):
+        x = (word >> (32 * i)) & 0xFFFFFFFF
+        out.append(x - (1 << 32) if x >> 31 else x)
+    return out
+
+
+CASES = [(4, 4, 0, 10), (8, 2, 3, 9), (2, 4, 1, 9), (16, 4, 0, 5)]
+
+
+@pytest.mark.parametrize("lanes,hd,kv_bits,k_group,window,tokens",
+                         [(lanes, 16) + c for lanes in (1, 4, 16) for c in CASES] + [(32, 32) + CASES[0], (32, 32) + CASES[1]])
+def test_kv_unit_matches_isa_model(kv_bits, k_group, window, tokens, lanes, hd):
+    """Every position up to 9-10 tokens: window boundaries, K group boundaries, raw ring
+    wrap, KV2/4/8/16; READ rows as vectors of ``lanes`` channels (32 lanes: KV8 vectors
+    span two beats)."""
+    nkv, ctx = 2, 16
     L = KVLayout(ctx, nkv, hd, kv_bits, k_group, window)
     num = DecodeNumerics(kv_bits=kv_bits, k_group=k_group, kv_window=window)
     size = BASE + L.size + 4096
@@ -34,7 +50,7 @@ def test_kv_unit_matches_isa_model(kv_bits, k_group, window, tokens):
     rows[2][0, 5] = (1 << 31) - 1
     rows[3][1, :] = -7                                  # a constant V row: range 0
 
-    dut = KVUnit(max_kv_dim=64, scale_bits=num.kv_scale_bits)
+    dut = KVUnit(max_kv_dim=64, scale_bits=num.kv_scale_bits, lanes=lanes, max_kv_heads=4)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(mem.read_process(dut.axi_r), background=True)
@@ -85,12 +101,11 @@ def test_kv_unit_matches_isa_model(kv_bits, k_group, window, tokens):
             ctx_.set(dut.v_out.ready, 1)
             cycles = 0
             while len(got["k"]) < n or len(got["v"]) < n:
-                _, _, kv_, kp, vv, vp = await ctx_.tick().sample(dut.k_out.valid, dut.k_out.payload,
-                                                                 dut.v_out.valid, dut.v_out.payload)
-                if kv_:
-                    got["k"].append(kp)
-                if vv:
-                    got["v"].append(vp)
+                _, _, kv_, kp, vv, vp = await ctx_.tick().sample(dut.k_out.valid, dut.k_out.payload.as_value(),
+                                                                 dut.v_out.valid, dut.v_out.payload.as_value())
+                for valid, word, name in ((kv_, kp, "k"), (vv, vp, "v")):
+                    if valid:
+                        got[name] += _unpack(word, lanes)
                 cycles += 1
                 assert cycles < 50_000, f"pos {pos}: READ stalled with {len(got['k'])}/{len(got['v'])} of {n}"
             await ctx_.tick().until(~dut.busy)
