@@ -175,6 +175,19 @@ class AttentionUnit(wiring.Component):
         def clear_counters():
             return [j.eq(0), r.eq(0), lane.eq(0), cv.eq(0), vi.eq(0), vbase.eq(0), t.eq(0), ptr.eq(0), pbase.eq(0)]
 
+        def walk_heads(after: str) -> None:
+            """Step (lane, cv, r, j) -- channel lanes, vectors of a head, heads of a group,
+            KV groups -- in output order (the caller steps ``lane``); go to ``after``
+            past the last."""
+            with m.If(last_lane):
+                m.d.sync += [lane.eq(0), cv.eq(cv + 1)]
+                with m.If(last_cv):
+                    m.d.sync += [cv.eq(0), r.eq(r + 1)]
+                    with m.If(last_r):
+                        m.d.sync += [r.eq(0), j.eq(j + 1), vbase.eq(vbase + nvh)]
+                        with m.If(last_j):
+                            m.next = after
+
         # pipeline valid flags (for the drains)
         qc_v = Signal()
         s_v = [Signal(name=f"s_v{k}") for k in range(7)]
@@ -257,14 +270,7 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [qc_v.eq(1), qc_x.eq(qr.data), qc_s.eq(shb[r][j]), qc_a.eq(vbase + cv),
                              qc_lane.eq(Cat(lane[:lg_l], r[:max((R - 1).bit_length(), 1)]) if L > 1 else r),
                              i.eq(i + 1), lane.eq(lane + 1)]
-                with m.If(last_lane):
-                    m.d.sync += [lane.eq(0), cv.eq(cv + 1)]
-                    with m.If(last_cv):
-                        m.d.sync += [cv.eq(0), r.eq(r + 1)]
-                        with m.If(last_r):
-                            m.d.sync += [r.eq(0), j.eq(j + 1), vbase.eq(vbase + nvh)]
-                            with m.If(last_j):
-                                m.next = "Q_CODE_DRAIN"
+                walk_heads("Q_CODE_DRAIN")
             with m.State("Q_CODE_DRAIN"):
                 m.d.sync += clear_counters()
                 m.next = "SCORE"
@@ -334,14 +340,7 @@ class AttentionUnit(wiring.Component):
             with m.State("OUT"):      # heads in order: (j, r), channels (cv, lane)
                 m.d.comb += [o.addr.eq(vbase + cv) for o in ors]
                 m.d.sync += [o_v.eq(1), o_r.eq(r), o_l.eq(lane), lane.eq(lane + 1)]
-                with m.If(last_lane):
-                    m.d.sync += [lane.eq(0), cv.eq(cv + 1)]
-                    with m.If(last_cv):
-                        m.d.sync += [cv.eq(0), r.eq(r + 1)]
-                        with m.If(last_r):
-                            m.d.sync += [r.eq(0), j.eq(j + 1), vbase.eq(vbase + nvh)]
-                            with m.If(last_j):
-                                m.next = "OUT_DRAIN"
+                walk_heads("OUT_DRAIN")
             with m.State("OUT_DRAIN"):
                 with m.If(~o_v):
                     m.next = "DONE"
