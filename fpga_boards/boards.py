@@ -37,12 +37,16 @@ class BoardError(LutforgeError):
 class Dram:
     """A board's external memory as LiteDRAM describes it.
 
-    ``module``: LiteDRAM module class (``litedram.modules``); ``phy``: the LiteDRAM PHY;
-    ``resource``: the platform resource holding its pins; ``sys_clk_mhz``: controller
-    clock of the board's LiteDRAM build (used when that build description names none);
+    ``description``: the stem of the board's LiteDRAM build description
+    (``fpga_boards/litedram/NAME.yml``), whose ``sdram_module``, ``sdram_phy`` and
+    ``sys_clk_freq`` win over ``module`` / ``phy`` / ``sys_clk_mhz`` here (those only
+    stand in while no description is shipped); ``module``: LiteDRAM module class
+    (``litedram.modules``); ``phy``: the LiteDRAM PHY; ``resource``: the platform
+    resource holding its pins; ``sys_clk_mhz``: controller clock;
     ``controller``: ``litedram`` (a DRAM controller exists for this board) or ``none``
     (a top holds its working memory in block RAM instead)."""
 
+    description: str
     module: str
     phy: str
     resource: str
@@ -101,9 +105,22 @@ class Board:
         raise BoardError(f"board {self.name}: resource {self.dram.resource!r} has no dq pins")
 
     @property
+    def dram_description(self) -> dict:
+        """The board's LiteDRAM build description ({} when none is shipped)."""
+        return _litedram_yml(self.dram.description) or {}
+
+    @property
+    def dram_module_name(self) -> str:
+        return self.dram_description.get("sdram_module", self.dram.module)
+
+    @property
+    def dram_phy(self) -> str:
+        return self.dram_description.get("sdram_phy", self.dram.phy)
+
+    @property
     def dram_module(self):
         import litedram.modules
-        return getattr(litedram.modules, self.dram.module)
+        return getattr(litedram.modules, self.dram_module_name)
 
     @property
     def dram_bytes(self) -> int:
@@ -115,14 +132,14 @@ class Board:
     def dram_sys_clk_mhz(self) -> float:
         """Controller clock: the board's LiteDRAM description (``sys_clk_freq``) if one
         is shipped, else the registry's value."""
-        desc = litedram_description(self.name)
-        if desc and "sys_clk_freq" in desc:
-            return float(desc["sys_clk_freq"]) / 1e6
+        desc = self.dram_description
+        if "sys_clk_freq" in desc:
+            return float(desc["sys_clk_freq"]) / 1e6   # YAML reads "75e6" as a string
         return self.dram.sys_clk_mhz
 
     @property
     def transfers_per_cycle(self) -> int:
-        return {"ECP5DDRPHY": 4, "GENSDRPHY": 1}[self.dram.phy]
+        return {"ECP5DDRPHY": 4, "GENSDRPHY": 1}[self.dram_phy]
 
     @property
     def dram_peak_bytes_per_s(self) -> float:
@@ -131,24 +148,19 @@ class Board:
     def describe(self) -> dict:
         return {"board": self.name, "title": self.title, "device": self.device, "package": self.package,
                 "speed": self.speed, "clock_in_mhz": self.clock_in_hz / 1e6,
-                "dram": {"module": self.dram.module, "phy": self.dram.phy, "bus_bits": self.dram_bus_bits,
+                "dram": {"module": self.dram_module_name, "phy": self.dram_phy, "bus_bits": self.dram_bus_bits,
                          "bytes": self.dram_bytes, "sys_clk_mhz": self.dram_sys_clk_mhz,
                          "peak_mb_per_s": round(self.dram_peak_bytes_per_s / 1e6, 1),
                          "controller": self.dram.controller},
                 "notes": self.notes}
 
 
-def litedram_description(board: str) -> dict | None:
-    """The board's LiteDRAM build description (``fpga_boards/litedram/BOARD.yml``), if shipped."""
-    return _litedram_yml(board)
-
-
 @functools.cache
-def _litedram_yml(board: str) -> dict | None:
+def _litedram_yml(stem: str) -> dict | None:
     from pathlib import Path
 
     import yaml
-    path = Path(__file__).parent / "litedram" / f"{board}.yml"
+    path = Path(__file__).parent / "litedram" / f"{stem}.yml"
     if not path.is_file():
         return None
     return yaml.safe_load(path.read_text())
@@ -156,23 +168,23 @@ def _litedram_yml(board: str) -> dict | None:
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ecpix5-85", "LambdaConcept ECPIX-5 85F", "ecpix5:ECPIX585Platform",
-          Dram("MT41K256M16", "ECP5DDRPHY", "ddr3", 50.0),
+          Dram("ecpix5", "MT41K256M16", "ECP5DDRPHY", "ddr3", 75.0),
           uart=("uart", 0), loader=("-b", "ecpix5"), leds="rgb_led",
           notes="UART over the FT2232's second channel (the JTAG cable's USB port)"),
     Board("butterstick", "ButterStick r1.0 (85F)", "butterstick:ButterStickPlatform",
-          Dram("MT41K512M16", "ECP5DDRPHY", "ddr3", 50.0),
+          Dram("butterstick", "MT41K256M16", "ECP5DDRPHY", "ddr3", 75.0),
           uart=None, uart_pins={"connector": ("syzygy", 0), "rx": "S16", "tx": "S17"},
           loader=("-c", "dirtyJtag"), leds="none",
           notes="no UART on the board: the host link's UART is on SYZYGY port 0 (S16 rx, S17 tx), "
                 "e.g. through a 3.3 V USB-serial adapter; the Ethernet link is not built yet"),
     Board("orangecrab-85", "OrangeCrab r0.2 85F", "orangecrab_r0_2:OrangeCrabR0_2_85FPlatform",
-          Dram("MT41K64M16", "ECP5DDRPHY", "ddr3", 48.0),
+          Dram("orangecrab", "MT41K64M16", "ECP5DDRPHY", "ddr3", 48.0),
           uart=None, uart_pins={"connector": ("io", 0), "rx": "0", "tx": "1"},
           loader=("-b", "orangeCrab"), leds="rgb_led",
           notes="no UART on the board: the host link's UART is on the feather header; programmed over "
                 "its USB DFU bootloader"),
     Board("ulx3s-85", "Radiona ULX3S 85F", "ulx3s:ULX3S_85F_Platform",
-          Dram("MT48LC16M16", "GENSDRPHY", "sdram", 50.0, controller="none"),
+          Dram("ulx3s", "MT48LC16M16", "GENSDRPHY", "sdram", 50.0),
           uart=("uart", 0), loader=("-b", "ulx3s"), leds="led",
           notes="32 MB SDRAM: tensor cores and small models only; the tensor-core top keeps its working "
                 "memory in block RAM"),
@@ -193,6 +205,6 @@ def check_model_fits(board: Board | str, need_bytes: int, *, what: str = "the mo
     have = b.dram_bytes
     if need_bytes > have:
         raise BoardError(f"{what} needs {need_bytes / 2**20:.1f} MiB of memory; {b.title} has "
-                         f"{have / 2**20:.0f} MiB of {b.dram.module} "
+                         f"{have / 2**20:.0f} MiB of {b.dram_module_name} "
                          f"({need_bytes - have:,} bytes over): use a board with more memory "
                          f"({', '.join(x.name for x in BOARDS.values() if x.dram_bytes >= need_bytes) or 'none'})")

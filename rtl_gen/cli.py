@@ -154,6 +154,46 @@ def cmd_sim_board(args) -> int:
     return serve(cfg, args.listen)
 
 
+def _board_config(args):
+    """The config of build-bitstream / bench: --config (default: the board's shipped config)."""
+    from .config import load_config
+    return load_config(args.config, args.overrides)
+
+
+def cmd_build_bitstream(args) -> int:
+    from fpga_boards.build import build_bitstream, format_manifest
+    cfg = _board_config(args)
+    board = args.board or cfg.target.board
+    if board is None:
+        raise LutforgeError(f"no board: pass --board NAME (config {cfg.name!r} names no target.board)")
+    man = build_bitstream(board, cfg, Path(args.output or f"build/{board}"), clock_mhz=args.clock, baud=args.baud,
+                          memory=args.memory, seed=args.seed,
+                          log=lambda line: print(line, file=sys.stderr))
+    print(format_manifest(man))
+    out = Path(args.output or f"build/{board}")
+    print(f"wrote {out / man['bitstream']} and {out / 'lutforge_top.manifest.json'}")
+    return 0
+
+
+def cmd_program(args) -> int:
+    from fpga_boards.program import program
+    print(program(args.board, args.bitstream, flash=args.flash))
+    return 0
+
+
+def cmd_boards(args) -> int:
+    from fpga_boards.boards import BOARDS
+    if args.json:
+        print(json.dumps([b.describe() for b in BOARDS.values()], indent=2))
+        return 0
+    for b in BOARDS.values():
+        d = b.describe()
+        dr = d["dram"]
+        print(f"{b.name:<14} {b.title:<28} {d['device']} {d['package']}  {dr['bytes'] >> 20} MiB "
+              f"{dr['module']} x{dr['bus_bits']} @ {dr['sys_clk_mhz']:g} MHz ({dr['peak_mb_per_s']:g} MB/s peak)")
+    return 0
+
+
 def cmd_config(args) -> int:
     cfg = _load(args)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
@@ -254,6 +294,32 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--listen", default=None, metavar="URL",
                     help="tcp://127.0.0.1:PORT (0 = a free port; default tcp://127.0.0.1:0) or unix:///path")
     sb.set_defaults(func=cmd_sim_board)
+
+    bb = sub.add_parser("build-bitstream", help="build an FPGA bitstream for a board (yowasp Yosys, nextpnr-ecp5, "
+                                                "ecppack): .bit, nextpnr report, JSON manifest")
+    bb.add_argument("--board", default=None, help="board name (lutforge boards; default: the config's target.board)")
+    bb.add_argument("--config", required=True, help="YAML config file or the name of a shipped config")
+    bb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override one config field (repeatable)")
+    bb.add_argument("-o", "--output", default=None, help="output folder (default build/BOARD)")
+    bb.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                    help="design clock (default: the config's clock.mhz)")
+    bb.add_argument("--baud", type=int, default=None, help="host link UART baud rate (default 1000000)")
+    bb.add_argument("--memory", choices=["bram", "dram"], default=None,
+                    help="working memory: block RAM or the board's DRAM (default: dram for a decode engine, "
+                         "bram for a tensor core)")
+    bb.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    bb.set_defaults(func=cmd_build_bitstream)
+
+    pg = sub.add_parser("program", help="program a board with a bitstream (openFPGALoader)")
+    pg.add_argument("--board", required=True, help="board name (lutforge boards)")
+    pg.add_argument("bitstream", help="the .bit file")
+    pg.add_argument("--flash", action="store_true", help="write the configuration flash instead of the SRAM")
+    pg.set_defaults(func=cmd_program)
+
+    bl = sub.add_parser("boards", help="list the supported boards with their memory")
+    bl.add_argument("--json", action="store_true", help="print the registry as JSON")
+    bl.set_defaults(func=cmd_boards)
 
     c = sub.add_parser("config", help="validate a config and print it with defaults filled in")
     _add_config_args(c)
