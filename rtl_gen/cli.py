@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1, help="torch CPU threads (reference suite)")
     b.add_argument("--report-from", action="append", metavar="JSON",
                    help="attach a saved `lutforge report --json` result instead of rerunning the flow (repeatable)")
+    b.add_argument("--update-baseline", action="store_true",
+                   help="boards suite: store the measured numbers as bench/baselines/boards.json")
     b.set_defaults(func=cmd_bench)
 
     sb = sub.add_parser("sim-board", help="serve the simulated board (host link + decode engine + memory, "
