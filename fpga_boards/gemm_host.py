@@ -31,6 +31,10 @@ class GemmProgram:
     end: int                            # first byte past everything
 
 
+def _pad(data: bytes) -> bytes:
+    return data + bytes(-len(data) % MEM_ALIGN)
+
+
 def gemm_program(cfg, cases, base: int = 0) -> GemmProgram:
     """Memory layout of ``cases`` (``(A, W)`` integer tensors) for the systolic core of ``cfg``."""
     if cfg.core.kind != "systolic":
@@ -46,7 +50,8 @@ def gemm_program(cfg, cases, base: int = 0) -> GemmProgram:
                 raise LutforgeError(f"GEMM {idx}: {name} outside {fmt.name} [{fmt.min}, {fmt.max}]")
         img = layout.pack(a, w, base=cursor)
         images.append(img)
-        regions += [(img.a_addr, img.a_bytes), (img.w_addr, img.w_bytes)]
+        # the link moves whole MEM_ALIGN units; regions are 4 KiB apart, so padding is free
+        regions += [(img.a_addr, _pad(img.a_bytes)), (img.w_addr, _pad(img.w_bytes))]
         fields = {"a_addr": img.a_addr, "w_addr": img.w_addr, "c_addr": img.c_addr,
                   "m": img.m, "k": img.k, "n": img.n}
         bits = layout_cmd.const(fields).as_bits()
@@ -79,3 +84,26 @@ def run_gemms_on_link(link, cfg, cases, *, base: int = 0, timeout: float = 60.0)
     counters = {name: link.read_csr(getattr(Csr, name.upper()))
                 for name in ("cycles", "matvec_cycles", "read_bytes", "write_bytes")}
     return cs, counters
+
+
+def board_gemm(link, cfg, *, m: int, k: int, n: int, seed: int = 1, timeout: float = 60.0) -> dict:
+    """HELLO (the board must run ``cfg``), then one random GEMM of ``cfg``'s formats on the
+    board, checked against :func:`ref_model.gemm.systolic_gemm` word for word. Returns the
+    counters plus ``match`` and ``mac_utilization``; a mismatch is a :class:`LutforgeError`
+    naming the first differing element and the seed."""
+    from ref_model.gemm import systolic_gemm
+    _, got_hash = link.hello()
+    if bytes(got_hash) != cfg.hash_bytes():
+        raise LutforgeError(f"the board runs config hash {bytes(got_hash).hex()}, not {cfg.name}'s "
+                            f"{cfg.hash_bytes().hex()}: program the bitstream built from this config")
+    gen = torch.Generator().manual_seed(seed)
+    a, w = cfg.act_format.random((m, k), gen), cfg.weight_format.random((k, n), gen)
+    (c,), counters = run_gemms_on_link(link, cfg, [(a, w)], timeout=timeout)
+    want = systolic_gemm(a, w, cfg.act_format, cfg.weight_format, cfg.acc_format)
+    if not torch.equal(c, want):
+        bad = (c != want).nonzero()[0].tolist()
+        raise LutforgeError(f"GEMM {m}x{k}x{n} (seed {seed}): C[{bad[0]}, {bad[1]}] = {int(c[tuple(bad)])}, "
+                            f"the reference says {int(want[tuple(bad)])}")
+    cycles = max(counters["cycles"], 1)
+    return {**counters, "m": m, "k": k, "n": n, "seed": seed, "match": True,
+            "mac_utilization": m * k * n / (cfg.pes * cycles)}

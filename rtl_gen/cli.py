@@ -181,6 +181,27 @@ def cmd_program(args) -> int:
     return 0
 
 
+def cmd_gemm(args) -> int:
+    from fpga_boards.gemm_host import board_gemm
+    from host_runtime.protocol import Link
+    from host_runtime.transports import open_target
+    cfg = _board_config(args)
+    for name in ("m", "k", "n"):
+        if getattr(args, name) < 1:
+            raise LutforgeError(f"--{name} {getattr(args, name)}: GEMM dimensions must be at least 1")
+    transport = open_target(args.target)
+    try:
+        link = Link(transport, timeout=args.timeout)
+        link.reset()
+        r = board_gemm(link, cfg, m=args.m, k=args.k, n=args.n, seed=args.seed, timeout=args.timeout * 30)
+    finally:
+        transport.close()
+    print(f"GEMM {r['m']}x{r['k']}x{r['n']} (seed {r['seed']}) on {args.target}: C matches the reference; "
+          f"{r['cycles']:,} cycles, MAC utilization {r['mac_utilization']:.1%}, read {r['read_bytes']:,} B, "
+          f"wrote {r['write_bytes']:,} B")
+    return 0
+
+
 def cmd_boards(args) -> int:
     from fpga_boards.boards import BOARDS
     if args.json:
@@ -318,6 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("bitstream", help="the .bit file")
     pg.add_argument("--flash", action="store_true", help="write the configuration flash instead of the SRAM")
     pg.set_defaults(func=cmd_program)
+
+    gm = sub.add_parser("gemm", help="run a random GEMM on a board's tensor-core bitstream over the host link "
+                                     "and check it against the reference")
+    gm.add_argument("--target", required=True, help="serial:///dev/ttyUSB1?baud=1000000 (the board's UART)")
+    gm.add_argument("--config", required=True, help="the config the bitstream was built from")
+    gm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override one config field (repeatable; as for the build)")
+    gm.add_argument("--m", type=int, default=32)
+    gm.add_argument("--k", type=int, default=64)
+    gm.add_argument("--n", type=int, default=32)
+    gm.add_argument("--seed", type=int, default=1)
+    gm.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for one response before a retry")
+    gm.set_defaults(func=cmd_gemm)
 
     bl = sub.add_parser("boards", help="list the supported boards with their memory")
     bl.add_argument("--json", action="store_true", help="print the registry as JSON")

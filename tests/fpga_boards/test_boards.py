@@ -89,3 +89,8 @@ def test_cli_build_errors(capsys):
 def test_cli_boards(capsys):
     rc, out, _ = _cli(capsys, "boards")
     assert rc == 0 and "ulx3s-85" in out and "32 MiB" in out
+
+
+def test_cli_gemm_without_board(capsys):
+    rc, _, err = _cli(capsys, "gemm", "--target", "serial:///dev/nonexistent-tty", "--config", "systolic_8x8_int8")
+    assert rc == 1 and "cannot open the port" in err and "Traceback" not in err
