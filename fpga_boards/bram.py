@@ -19,11 +19,16 @@ from hw.mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
 
 
 class AxiBram(wiring.Component):
-    def __init__(self, *, size_bytes: int, addr_bits: int, data_bits: int, id_bits: int = 1):
+    def __init__(self, *, size_bytes: int, addr_bits: int, data_bits: int, id_bits: int = 1, init: bytes = b""):
         bpb = data_bits // 8
         if size_bytes % bpb or (size_bytes // bpb) & (size_bytes // bpb - 1):
             raise ValueError(f"size_bytes={size_bytes} must be a power-of-two number of {bpb}-byte beats")
+        if len(init) > size_bytes:
+            raise ValueError(f"init of {len(init)} bytes exceeds size_bytes={size_bytes}")
         self.size_bytes, self.addr_bits, self.data_bits, self.id_bits = size_bytes, addr_bits, data_bits, id_bits
+        padded = bytes(init) + bytes(-len(init) % bpb)
+        #: initial contents, one int per beat (little-endian), e.g. a self-test image
+        self.init = [int.from_bytes(padded[i:i + bpb], "little") for i in range(0, len(padded), bpb)]
         super().__init__({
             "axi_r": In(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=id_bits)),
             "axi_w": In(AXI4WriteSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=id_bits)),
@@ -35,7 +40,7 @@ class AxiBram(wiring.Component):
         words = self.size_bytes // bpb
         shift = bpb.bit_length() - 1
         wbits = max(1, (words - 1).bit_length())
-        m.submodules.mem = mem = Memory(shape=self.data_bits, depth=words, init=[])
+        m.submodules.mem = mem = self.mem = Memory(shape=self.data_bits, depth=words, init=self.init)
         rport = mem.read_port()
         wport = mem.write_port(granularity=8)
         r, w = self.axi_r, self.axi_w

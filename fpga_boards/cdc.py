@@ -15,11 +15,13 @@ before their AW, which AXI4 allows). Latency: a few cycles of each clock per cro
 slower clock.
 """
 
-from amaranth.hdl import Cat, Module
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
+from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.wiring import In, Out
 
+from hw.host.wishbone import WishboneSignature
 from hw.mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
 
 _AR = ("araddr", "arlen", "arsize", "arburst", "arid")
@@ -30,12 +32,12 @@ _B = ("bresp", "bid")
 
 
 class AxiAsyncBridge(wiring.Component):
-    def __init__(self, *, addr_bits: int, data_bits: int, id_bits: int = 1, s_domain: str = "sync",
-                 m_domain: str = "mem", data_depth: int = 32):
+    def __init__(self, *, addr_bits: int, data_bits: int, read_id_bits: int = 1, write_id_bits: int = 1,
+                 s_domain: str = "sync", m_domain: str = "mem", data_depth: int = 32):
         self.s_domain, self.m_domain, self.data_depth = s_domain, m_domain, data_depth
-        kw = dict(addr_bits=addr_bits, data_bits=data_bits, id_bits=id_bits)
-        super().__init__({"s_r": In(AXI4ReadSignature(**kw)), "s_w": In(AXI4WriteSignature(**kw)),
-                          "m_r": Out(AXI4ReadSignature(**kw)), "m_w": Out(AXI4WriteSignature(**kw))})
+        rd = AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=read_id_bits)
+        wr = AXI4WriteSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=write_id_bits)
+        super().__init__({"s_r": In(rd), "s_w": In(wr), "m_r": Out(rd), "m_w": Out(wr)})
 
     def elaborate(self, platform):
         m = Module()
@@ -56,4 +58,49 @@ class AxiAsyncBridge(wiring.Component):
         channel("aw", s_w, m_w, _AW, "awvalid", "awready", S, M, 4)
         channel("w", s_w, m_w, _W, "wvalid", "wready", S, M, D)
         channel("b", m_w, s_w, _B, "bvalid", "bready", M, S, 4)
+        return m
+
+
+class WishboneAsyncBridge(wiring.Component):
+    """One Wishbone classic cycle at a time across clock domains (the DRAM controller's
+    control registers, reached from the host link's external CSR window).
+
+    ``s`` (slave side, ``s_domain``) -> ``m`` (master side, ``m_domain``). A cycle on ``s``
+    is captured (address, data, select, write), a toggle crosses to ``m_domain`` through a
+    two-flop synchronizer, the cycle runs on ``m`` until ``ack`` or ``err``, and a toggle
+    crosses back; ``s`` then sees ``ack`` (or ``err``) for one cycle with ``dat_r``. The
+    captured fields are stable for the whole crossing, so only the toggles are
+    synchronized. Latency: about 3 cycles of each clock plus the slave's."""
+
+    def __init__(self, *, addr_bits: int = 30, data_bits: int = 32, s_domain: str = "sync", m_domain: str = "mem"):
+        self.s_domain, self.m_domain = s_domain, m_domain
+        sig = WishboneSignature(addr_bits=addr_bits, data_bits=data_bits)
+        super().__init__({"s": In(sig), "m": Out(sig)})
+
+    def elaborate(self, platform):
+        m = Module()
+        s, mm = self.s, self.m
+        sd, md = m.d[self.s_domain], m.d[self.m_domain]
+        adr, dat_w, sel, we = Signal.like(s.adr), Signal.like(s.dat_w), Signal.like(s.sel), Signal()
+        dat_r, err = Signal.like(s.dat_r), Signal()
+        req, req_m, ack, ack_s = Signal(), Signal(), Signal(), Signal()
+        m.submodules.req_sync = FFSynchronizer(req, req_m, o_domain=self.m_domain)
+        m.submodules.ack_sync = FFSynchronizer(ack, ack_s, o_domain=self.s_domain)
+        pending, seen_ack = Signal(), Signal()
+        # ---- slave side: capture, wait for the answer --------------------------------
+        with m.If(~pending & s.cyc & s.stb):
+            sd += [adr.eq(s.adr), dat_w.eq(s.dat_w), sel.eq(s.sel), we.eq(s.we), req.eq(~req), pending.eq(1)]
+        done = Signal()
+        m.d.comb += done.eq(pending & (ack_s != seen_ack))
+        with m.If(done):
+            sd += [pending.eq(0), seen_ack.eq(ack_s)]
+        m.d.comb += [s.ack.eq(done & ~err), s.err.eq(done & err), s.dat_r.eq(dat_r)]
+        # ---- master side: run the cycle -------------------------------------------------
+        seen_req, busy = Signal(), Signal()
+        m.d.comb += [mm.adr.eq(adr), mm.dat_w.eq(dat_w), mm.sel.eq(sel), mm.we.eq(we),
+                     mm.cyc.eq(busy), mm.stb.eq(busy)]
+        with m.If(~busy & (req_m != seen_req)):
+            md += [busy.eq(1), seen_req.eq(req_m)]
+        with m.If(busy & (mm.ack | mm.err)):
+            md += [busy.eq(0), dat_r.eq(mm.dat_r), err.eq(mm.err), ack.eq(~ack)]
         return m
