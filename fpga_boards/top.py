@@ -23,9 +23,10 @@ build manifest.
 
 from __future__ import annotations
 
-from amaranth.build import Resource
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
-from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.build.res import ResourceError
+from amaranth.hdl import ClockDomain, Elaboratable, Module, ResetSignal, Signal
+from amaranth.lib import io
+from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import connect
 
 from ref_model.errors import LutforgeError
@@ -63,25 +64,39 @@ class BoardTop(Elaboratable):
         self.divisor = divisor_for(self.clock_mhz * 1e6, baud)
         self.baud = self.clock_mhz * 1e6 / self.divisor
         self.kind, engine = engine_for(cfg)
-        if memory == "bram":
-            self.mem_bytes = bram_bytes
+        if memory == "dram":
+            self.dram_build = self._dram_build()
+            self.mem_bytes = self.dram_build.dram_size      # LiteDRAM's own figure for the build
         else:
-            self.mem_bytes = board.dram_bytes
+            self.mem_bytes = bram_bytes
         self.hosted = HostedEngine(engine, config_hash=cfg.hash_bytes(), mem_size=self.mem_bytes,
                                    max_burst=cfg.memory.max_burst, outstanding=cfg.memory.outstanding,
                                    uart_divisor=self.divisor, ctrl=(memory == "dram"))
+        r, w = self.hosted.axi_r.signature, self.hosted.axi_w.signature
         if memory == "dram":
-            self.dram = self._dram_core()
+            from .cdc import AxiAsyncBridge, WishboneAsyncBridge
+            from .litedram import LiteDRAMCore
+            if r.data_bits != self.dram_build.data_bits:
+                raise BoardError(f"the design's memory port is {r.data_bits} bits; {board.title}'s LiteDRAM port is "
+                                 f"{self.dram_build.data_bits} (set memory.data_bits={self.dram_build.data_bits})")
+            self.dram = LiteDRAMCore(self.dram_build, addr_bits=r.addr_bits, read_id_bits=r.id_bits,
+                                     write_id_bits=w.id_bits)
+            self.axi_bridge = AxiAsyncBridge(addr_bits=r.addr_bits, data_bits=r.data_bits, read_id_bits=r.id_bits,
+                                             write_id_bits=w.id_bits, s_domain="sync", m_domain="dram")
+            self.wb_bridge = WishboneAsyncBridge(s_domain="sync", m_domain="dram")
         else:
             from .bram import AxiBram
-            r = self.hosted.axi_r.signature
             self.dram = None
             self.bram = AxiBram(size_bytes=bram_bytes, addr_bits=r.addr_bits, data_bits=r.data_bits,
                                 id_bits=r.id_bits)
 
-    def _dram_core(self):
-        raise BoardError(f"{self.board.title}: the DRAM controller is not integrated in this build yet; "
-                         f"use memory=bram")
+    def _dram_build(self):
+        try:
+            from .litedram import generate_litedram
+        except ImportError:
+            raise BoardError(f"{self.board.title}: this build has no LiteDRAM integration "
+                             f"(fpga_boards/litedram.py); use memory=bram") from None
+        return generate_litedram(self.board.dram.description)
 
     def describe(self) -> dict:
         return {"design": self.kind, "clock_mhz": round(self.clock_mhz, 4),
@@ -90,35 +105,43 @@ class BoardTop(Elaboratable):
                            **({"dram": self.board.describe()["dram"]} if self.memory == "dram" else {})}}
 
     # ---- pins ----------------------------------------------------------------------
-    def _uart(self, platform):
+    def _uart(self, m, platform):
+        """(rx, tx) of the host link's UART: the board's resource, or pins the registry names."""
         b = self.board
         if b.uart is None:
             from amaranth_boards.resources import UARTResource
             p = b.uart_pins
             platform.add_resources([UARTResource("host_uart", 0, rx=p["rx"], tx=p["tx"], conn=p["connector"])])
-            return platform.request("host_uart", 0)
-        return platform.request(*b.uart)
+            res = platform.request("host_uart", 0, dir="-")
+        else:
+            res = platform.request(*b.uart, dir="-")
+        m.submodules.uart_rx_buf = rx = io.Buffer("i", res.rx)
+        m.submodules.uart_tx_buf = tx = io.Buffer("o", res.tx)
+        return rx.i, tx.o
 
-    def _leds(self, platform):
+    def _leds(self, m, platform):
         """Up to four LED outputs (heartbeat, ready, busy, error), or fewer."""
         b = self.board
-        outs = []
+        ports = []
         if b.leds == "led":
-            for i in range(4):
-                outs.append(platform.request("led", i).o)
+            ports = [platform.request("led", i, dir="-") for i in range(4)]
         elif b.leds == "rgb_led":
-            colours = ("g", "g", "b", "r")
-            for i, col in enumerate(colours):
+            for i, col in enumerate(("g", "g", "b", "r")):
                 try:
-                    led = platform.request("rgb_led", i)
-                except Exception:       # fewer RGB LEDs than roles (OrangeCrab has one)
+                    led = platform.request("rgb_led", i, dir="-")
+                except ResourceError:       # fewer RGB LEDs than roles (OrangeCrab has one)
                     break
-                outs.append(getattr(led, col).o)
+                ports.append(getattr(led, col))
+        outs = []
+        for i, port in enumerate(ports):
+            m.submodules[f"led_buf{i}"] = buf = io.Buffer("o", port)
+            outs.append(buf.o)
         return outs
 
     def elaborate(self, platform):
         m = Module()
-        clk_in = platform.request(platform.default_clk).i
+        m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+        clk_in = clk_buf.i
         m.submodules.pll = pll = self.pll
         m.d.comb += pll.clk_in.eq(clk_in)
         m.domains.sync = cd = ClockDomain("sync")
@@ -127,8 +150,8 @@ class BoardTop(Elaboratable):
         m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
 
         m.submodules.hosted = h = self.hosted
-        uart = self._uart(platform)
-        m.d.comb += [h.uart_rx.eq(uart.rx.i), uart.tx.o.eq(h.uart_tx)]
+        rx, tx = self._uart(m, platform)
+        m.d.comb += [h.uart_rx.eq(rx), tx.eq(h.uart_tx)]
 
         ready = Signal()
         if self.memory == "bram":
@@ -136,8 +159,25 @@ class BoardTop(Elaboratable):
             connect(m, h.axi_r, bram.axi_r)
             connect(m, h.axi_w, bram.axi_w)
             m.d.comb += ready.eq(~ResetSignal())
-        else:                                                   # pragma: no cover (not integrated yet)
-            raise AssertionError("unreachable")
+        else:
+            # The controller runs on its own clock (its PLL, from the board oscillator); the
+            # design's AXI4 ports and the link's control window cross into it.
+            m.submodules.dram = dram = self.dram
+            dram.connect_pins(platform.request(self.board.dram.resource, 0, dir="-"))
+            m.domains.dram = cd_dram = ClockDomain("dram", async_reset=True)
+            m.d.comb += [dram.clk_in.eq(clk_in), dram.rst.eq(0),
+                         cd_dram.clk.eq(dram.user_clk), cd_dram.rst.eq(dram.user_rst)]
+            m.submodules.axi_bridge = ab = self.axi_bridge
+            m.submodules.wb_bridge = wb = self.wb_bridge
+            connect(m, h.axi_r, ab.s_r)
+            connect(m, h.axi_w, ab.s_w)
+            connect(m, ab.m_r, dram.axi_r)
+            connect(m, ab.m_w, dram.axi_w)
+            connect(m, h.ctrl, wb.s)
+            connect(m, wb.m, dram.ctrl)
+            init = Signal()
+            m.submodules.init_sync = FFSynchronizer(dram.init_done & ~dram.init_error, init)
+            m.d.comb += ready.eq(init)
 
         # ---- LEDs ----
         heartbeat = Signal(max(1, int(self.clock_mhz * 1e6).bit_length() - 1))
@@ -145,7 +185,7 @@ class BoardTop(Elaboratable):
         error = Signal()
         with m.If(h.framing_error | h.engine.error):
             m.d.sync += error.eq(1)
-        for out, value in zip(self._leds(platform), (heartbeat[-1], ready, h.busy, error)):
+        for out, value in zip(self._leds(m, platform), (heartbeat[-1], ready, h.busy, error)):
             m.d.comb += out.eq(value)
         return m
 
@@ -168,5 +208,3 @@ def board_top(board: str | Board, cfg, *, clock_mhz: float | None = None, baud: 
     except ValueError as e:
         raise BoardError(f"{b.title}: {e}") from None
 
-
-__all__ = ["BoardTop", "board_top", "engine_for", "Resource", "ClockSignal"]
