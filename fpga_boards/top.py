@@ -32,7 +32,7 @@ from amaranth.lib.wiring import connect
 from ref_model.errors import LutforgeError
 
 from .boards import Board, BoardError, get_board
-from .pll import EcpPll
+from .pll import EcpPll, pll_params
 
 #: Default baud rate of the host link's UART (FTDI bridges of ECPIX-5 and ULX3S reach 3 Mbaud;
 #: 1 Mbaud divides every design clock of a whole number of MHz exactly).
@@ -59,16 +59,22 @@ class BoardTop(Elaboratable):
         if memory not in MEMORY_KINDS:
             raise BoardError(f"memory {memory!r}: allowed: {', '.join(MEMORY_KINDS)}")
         self.board, self.cfg, self.memory = board, cfg, memory
-        self.pll = EcpPll(board.clock_in_hz / 1e6, clock_mhz)
-        self.clock_mhz = self.pll.params.f_out_mhz
+        # every check that can fail comes before the first component is made (an unused
+        # component warns)
+        self.clock_mhz = pll_params(board.clock_in_hz / 1e6, clock_mhz).f_out_mhz
         self.divisor = divisor_for(self.clock_mhz * 1e6, baud)
         self.baud = self.clock_mhz * 1e6 / self.divisor
-        self.kind, engine = engine_for(cfg)
         if memory == "dram":
             self.dram_build = self._dram_build()
             self.mem_bytes = self.dram_build.dram_size      # LiteDRAM's own figure for the build
+            if cfg.memory.data_bits != self.dram_build.data_bits:
+                raise BoardError(f"the design's memory port is {cfg.memory.data_bits} bits; {board.title}'s "
+                                 f"LiteDRAM port is {self.dram_build.data_bits} "
+                                 f"(set memory.data_bits={self.dram_build.data_bits})")
         else:
             self.mem_bytes = bram_bytes
+        self.pll = EcpPll(board.clock_in_hz / 1e6, clock_mhz)
+        self.kind, engine = engine_for(cfg)
         self.hosted = HostedEngine(engine, config_hash=cfg.hash_bytes(), mem_size=self.mem_bytes,
                                    max_burst=cfg.memory.max_burst, outstanding=cfg.memory.outstanding,
                                    uart_divisor=self.divisor, ctrl=(memory == "dram"))
@@ -76,9 +82,6 @@ class BoardTop(Elaboratable):
         if memory == "dram":
             from .cdc import AxiAsyncBridge, WishboneAsyncBridge
             from .litedram import LiteDRAMCore
-            if r.data_bits != self.dram_build.data_bits:
-                raise BoardError(f"the design's memory port is {r.data_bits} bits; {board.title}'s LiteDRAM port is "
-                                 f"{self.dram_build.data_bits} (set memory.data_bits={self.dram_build.data_bits})")
             self.dram = LiteDRAMCore(self.dram_build, addr_bits=r.addr_bits, read_id_bits=r.id_bits,
                                      write_id_bits=w.id_bits)
             self.axi_bridge = AxiAsyncBridge(addr_bits=r.addr_bits, data_bits=r.data_bits, read_id_bits=r.id_bits,
