@@ -38,13 +38,13 @@ RESOURCES = ("lut4", "ff", "dsp", "bram")
 
 #: (board, config, overrides, design clock MHz, memory)
 MATRIX = [
-    ("ulx3s-85", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "bram"),
+    ("ulx3s-85", "ulx3s_systolic_8x8", [], 50.0, "bram"),
     ("ecpix5-85", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "bram"),
     ("butterstick", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "bram"),
     ("orangecrab-85", "systolic_8x8_int8", ["memory.data_bits=128"], 48.0, "bram"),
     ("ulx3s-85", "bitserial_8x8", ["memory.data_bits=128"], 50.0, "bram"),
     ("ulx3s-85", "lut_w2a8", ["memory.data_bits=128"], 50.0, "bram"),
-    ("ecpix5-85", "decode_tiny", [], 15.0, "dram"),
+    ("ecpix5-85", "ecpix5_decode_tiny", [], 15.0, "dram"),
 ]
 
 
