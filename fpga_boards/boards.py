@@ -58,7 +58,7 @@ class Dram:
 class Board:
     name: str
     title: str
-    platform: str                       # "module:Class" in amaranth_boards
+    platform: str                       # "module:Class" in amaranth_boards, or a dotted module path
     dram: Dram
     uart: tuple[str, int] | None        # platform resource of the host link's UART
     uart_pins: dict | None = None       # (rx, tx, connector) when the board has no UART resource
@@ -70,7 +70,7 @@ class Board:
     # ---- the platform --------------------------------------------------------------
     def platform_class(self):
         module, cls = self.platform.split(":")
-        return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)
+        return getattr(importlib.import_module(module if "." in module else f"amaranth_boards.{module}"), cls)
 
     def make_platform(self):
         return self.platform_class()(**self.platform_kwargs)
@@ -177,12 +177,12 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           loader=("-c", "dirtyJtag"), leds="none",
           notes="no UART on the board: the host link's UART is on SYZYGY port 0 (S16 rx, S17 tx), "
                 "e.g. through a 3.3 V USB-serial adapter; the Ethernet link is not built yet"),
-    Board("orangecrab-85", "OrangeCrab r0.2 85F", "orangecrab_r0_2:OrangeCrabR0_2_85FPlatform",
+    Board("orangecrab-85", "OrangeCrab r0.2 85F", "fpga_boards.platforms:OrangeCrabR02_85F",
           Dram("orangecrab", "MT41K64M16", "ECP5DDRPHY", "ddr3", 48.0),
           uart=None, uart_pins={"connector": ("io", 0), "rx": "0", "tx": "1"},
           loader=("-b", "orangeCrab"), leds="rgb_led",
-          notes="no UART on the board: the host link's UART is on the feather header; programmed over "
-                "its USB DFU bootloader"),
+          notes="no UART on the board: the host link's UART is on the feather header (pins 0 rx, 1 tx); "
+                "programmed over its USB DFU bootloader; DDR3 pins corrected to r0.2 (fpga_boards/platforms.py)"),
     Board("ulx3s-85", "Radiona ULX3S 85F", "ulx3s:ULX3S_85F_Platform",
           Dram("ulx3s", "MT48LC16M16", "GENSDRPHY", "sdram", 50.0),
           uart=("uart", 0), loader=("-b", "ulx3s"), leds="led",
