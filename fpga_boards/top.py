@@ -42,8 +42,15 @@ DEFAULT_BRAM_BYTES = 64 * 1024
 MEMORY_KINDS = ("bram", "dram")
 
 
-def engine_for(cfg):
-    """The engine a board runs for ``cfg``: ``("decode", DecodeEngine)`` or ``("gemm", GemmEngine)``."""
+DESIGNS = ("auto", "selftest")
+
+
+def engine_for(cfg, design: str = "auto"):
+    """The engine a board runs for ``cfg``: ``("decode", DecodeEngine)``, ``("gemm", GemmEngine)``
+    or, with ``design="selftest"``, ``("selftest", SelftestEngine)`` (no accelerator)."""
+    if design == "selftest":
+        from .selftest import SelftestEngine
+        return "selftest", SelftestEngine(addr_bits=cfg.memory.addr_bits, data_bits=cfg.memory.data_bits)
     if cfg.decode is not None:
         from rtl_gen.generate import elaborate_decode
         return "decode", elaborate_decode(cfg)
@@ -53,18 +60,21 @@ def engine_for(cfg):
 
 class BoardTop(Elaboratable):
     def __init__(self, board: Board, cfg, *, clock_mhz: float, baud: int = DEFAULT_BAUD, memory: str = "bram",
-                 bram_bytes: int = DEFAULT_BRAM_BYTES):
+                 bram_bytes: int = DEFAULT_BRAM_BYTES, design: str = "auto"):
         try:
-            self._setup(board, cfg, clock_mhz=clock_mhz, baud=baud, memory=memory, bram_bytes=bram_bytes)
+            self._setup(board, cfg, clock_mhz=clock_mhz, baud=baud, memory=memory, bram_bytes=bram_bytes,
+                        design=design)
         except Exception:
             self._MustUse__silence = True           # refused: no "created but never used" warning
             raise
 
-    def _setup(self, board, cfg, *, clock_mhz, baud, memory, bram_bytes):
+    def _setup(self, board, cfg, *, clock_mhz, baud, memory, bram_bytes, design):
         from hw.host.hosted import HostedEngine
         from hw.host.uart import divisor_for
         if memory not in MEMORY_KINDS:
             raise BoardError(f"memory {memory!r}: allowed: {', '.join(MEMORY_KINDS)}")
+        if design not in DESIGNS:
+            raise BoardError(f"design {design!r}: allowed: {', '.join(DESIGNS)}")
         self.board, self.cfg, self.memory = board, cfg, memory
         # every check that can fail comes before the first component is made (an unused
         # component warns)
@@ -81,7 +91,7 @@ class BoardTop(Elaboratable):
         else:
             self.mem_bytes = bram_bytes
         self.pll = EcpPll(board.clock_in_hz / 1e6, clock_mhz)
-        self.kind, engine = engine_for(cfg)
+        self.kind, engine = engine_for(cfg, design)
         self.hosted = HostedEngine(engine, config_hash=cfg.hash_bytes(), mem_size=self.mem_bytes,
                                    max_burst=cfg.memory.max_burst, outstanding=cfg.memory.outstanding,
                                    uart_divisor=self.divisor, ctrl=(memory == "dram"))
@@ -201,18 +211,18 @@ class BoardTop(Elaboratable):
 
 
 def board_top(board: str | Board, cfg, *, clock_mhz: float | None = None, baud: int = DEFAULT_BAUD,
-              memory: str | None = None, bram_bytes: int = DEFAULT_BRAM_BYTES) -> BoardTop:
+              memory: str | None = None, bram_bytes: int = DEFAULT_BRAM_BYTES, design: str = "auto") -> BoardTop:
     """The top for ``cfg`` on ``board``. ``clock_mhz``: the design clock (default
     ``cfg.clock.mhz``); ``memory``: ``bram`` or ``dram`` (default: ``dram`` for a decode
     engine, ``bram`` for a tensor core)."""
     b = get_board(board) if isinstance(board, str) else board
     if memory is None:
         memory = "dram" if cfg.decode is not None else "bram"
-    if cfg.decode is not None and memory == "bram":
+    if cfg.decode is not None and memory == "bram" and design != "selftest":
         raise BoardError("a decode engine streams a model's weights from DRAM: use memory=dram")
     try:
         return BoardTop(b, cfg, clock_mhz=cfg.clock.mhz if clock_mhz is None else clock_mhz, baud=baud,
-                        memory=memory, bram_bytes=bram_bytes)
+                        memory=memory, bram_bytes=bram_bytes, design=design)
     except LutforgeError:
         raise
     except ValueError as e:
