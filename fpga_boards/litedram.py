@@ -378,6 +378,48 @@ _SDRAM_PINS = {"clk_en": ("cke", 0), "cs": ("cs_n", 0), "we": ("we_n", 0), "ras"
                "cas": ("cas_n", 0), "a": ("a", 0), "ba": ("ba", 0), "dq": ("dq", None), "dqm": ("dm", 0)}
 
 
+def _orangecrab_ddr3():
+    # amaranth-boards 0.0.21's OrangeCrab r0.2 "ddr3" resource has the bank address on
+    # P5 N3 M3 (r0.1's balls, now the RGB LED and a header pin; P5 is not a ball of the
+    # MG285 package) and each DQS pair's p/n pins interleaved across the two pairs. These are
+    # litex-boards' r0.2 pins (gsd_orangecrab), the configuration LiteDRAM is known to run
+    # on, with its DM order (hence "dm_swap" in orangecrab.yml) and DQ termination off.
+    from amaranth.build import Attrs, DiffPairs, Pins, PinsN, Resource, Subsignal
+    return Resource("litedram_ddr3", 0,
+        Subsignal("rst", PinsN("L18", dir="o")),
+        Subsignal("clk", DiffPairs("J18", "K18", dir="o"), Attrs(IO_TYPE="SSTL135D_I")),
+        Subsignal("clk_en", Pins("D18", dir="o")),
+        Subsignal("cs", PinsN("A12", dir="o")),
+        Subsignal("we", PinsN("B12", dir="o")),
+        Subsignal("ras", PinsN("C12", dir="o")),
+        Subsignal("cas", PinsN("D13", dir="o")),
+        Subsignal("a", Pins("C4 D2 D3 A3 A4 D4 C3 B2 B1 D1 A7 C2 B6 C1 A2 C7", dir="o")),
+        Subsignal("ba", Pins("D6 B7 A6", dir="o")),
+        Subsignal("dqs", DiffPairs("B15 G18", "A16 H17", dir="io"),
+                  Attrs(IO_TYPE="SSTL135D_I", TERMINATION="OFF", DIFFRESISTOR="100")),
+        Subsignal("dq", Pins("C17 D15 B17 C16 A15 B13 A17 A13 F17 F16 G15 F15 J16 C18 H16 F18", dir="io"),
+                  Attrs(TERMINATION="OFF")),
+        Subsignal("dm", Pins("D16 G16", dir="o")),
+        Subsignal("odt", Pins("C13", dir="o")),
+        Attrs(IO_TYPE="SSTL135_I", SLEWRATE="FAST"))
+
+
+def request_dram(platform, board: str):
+    """The board's DRAM pins for :meth:`LiteDRAMCore.connect_pins` (raw ports), and the
+    (port, logical value) pairs a board wants held (OrangeCrab's DDR3 pseudo power pins:
+    virtual VCC high, virtual GND low, as LiteDRAM's ECP5 PHY drives them)."""
+    if board == "orangecrab":
+        if ("litedram_ddr3", 0) not in platform.resources:
+            platform.add_resources([_orangecrab_ddr3()])
+        power = platform.request("ddr3_pseudo_power", 0, dir="-")
+        return platform.request("litedram_ddr3", 0, dir="-"), [(power.vcc_virtual, 0), (power.gnd_virtual, 0)]
+    if board == "ulx3s":
+        return platform.request("sdram", 0, dir="-"), []
+    if board in BOARDS:
+        return platform.request("ddr3", 0, dir="-"), []
+    raise BoardError(f"board {board!r} has no LiteDRAM configuration; allowed: {', '.join(BOARDS)}")
+
+
 class LiteDRAMCore(wiring.Component):
     """A generated LiteDRAM core as an Amaranth component.
 
@@ -400,8 +442,9 @@ class LiteDRAMCore(wiring.Component):
     * ``pll_locked`` (constant 1 for SDR), ``init_done``, ``init_error``: the core's status;
       the AXI port answers nothing until software set ``init_done`` (and not ``init_error``).
 
-    Latency: that of LiteDRAM (about 20 ``user_clk`` cycles from ``arvalid`` to the first
-    ``rvalid`` at 75 MHz on DDR3, fewer on SDR); this wrapper adds none.
+    Latency: that of LiteDRAM; this wrapper adds none (it is wiring). Measured on the
+    simulation core of ULX3S (LiteDRAM's DRAM model in place of the PHY, idle controller):
+    15-19 ``user_clk`` cycles from the AR handshake to the first R beat.
     """
 
     def __init__(self, build: LiteDRAMBuild, *, addr_bits: int = 32, read_id_bits: int = 3,
@@ -424,6 +467,13 @@ class LiteDRAMCore(wiring.Component):
             "user_clk": Out(1), "user_rst": Out(1), "pll_locked": Out(1),
             "init_done": Out(1), "init_error": Out(1),
         })
+
+    def connect_board(self, platform) -> None:
+        """Request the board's DRAM pins from ``platform`` (an amaranth-boards platform of
+        ``build.board``) and wire them (:func:`request_dram`, :meth:`connect_pins`)."""
+        res, held = request_dram(platform, self.build.board)
+        self.connect_pins(res)
+        self._held += held
 
     def connect_pins(self, res) -> None:
         """Wire the board's DRAM resource to the core's pads.
@@ -474,7 +524,7 @@ class LiteDRAMCore(wiring.Component):
         # AXI: zero-extend IDs and sizes, take the address bits the core decodes.
         r, w = self.axi_r, self.axi_w
         for ch, port in (("ar", r), ("aw", w)):
-            ports[f"i_{p}{ch}addr"] = getattr(port, f"{ch}addr")[:b.addr_bits]
+            ports[f"i_{p}{ch}addr"] = _widen(getattr(port, f"{ch}addr")[:b.addr_bits], b.addr_bits)
             for f in ("len", "burst", "valid"):
                 ports[f"i_{p}{ch}{f}"] = getattr(port, f"{ch}{f}")
             for f in ("size", "id"):
@@ -516,7 +566,7 @@ class LiteDRAMCore(wiring.Component):
 
 
 def _widen(value, bits: int):
-    # LiteDRAM's axsize is 4 bits (AXI4's is 3) and its IDs may be wider than the master's.
+    # LiteDRAM's axsize is 4 bits (AXI4's is 3); its IDs and addresses may be wider than the master's.
     return Cat(value, Const(0, bits - len(value))) if bits > len(value) else value
 
 
