@@ -378,41 +378,29 @@ _SDRAM_PINS = {"clk_en": ("cke", 0), "cs": ("cs_n", 0), "we": ("we_n", 0), "ras"
                "cas": ("cas_n", 0), "a": ("a", 0), "ba": ("ba", 0), "dq": ("dq", None), "dqm": ("dm", 0)}
 
 
-def _orangecrab_ddr3():
-    # amaranth-boards 0.0.21's OrangeCrab r0.2 "ddr3" resource has the bank address on
-    # P5 N3 M3 (r0.1's balls, now the RGB LED and a header pin; P5 is not a ball of the
-    # MG285 package) and each DQS pair's p/n pins interleaved across the two pairs. These are
-    # litex-boards' r0.2 pins (gsd_orangecrab), the configuration LiteDRAM is known to run
-    # on, with its DM order (hence "dm_swap" in orangecrab.yml) and DQ termination off.
-    from amaranth.build import Attrs, DiffPairs, Pins, PinsN, Resource, Subsignal
-    return Resource("litedram_ddr3", 0,
-        Subsignal("rst", PinsN("L18", dir="o")),
-        Subsignal("clk", DiffPairs("J18", "K18", dir="o"), Attrs(IO_TYPE="SSTL135D_I")),
-        Subsignal("clk_en", Pins("D18", dir="o")),
-        Subsignal("cs", PinsN("A12", dir="o")),
-        Subsignal("we", PinsN("B12", dir="o")),
-        Subsignal("ras", PinsN("C12", dir="o")),
-        Subsignal("cas", PinsN("D13", dir="o")),
-        Subsignal("a", Pins("C4 D2 D3 A3 A4 D4 C3 B2 B1 D1 A7 C2 B6 C1 A2 C7", dir="o")),
-        Subsignal("ba", Pins("D6 B7 A6", dir="o")),
-        Subsignal("dqs", DiffPairs("B15 G18", "A16 H17", dir="io"),
-                  Attrs(IO_TYPE="SSTL135D_I", TERMINATION="OFF", DIFFRESISTOR="100")),
-        Subsignal("dq", Pins("C17 D15 B17 C16 A15 B13 A17 A13 F17 F16 G15 F15 J16 C18 H16 F18", dir="io"),
-                  Attrs(TERMINATION="OFF")),
-        Subsignal("dm", Pins("D16 G16", dir="o")),
-        Subsignal("odt", Pins("C13", dir="o")),
-        Attrs(IO_TYPE="SSTL135_I", SLEWRATE="FAST"))
+def _ddr3_ba_pins(platform) -> list[str]:
+    res = platform.lookup("ddr3", 0)
+    for sub in res.ios:
+        if getattr(sub, "name", None) == "ba":
+            return [name for pins in sub.ios for name in pins.names]
+    return []
 
 
 def request_dram(platform, board: str):
     """The board's DRAM pins for :meth:`LiteDRAMCore.connect_pins` (raw ports), and the
     (port, logical value) pairs a board wants held (OrangeCrab's DDR3 pseudo power pins:
-    virtual VCC high, virtual GND low, as LiteDRAM's ECP5 PHY drives them)."""
+    virtual VCC high, virtual GND low, as LiteDRAM's ECP5 PHY drives them).
+
+    OrangeCrab r0.2: amaranth-boards 0.0.21's ``ddr3`` resource has r0.1's bank address pins
+    (``P5`` is not even a ball of the MG285 package) and mixed-up strobe pairs; the platform
+    must be one with the r0.2 pins (``fpga_boards.platforms.OrangeCrabR02_85F``), else this
+    is an error rather than a bitstream that cannot work."""
     if board == "orangecrab":
-        if ("litedram_ddr3", 0) not in platform.resources:
-            platform.add_resources([_orangecrab_ddr3()])
+        if "P5" in _ddr3_ba_pins(platform):
+            raise BoardError("this OrangeCrab platform has amaranth-boards 0.0.21's ddr3 pins, which are r0.1's "
+                             "(bank address on P5 N3 M3); use fpga_boards.platforms.OrangeCrabR02_85F")
         power = platform.request("ddr3_pseudo_power", 0, dir="-")
-        return platform.request("litedram_ddr3", 0, dir="-"), [(power.vcc_virtual, 0), (power.gnd_virtual, 0)]
+        return platform.request("ddr3", 0, dir="-"), [(power.vcc_virtual, 0), (power.gnd_virtual, 0)]
     if board == "ulx3s":
         return platform.request("sdram", 0, dir="-"), []
     if board in BOARDS:

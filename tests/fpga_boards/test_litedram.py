@@ -14,7 +14,7 @@ from amaranth.lib import io
 
 import litedram.modules
 import litedram.phy
-from fpga_boards.litedram import BOARDS, BoardError, LiteDRAMCore, generate_litedram, yaml_path
+from fpga_boards.litedram import BOARDS, BoardError, LiteDRAMCore, generate_litedram, request_dram, yaml_path
 from rtl_gen import toolchain
 
 #: board -> (memtype, module, dram bytes, AXI data bits, sys clock Hz)
@@ -120,10 +120,27 @@ class _Top(Elaboratable):
 def _platforms():
     from amaranth_boards.butterstick import ButterStickPlatform
     from amaranth_boards.ecpix5 import ECPIX585Platform
-    from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_85FPlatform
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
-    return {"ecpix5": ECPIX585Platform, "butterstick": ButterStickPlatform, "orangecrab": OrangeCrabR0_2_85FPlatform,
+    try:  # the OrangeCrab platform with the r0.2 DDR3 pins (boards-build)
+        from fpga_boards.platforms import OrangeCrabR02_85F
+    except ImportError:
+        OrangeCrabR02_85F = None
+    return {"ecpix5": ECPIX585Platform, "butterstick": ButterStickPlatform, "orangecrab": OrangeCrabR02_85F,
             "ulx3s": ULX3S_85F_Platform}
+
+
+def _platform(board):
+    p = _platforms()[board]
+    if p is None:
+        pytest.skip("no OrangeCrab platform with the r0.2 DDR3 pins here (fpga_boards.platforms)")
+    return p()
+
+
+def test_orangecrab_r01_pins_refused():
+    """amaranth-boards 0.0.21's OrangeCrab r0.2 ddr3 resource has r0.1's pins: refused."""
+    from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_85FPlatform
+    with pytest.raises(BoardError, match="r0.1's .bank address on P5 N3 M3.; use fpga_boards.platforms"):
+        request_dram(OrangeCrabR0_2_85FPlatform(), "orangecrab")
 
 
 #: pins constrained in the LPF: the DRAM's plus the board clock
@@ -134,15 +151,15 @@ PINS = {"ecpix5": 44 + 1, "butterstick": 51 + 1, "orangecrab": 47 + 8 + 1, "ulx3
 def test_board_pins(board):
     """connect_board on the amaranth-boards platform: every DRAM pin constrained once (the
     p pin of a differential pair), the core's Verilog added to the build."""
-    plan = _platforms()[board]().prepare(_Top(board), name="top")
+    plan = _platform(board).prepare(_Top(board), name="top")
     lpf = plan.files["top.lpf"]
     assert len(re.findall(r"^LOCATE COMP", lpf, re.M)) == PINS[board]
     assert f"litedram_{board}.v" in plan.files
     if board == "butterstick":  # second rank and a[15] held by buffers, first rank to the core
         assert "ddr3_0__cs__io[1]" in lpf and "ddr3_0__a__io[15]" in lpf
-    if board == "orangecrab":   # litex-boards' r0.2 pins, not amaranth-boards' (see _orangecrab_ddr3)
-        assert re.search(r'LOCATE COMP "litedram_ddr3_0__ba__io\[0\]" SITE "D6"', lpf)
-        assert re.search(r'LOCATE COMP "litedram_ddr3_0__dqs__p\[1\]" SITE "G18"', lpf)
+    if board == "orangecrab":   # r0.2 pins; pseudo power pins held
+        assert re.search(r'LOCATE COMP "ddr3_0__ba__io\[0\]" SITE "D6"', lpf)
+        assert re.search(r'LOCATE COMP "ddr3_0__dqs__p\[1\]" SITE "G18"', lpf)
         assert "ddr3_pseudo_power_0__vcc_virtual__io[5]" in lpf
 
 
@@ -168,7 +185,7 @@ def test_place(board, tmp_path):
     """The core with its pins on each board through Yosys, nextpnr-ecp5 and ecppack (30-60 s):
     the I/O cells place on the board's DRAM pins and every clock meets its constraint (the
     DDR3 cores' system clock is made by their PLL: 75 MHz, OrangeCrab 48 MHz)."""
-    plan = _platforms()[board]().prepare(_Top(board), name="top")
+    plan = _platform(board).prepare(_Top(board), name="top")
     plan.extract(tmp_path / "build")
     p = subprocess.run(["sh", "build_top.sh"], cwd=tmp_path / "build", capture_output=True, text=True,
                        # OrangeCrab's plan also suffixes a DFU image; only the bitstream matters here
