@@ -100,7 +100,8 @@ def test_line_noise_is_absorbed(cfg):
     """Bits flipped on the line (60 per million, both directions): frames fail their CRC
     or vanish, the link retries, memory round trips verify."""
     with start_uart_board(cfg, flip_ppm=60, seed=7) as b:
-        link = P.Link(open_target(b.target), timeout=3.0, retries=20)
+        # (a 512-byte frame takes ~0.3 s on the line: a lost response costs the timeout)
+        link = P.Link(open_target(b.target), timeout=1.5, retries=20)
         rnd = random.Random(3)
         for i in range(8):
             data = rnd.randbytes(512)
