@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -246,7 +247,8 @@ def _parse_phy_header(text: str) -> tuple[dict[str, str | None], tuple[InitStep,
 
 
 def _phy_info(d: dict[str, str | None]) -> PhyInfo:
-    name = next(k[len("SDRAM_PHY_"):] for k in d if k.endswith("PHY") and k.startswith("SDRAM_PHY_"))
+    # the header names the PHY first: "#define SDRAM_PHY_ECP5DDRPHY" (GENSDRPHY, SDRAMPHYMODEL...)
+    name = next(k[len("SDRAM_PHY_"):] for k, v in d.items() if k.startswith("SDRAM_PHY_") and not v)
     memtype = next(t for t in ("DDR4", "DDR3", "DDR2", "SDR") if f"SDRAM_PHY_{t}" in d)
 
     def num(key, default=0):
@@ -262,9 +264,13 @@ def _phy_info(d: dict[str, str | None]) -> PhyInfo:
                    supported_memory=num("SUPPORTED_MEMORY"))
 
 
-def load_build(board: str, folder: Path) -> LiteDRAMBuild:
+def module_name(board: str, sim: bool = False) -> str:
+    return f"litedram_{board}_sim" if sim else f"litedram_{board}"
+
+
+def load_build(board: str, folder: Path, *, sim: bool = False) -> LiteDRAMBuild:
     """Read a generated core's files (what :func:`generate_litedram` returns)."""
-    module = f"litedram_{board}"
+    module = module_name(board, sim)
     verilog = folder / "gateware" / f"{module}.v"
     csr_json = json.loads((folder / "csr.json").read_text())
     csr = {name: CsrRegister(name, r["addr"], r["size"], r["type"])
@@ -296,28 +302,53 @@ def generator_versions() -> dict[str, str]:
         raise ToolchainError(f"the PyPI package {e.name!r} is not installed; run: pip install -e .") from None
 
 
-def cache_key(board: str) -> str:
-    h = hashlib.sha256(yaml_path(board).read_bytes())
+def cache_key(board: str, sim: bool = False) -> str:
+    h = hashlib.sha256(yaml_path(board).read_bytes() + (b"\0sim" if sim else b""))
     h.update(json.dumps({**generator_versions(), "postprocess": POSTPROCESS_VERSION}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
-def generate_litedram(board: str, *, force: bool = False) -> LiteDRAMBuild:
+#: ``litedram_gen --sim`` imports ``get_sdram_phy_settings`` from ``litex.tools.litex_sim``, a
+#: module that also imports liteeth and litescope (for litex_sim's Ethernet and scope
+#: options); the function itself lives in ``litedram.phy.model``. After writing the Verilog,
+#: LiteX's sim toolchain prepares its own Verilator flow (a makefile naming the
+#: pythondata-misc-tapcfg package), which is not used here. This runs the generator with the
+#: module stood in for by one that has just that function and that last step skipped.
+_SIM_SHIM = """
+import sys, types
+import litedram.phy.model
+import litex.build.sim.verilator
+litex.build.sim.verilator._generate_sim_variables = lambda *args, **kwargs: None
+shim = types.ModuleType("litex.tools.litex_sim")
+shim.get_sdram_phy_settings = litedram.phy.model.get_sdram_phy_settings
+sys.modules["litex.tools.litex_sim"] = shim
+sys.argv[0] = "litedram_gen"
+from litedram.gen import main
+main()
+"""
+
+
+def generate_litedram(board: str, *, sim: bool = False, force: bool = False) -> LiteDRAMBuild:
     """Generate (or take from the cache) the LiteDRAM core of ``board``.
+
+    ``sim=True`` asks ``litedram_gen --sim`` for the same controller with LiteDRAM's DRAM
+    model (``SDRAMPHYModel``: a DFI PHY over a memory array) in place of the FPGA PHY and
+    pins, for simulation (``litedram_<board>_sim``; its CSRs have no read leveling).
 
     Runs ``litedram_gen --name litedram_<board> <board>.yml`` in a scratch folder, fixes the
     Verilog (:func:`_clean_verilog`) and moves the result into the cache
     folder in one rename, so concurrent callers never see half a build. About 1 s."""
     path = yaml_path(board)
-    folder = _cache_root() / "litedram" / f"{board}-{cache_key(board)}"
+    folder = _cache_root() / "litedram" / f"{board}{'-sim' if sim else ''}-{cache_key(board, sim)}"
     if force and folder.exists():
         shutil.rmtree(folder)
     if not (folder / "csr.json").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{board}-") as tmp:
             out = Path(tmp) / "out"
-            module = f"litedram_{board}"
-            cmd = [toolchain.litedram_gen(), "--name", module, "--output-dir", str(out), str(path)]
+            module = module_name(board, sim)
+            args = ["--name", module, "--output-dir", str(out), str(path)]
+            cmd = [sys.executable, "-c", _SIM_SHIM, "--sim", *args] if sim else [toolchain.litedram_gen(), *args]
             # cwd: LiteX writes git.h from the repository around cwd; the scratch folder has none.
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
             (Path(tmp) / "litedram_gen.log").write_text(proc.stdout + proc.stderr)
@@ -332,7 +363,7 @@ def generate_litedram(board: str, *, force: bool = False) -> LiteDRAMBuild:
             except OSError:
                 if not (folder / "csr.json").exists():  # lost a race only if the winner finished
                     raise
-    return load_build(board, folder)
+    return load_build(board, folder, sim=sim)
 
 
 # --- the Amaranth wrapper ------------------------------------------------------------------
@@ -430,8 +461,12 @@ class LiteDRAMCore(wiring.Component):
         b, p = self.build, f"user_port_{AXI_PORT}_"
         if platform is not None:
             platform.add_file(b.verilog.name, b.verilog.read_text())
-        ports = {"i_clk": self.clk_in, "i_rst": self.rst, "o_user_clk": self.user_clk,
+        ports = {"i_clk": self.clk_in, "o_user_clk": self.user_clk,
                  "o_user_rst": self.user_rst, "o_init_done": self.init_done, "o_init_error": self.init_error}
+        if "rst" in b.ports:   # the simulation core (``sim=True``) has no reset input
+            ports["i_rst"] = self.rst
+        if "sim_trace" in b.ports:
+            ports["i_sim_trace"] = Const(0)
         if "pll_locked" in b.ports:
             ports["o_pll_locked"] = self.pll_locked
         else:

@@ -170,6 +170,24 @@ def cmd_sim_board(args) -> int:
     return serve(cfg, args.listen)
 
 
+def cmd_dram_init(args) -> int:
+    from fpga_boards.dram_link import connect, init_over_link
+    from fpga_boards.litedram import yaml_path
+    yaml_path(args.board)  # an unknown board is an error before any connection
+
+    def show(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr)
+
+    with connect(args.target, timeout=args.timeout, retries=args.retries) as link:
+        report, mt = init_over_link(link, args.board, memtest_bytes=args.memtest, memtest_base=args.memtest_base,
+                                    log=show)
+    print(report.summary())
+    if mt is not None:
+        print(mt.summary())
+    return 0
+
+
 def cmd_config(args) -> int:
     cfg = _load(args)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
@@ -280,6 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--seed", type=int, default=1, help="with --uart: seed of the line noise")
     sb.add_argument("--link", default=None, metavar="PATH", help="with --uart: also make PATH a symlink to the pty")
     sb.set_defaults(func=cmd_sim_board)
+
+    di = sub.add_parser("dram-init", help="initialise a board's DRAM (LiteDRAM: mode registers, read leveling) "
+                                          "over the host link's external CSR window; optional memtest")
+    di.add_argument("--board", required=True, help="board whose LiteDRAM core the bitstream has "
+                                                   "(one with a YAML in fpga_boards/litedram/: ecpix5, ulx3s...)")
+    di.add_argument("--target", required=True, help="the board's host link: serial:///dev/ttyUSB1?baud=3000000, "
+                                                    "udp://HOST:PORT, tcp://HOST:PORT or sim://HOST:PORT")
+    di.add_argument("--memtest", type=int, default=0, metavar="N",
+                    help="after init, write N random bytes through the memory port and read them back")
+    di.add_argument("--memtest-base", type=lambda v: int(v, 0), default=0, metavar="ADDR",
+                    help="DRAM byte address of the memtest (default 0)")
+    di.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for one response before a retry")
+    di.add_argument("--retries", type=int, default=5, help="retries of one command before giving up")
+    di.add_argument("--quiet", action="store_true", help="do not print the read leveling scan")
+    di.set_defaults(func=cmd_dram_init)
 
     c = sub.add_parser("config", help="validate a config and print it with defaults filled in")
     _add_config_args(c)

@@ -157,3 +157,19 @@ def test_synth_area(board, tmp_path):
     ffs = int(re.search(r"(\d+)\s+TRELLIS_FF", stat).group(1))
     print(f"{board}: {luts} LUT4, {ffs} FF")
     assert 800 < luts < 4000 and 500 < ffs < 3000
+
+
+@pytest.mark.slow
+def test_place_ecpix5(tmp_path):
+    """The ECPIX-5 top (core + pins) through Yosys, nextpnr-ecp5 and ecppack (about 1 min):
+    the I/O cells place on the board's DDR3 pins and the core's system clock meets 75 MHz."""
+    from amaranth_boards.ecpix5 import ECPIX585Platform
+    plan = ECPIX585Platform().prepare(_Top("ecpix5", "ddr3"), name="top")
+    plan.extract(tmp_path / "build")
+    p = subprocess.run(["sh", "build_top.sh"], cwd=tmp_path / "build", capture_output=True, text=True,
+                       env={**__import__("os").environ, **toolchain.amaranth_tool_env()})
+    assert p.returncode == 0, p.stderr[-3000:]
+    tim = (tmp_path / "build" / "top.tim").read_text()
+    fmax = [float(f) for f in re.findall(r"Max frequency for clock\s+'\S*sys_clk': ([\d.]+) MHz", tim)]
+    print(f"ecpix5 placed: sys_clk Fmax {fmax[-1]} MHz")
+    assert fmax and fmax[-1] >= 75.0 and (tmp_path / "build" / "top.bit").stat().st_size > 100_000
