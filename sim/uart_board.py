@@ -130,6 +130,7 @@ def serve_uart(cfg, *, divisor: int = DEFAULT_DIVISOR, flip_ppm: float = 0.0, se
     binary = build_uart_board(cfg, divisor)
     mhz = clock_mhz or cfg.clock.mhz
     print(f"lutforge sim-board: {cfg.name} over a UART at {divisor} cycles/bit ({mhz * 1e6 / divisor:,.0f} baud "
-          f"at {mhz:g} MHz), line noise {flip_ppm:g} ppm; connect with serial://PTY (the path below)", flush=True)
+          f"at {mhz:g} MHz), line noise {flip_ppm:g} ppm; host runtime: --timeout 10 (a 4 kB frame takes "
+          f"seconds)", flush=True)
     os.execv(str(binary), [str(binary), *args])
     return 0  # pragma: no cover (execv does not return)

@@ -6,7 +6,7 @@
 // Usage: Vuartboard --bit-cycles N [--flip-ppm P] [--seed S] [--link PATH]
 //   N: clock cycles per bit (the divisor the gateware was built with). When ready it
 //   prints one line (flushed):
-//     lutforge sim-board serial on /dev/pts/N
+//     lutforge sim-board serial on /dev/pts/N (host target serial:///dev/pts/N)
 //   --link PATH also makes PATH a symlink to the pty (removed at exit). The model, and so
 //   the memory, persists while the process runs; a host may close and reopen the port.
 //   SIGTERM / SIGINT end it cleanly (exit 0).
@@ -178,7 +178,8 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 4; ++i) { top.clk = 0; top.eval(); top.clk = 1; top.eval(); }
     top.rst = 0;
 
-    std::printf("lutforge sim-board serial on %s\n", pts.c_str());
+    std::printf("lutforge sim-board serial on %s (host target serial://%s)\n", pts.c_str(),
+                (link_path.empty() ? pts : link_path).c_str());
     std::fflush(stdout);
 
     unsigned char buf[1 << 16];
