@@ -84,6 +84,15 @@ def uart_divisor(cfg, *, baud: float | None = None, clock_mhz: float | None = No
 _built: dict[tuple[str, int], Path] = {}
 
 
+def build_uart_design(verilog: dict[str, str], top: str, *, extra_files: list[Path] = ()) -> Path:
+    """Build (or reuse, by hash) ``sim/rtl/uart_board_main.cpp`` around any Verilog top
+    ``top`` with the ports ``clk``, ``rst``, ``uart_rx`` (in), ``uart_tx``, ``idle``,
+    ``busy`` (out): e.g. a board top whose DRAM controller is replaced by the memory model
+    (``verilog``: file name -> text; ``extra_files``: e.g. the memory model's source)."""
+    return verilator.build_raw(verilog, top, extra_files=list(extra_files), main=UART_BOARD_MAIN,
+                               prefix="Vuartboard")
+
+
 def build_uart_board(cfg, divisor: int = DEFAULT_DIVISOR) -> Path:
     """The UART board's executable for ``cfg`` at ``divisor`` cycles per bit (cached on
     disk by the Verilog's hash, and in this process by the config hash, which skips the
@@ -92,8 +101,7 @@ def build_uart_board(cfg, divisor: int = DEFAULT_DIVISOR) -> Path:
     if key in _built and _built[key].exists():
         return _built[key]
     text = emit_verilog(UartBoardHarness(cfg, divisor), UART_BOARD_TOP)
-    _built[key] = verilator.build_raw({f"{UART_BOARD_TOP}.v": text}, UART_BOARD_TOP, extra_files=[MEMORY_MODEL],
-                                      main=UART_BOARD_MAIN, prefix="Vuartboard")
+    _built[key] = build_uart_design({f"{UART_BOARD_TOP}.v": text}, UART_BOARD_TOP, extra_files=[MEMORY_MODEL])
     return _built[key]
 
 
@@ -117,10 +125,19 @@ def start_uart_board(cfg, *, divisor: int = DEFAULT_DIVISOR, flip_ppm: float = 0
     :class:`~sim.board.SimBoard` whose ``target`` is ``serial:///dev/pts/N?baud=B`` (B =
     the config's clock / ``divisor``) and ``listening`` the pty path; ``close()`` fills
     ``stats`` (cycles, bytes each way on the line, bits flipped, framing errors)."""
-    args = _args(divisor, flip_ppm, seed, link)
-    binary = build_uart_board(cfg, divisor)
-    proc, pty = start_process([str(binary), *args], READY, ready_timeout=ready_timeout)
-    return SimBoard(proc, pty, target=serial_target(pty, cfg.clock.mhz * 1e6 / divisor))
+    _args(divisor, flip_ppm, seed, link)             # bad arguments fail before the build
+    return launch_uart(build_uart_board(cfg, divisor), divisor=divisor, baud=cfg.clock.mhz * 1e6 / divisor,
+                       flip_ppm=flip_ppm, seed=seed, link=link, ready_timeout=ready_timeout)
+
+
+def launch_uart(binary: Path, *, divisor: int, baud: float, flip_ppm: float = 0.0, seed: int = 1,
+                link: str | None = None, ready_timeout: float = 30.0) -> SimBoard:
+    """Start a built UART board executable (:func:`build_uart_board`,
+    :func:`build_uart_design`) at ``divisor`` cycles per bit (the divisor its gateware UART
+    was built with) and wait for its pty; ``baud`` only names the rate in the target."""
+    proc, pty = start_process([str(binary), *_args(divisor, flip_ppm, seed, link)], READY,
+                              ready_timeout=ready_timeout)
+    return SimBoard(proc, pty, target=serial_target(pty, baud))
 
 
 def serve_uart(cfg, *, divisor: int = DEFAULT_DIVISOR, flip_ppm: float = 0.0, seed: int = 1,

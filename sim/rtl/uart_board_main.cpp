@@ -2,6 +2,9 @@
 // (host link behind UartRx/UartTx + decode engine + memory model) whose serial pins are
 // driven and sampled bit by bit here and served on a pseudo-terminal, so a host opens it
 // as serial:///dev/pts/N with pyserial, the same transport code as a real board's UART.
+// Any top with the ports clk, rst, uart_rx (in), uart_tx, idle, busy (out) works (a board
+// top with the memory model in place of its DRAM controller: sim/uart_board.py
+// build_uart_design); the model class is Vuartboard.
 //
 // Usage: Vuartboard --bit-cycles N [--flip-ppm P] [--seed S] [--link PATH]
 //   N: clock cycles per bit (the divisor the gateware was built with). When ready it
