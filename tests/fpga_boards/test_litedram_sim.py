@@ -1,7 +1,9 @@
 """The generated controller (litedram_gen --sim: LiteDRAM's core over its DRAM model) behind
 LiteDRAMCore under Verilator: fpga_boards.dram_init initialises it over the Wishbone ctrl
 port (the real DFII and CSR map), then AXI4 bursts through the wrapper's port are written,
-read back and compared word for word (IDs echoed, byte strobes, blocked before init)."""
+read back and compared word for word (IDs echoed, byte strobes, blocked before init).
+The DDR3 core (ECPIX-5: 1:4 DFI in LiteDRAM's model, 128-bit port, a 512 MiB model memory)
+is slow."""
 
 import pytest
 from amaranth.back import verilog as amaranth_verilog
@@ -11,7 +13,7 @@ from sim import verilator
 from sim.harness import HARNESS_TOP
 
 
-@pytest.mark.parametrize("board", ["ulx3s"])
+@pytest.mark.parametrize("board", ["ulx3s", pytest.param("ecpix5", marks=pytest.mark.slow)])
 def test_init_and_axi_on_the_controller(board, tmp_path):
     build = generate_litedram(board, sim=True)
     top = HARNESS_TOP  # the name sim/rtl/public.vlt makes visible to cocotb
