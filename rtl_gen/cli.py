@@ -170,6 +170,67 @@ def cmd_sim_board(args) -> int:
     return serve(cfg, args.listen)
 
 
+def _board_config(args):
+    """The config of build-bitstream / bench: --config (default: the board's shipped config)."""
+    from .config import load_config
+    return load_config(args.config, args.overrides)
+
+
+def cmd_build_bitstream(args) -> int:
+    from fpga_boards.build import build_bitstream, format_manifest
+    cfg = _board_config(args)
+    board = args.board or cfg.target.board
+    if board is None:
+        raise LutforgeError(f"no board: pass --board NAME (config {cfg.name!r} names no target.board)")
+    man = build_bitstream(board, cfg, Path(args.output or f"build/{board}"), clock_mhz=args.clock, baud=args.baud,
+                          memory=args.memory, seed=args.seed,
+                          log=lambda line: print(line, file=sys.stderr))
+    print(format_manifest(man))
+    out = Path(args.output or f"build/{board}")
+    print(f"wrote {out / man['bitstream']} and {out / 'lutforge_top.manifest.json'}")
+    return 0
+
+
+def cmd_program(args) -> int:
+    from fpga_boards.program import program
+    print(program(args.board, args.bitstream, flash=args.flash))
+    return 0
+
+
+def cmd_gemm(args) -> int:
+    from fpga_boards.gemm_host import board_gemm
+    from host_runtime.protocol import Link
+    from host_runtime.transports import open_target
+    cfg = _board_config(args)
+    for name in ("m", "k", "n"):
+        if getattr(args, name) < 1:
+            raise LutforgeError(f"--{name} {getattr(args, name)}: GEMM dimensions must be at least 1")
+    transport = open_target(args.target)
+    try:
+        link = Link(transport, timeout=args.timeout)
+        link.reset()
+        r = board_gemm(link, cfg, m=args.m, k=args.k, n=args.n, seed=args.seed, timeout=args.timeout * 30)
+    finally:
+        transport.close()
+    print(f"GEMM {r['m']}x{r['k']}x{r['n']} (seed {r['seed']}) on {args.target}: C matches the reference; "
+          f"{r['cycles']:,} cycles, MAC utilization {r['mac_utilization']:.1%}, read {r['read_bytes']:,} B, "
+          f"wrote {r['write_bytes']:,} B")
+    return 0
+
+
+def cmd_boards(args) -> int:
+    from fpga_boards.boards import BOARDS
+    if args.json:
+        print(json.dumps([b.describe() for b in BOARDS.values()], indent=2))
+        return 0
+    for b in BOARDS.values():
+        d = b.describe()
+        dr = d["dram"]
+        print(f"{b.name:<14} {b.title:<28} {d['device']} {d['package']}  {dr['bytes'] >> 20} MiB "
+              f"{dr['module']} x{dr['bus_bits']} @ {dr['sys_clk_mhz']:g} MHz ({dr['peak_mb_per_s']:g} MB/s peak)")
+    return 0
+
+
 def cmd_dram_init(args) -> int:
     from fpga_boards.dram_link import connect, init_over_link
     from fpga_boards.litedram import yaml_path
@@ -280,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1, help="torch CPU threads (reference suite)")
     b.add_argument("--report-from", action="append", metavar="JSON",
                    help="attach a saved `lutforge report --json` result instead of rerunning the flow (repeatable)")
+    b.add_argument("--update-baseline", action="store_true",
+                   help="boards suite: store the measured numbers as bench/baselines/boards.json")
     b.set_defaults(func=cmd_bench)
 
     sb = sub.add_parser("sim-board", help="serve the simulated board (host link + decode engine + memory, "
@@ -298,6 +361,45 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--seed", type=int, default=1, help="with --uart: seed of the line noise")
     sb.add_argument("--link", default=None, metavar="PATH", help="with --uart: also make PATH a symlink to the pty")
     sb.set_defaults(func=cmd_sim_board)
+
+    bb = sub.add_parser("build-bitstream", help="build an FPGA bitstream for a board (yowasp Yosys, nextpnr-ecp5, "
+                                                "ecppack): .bit, nextpnr report, JSON manifest")
+    bb.add_argument("--board", default=None, help="board name (lutforge boards; default: the config's target.board)")
+    bb.add_argument("--config", required=True, help="YAML config file or the name of a shipped config")
+    bb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override one config field (repeatable)")
+    bb.add_argument("-o", "--output", default=None, help="output folder (default build/BOARD)")
+    bb.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                    help="design clock (default: the config's clock.mhz)")
+    bb.add_argument("--baud", type=int, default=None, help="host link UART baud rate (default 1000000)")
+    bb.add_argument("--memory", choices=["bram", "dram"], default=None,
+                    help="working memory: block RAM or the board's DRAM (default: dram for a decode engine, "
+                         "bram for a tensor core)")
+    bb.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    bb.set_defaults(func=cmd_build_bitstream)
+
+    pg = sub.add_parser("program", help="program a board with a bitstream (openFPGALoader)")
+    pg.add_argument("--board", required=True, help="board name (lutforge boards)")
+    pg.add_argument("bitstream", help="the .bit file")
+    pg.add_argument("--flash", action="store_true", help="write the configuration flash instead of the SRAM")
+    pg.set_defaults(func=cmd_program)
+
+    gm = sub.add_parser("gemm", help="run a random GEMM on a board's tensor-core bitstream over the host link "
+                                     "and check it against the reference")
+    gm.add_argument("--target", required=True, help="serial:///dev/ttyUSB1?baud=1000000 (the board's UART)")
+    gm.add_argument("--config", required=True, help="the config the bitstream was built from")
+    gm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override one config field (repeatable; as for the build)")
+    gm.add_argument("--m", type=int, default=32)
+    gm.add_argument("--k", type=int, default=64)
+    gm.add_argument("--n", type=int, default=32)
+    gm.add_argument("--seed", type=int, default=1)
+    gm.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for one response before a retry")
+    gm.set_defaults(func=cmd_gemm)
+
+    bl = sub.add_parser("boards", help="list the supported boards with their memory")
+    bl.add_argument("--json", action="store_true", help="print the registry as JSON")
+    bl.set_defaults(func=cmd_boards)
 
     di = sub.add_parser("dram-init", help="initialise a board's DRAM (LiteDRAM: mode registers, read leveling) "
                                           "over the host link's external CSR window; optional memtest")
