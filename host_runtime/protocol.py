@@ -26,7 +26,13 @@ answered BAD_ADDRESS. RUN starts the engine and is answered at once (BUSY if it 
 already running; memory commands are answered BUSY too while it runs); the host polls
 STATUS until the engine is idle, so a run of any length survives a per-frame timeout.
 CSRs are numbered by :class:`Csr`: the engine's program address and instruction count
-(read/write) and its status and counters (read-only).
+(read/write) and its status and counters (read-only). Indices from :data:`CSR_EXT_BASE`
+up are the *external CSR window*: on a device that has one (a board's control bus, e.g.
+LiteDRAM's registers for DRAM initialisation) READ_CSR / WRITE_CSR of index ``i`` are a
+Wishbone read / write of the :data:`CSR_EXT_BITS`-bit word at word address
+``i - CSR_EXT_BASE``; a bus that does not acknowledge within :data:`CSR_EXT_TIMEOUT`
+cycles (or signals an error) makes the command answer DEVICE_ERROR; a device without a
+window answers BAD_ADDRESS.
 
 :class:`Link` is the host side over a :class:`Transport`; :class:`DeviceModel` is the
 reference of the device side (the gateware in ``hw/host`` must answer the same bytes).
@@ -113,6 +119,14 @@ class Csr(IntEnum):
 CSR_WRITABLE = (Csr.PROGRAM_ADDR, Csr.N_INSTR)
 #: The read-only CSRs that are engine counters (name = lower-cased counter field).
 CSR_COUNTERS = tuple(c for c in Csr if c >= Csr.CYCLES)
+
+#: First CSR index of the external CSR window (index - CSR_EXT_BASE = Wishbone word address).
+CSR_EXT_BASE = 0x8000
+#: Bits of an external CSR (the Wishbone data width): a write sends the value's low bits,
+#: a read answers the word zero-extended to u64.
+CSR_EXT_BITS = 32
+#: Cycles the device waits for the external bus to acknowledge before answering DEVICE_ERROR.
+CSR_EXT_TIMEOUT = 1024
 
 #: STATUS response payload after the status byte: busy, error, next_token, cycles.
 STATUS_REPLY = struct.Struct("<BBIQ")
@@ -239,7 +253,8 @@ class Link:
     frames, retries, payload and wire bytes (``stats.efficiency``).
 
     Public commands: :meth:`hello`, :meth:`write_mem`, :meth:`read_mem`,
-    :meth:`write_csr`, :meth:`read_csr`, :meth:`run`, :meth:`status`, :meth:`reset`.
+    :meth:`write_csr`, :meth:`read_csr`, :meth:`write_ext`, :meth:`read_ext` (the external CSR window),
+    :meth:`run`, :meth:`status`, :meth:`reset`.
     """
 
     transport: Transport
@@ -402,6 +417,24 @@ class Link:
         """Read CSR ``index`` (a :class:`Csr`)."""
         return struct.unpack("<Q", self.transact(Op.READ_CSR, struct.pack("<H", index)))[0]
 
+    @staticmethod
+    def _ext_index(what: str, addr: int) -> int:
+        if not 0 <= addr < 0x10000 - CSR_EXT_BASE:
+            raise ProtocolError(f"{what}: external CSR word address {addr:#x} is outside the window "
+                                f"(0..{0xFFFF - CSR_EXT_BASE:#x})")
+        return CSR_EXT_BASE + addr
+
+    def write_ext(self, addr: int, value: int) -> None:
+        """Write the external CSR at Wishbone word address ``addr`` (the low
+        :data:`CSR_EXT_BITS` bits of ``value``); DEVICE_ERROR if the bus does not answer."""
+        if not 0 <= value < 1 << CSR_EXT_BITS:
+            raise ProtocolError(f"WRITE_CSR: external CSR value {value:#x} does not fit {CSR_EXT_BITS} bits")
+        self.write_csr(self._ext_index("WRITE_CSR", addr), value)
+
+    def read_ext(self, addr: int) -> int:
+        """Read the external CSR at Wishbone word address ``addr``."""
+        return self.read_csr(self._ext_index("READ_CSR", addr))
+
     def status(self) -> EngineStatus:
         """The engine's state and last result (STATUS)."""
         busy, error, nxt, cycles = STATUS_REPLY.unpack(self.transact(Op.STATUS))
@@ -446,10 +479,16 @@ class DeviceModel:
     ``run`` is a callback ``(token, pos) -> (next_token, cycles)`` (the engine, or a model
     of it); it completes at once, so STATUS after RUN says not busy. The read-only CSRs
     are the engine status, the last next token and cycles; the other counters read 0.
+
+    ``ctrl`` is the external CSR window's bus (None: no window, BAD_ADDRESS): an object
+    with ``read(addr) -> int | None`` and ``write(addr, value) -> bool`` over Wishbone
+    word addresses; ``None`` / ``False`` mean the bus did not acknowledge (timeout or
+    error), answered DEVICE_ERROR. ``write`` gets the value's low :data:`CSR_EXT_BITS`
+    bits; a read value is truncated to them.
     """
 
-    def __init__(self, memory: bytearray, *, config_hash: bytes = bytes(8), run=None):
-        self.mem, self.config_hash, self._run = memory, config_hash, run
+    def __init__(self, memory: bytearray, *, config_hash: bytes = bytes(8), run=None, ctrl=None):
+        self.mem, self.config_hash, self._run, self.ctrl = memory, config_hash, run, ctrl
         self.csr = {c: 0 for c in Csr}
         self.rx = FrameDecoder()
         self.last_key: tuple[int, int] | None = None    # (seq, crc) of the last executed frame
@@ -517,6 +556,13 @@ class DeviceModel:
             if len(p) != need:
                 return reply(Status.BAD_LENGTH)
             (idx,) = struct.unpack_from("<H", p)
+            if idx >= CSR_EXT_BASE and self.ctrl is not None:
+                mask = (1 << CSR_EXT_BITS) - 1
+                if op == Op.WRITE_CSR:
+                    ok = self.ctrl.write(idx - CSR_EXT_BASE, struct.unpack_from("<Q", p, 2)[0] & mask)
+                    return reply(Status.OK if ok else Status.DEVICE_ERROR)
+                v = self.ctrl.read(idx - CSR_EXT_BASE)
+                return reply(Status.DEVICE_ERROR) if v is None else reply(Status.OK, struct.pack("<Q", v & mask))
             if idx not in Csr._value2member_map_ or (op == Op.WRITE_CSR and idx not in CSR_WRITABLE):
                 return reply(Status.BAD_ADDRESS)
             if op == Op.WRITE_CSR:

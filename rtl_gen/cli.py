@@ -112,8 +112,10 @@ def cmd_run(args) -> int:
                   retries=args.retries)
     print()
     g, up = r.generation, r.upload
+    size, rate = (f"{up.bytes / 1e6:.1f} MB", f"{up.bytes_per_s / 1e6:.2f} MB/s") if up.bytes >= 1e6 else \
+        (f"{up.bytes / 1e3:.1f} kB", f"{up.bytes_per_s / 1e3:.2f} kB/s")
     upload = ("image already on the device" if up.skipped else
-              f"uploaded {up.bytes / 1e6:.1f} MB at {up.bytes_per_s / 1e6:.2f} MB/s{' + verified' if up.verified else ''}")
+              f"uploaded {size} at {rate}{' + verified' if up.verified else ''}")
     cyc = f", {sum(r.cycles) / len(r.cycles):,.0f} device cycles/token" if r.cycles and any(r.cycles) else ""
     resumed = f" ({r.resumed_tokens} from the KV snapshot)" if r.resumed_tokens else ""
     print(f"[{args.target} {cfg.name}: {len(g.new_tokens)} tokens after a {g.prompt_tokens}-token prompt{resumed}, "
@@ -149,9 +151,84 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sim_board(args) -> int:
-    from sim.board import serve
     cfg = _load(args)
+    if args.uart:
+        from sim.uart_board import serve_uart, uart_divisor
+        if args.listen:
+            raise LutforgeError("--listen is for the socket board; with --uart the board serves a pty "
+                                "(use --link PATH for a fixed name)")
+        if args.clock_mhz is not None and args.clock_mhz <= 0:
+            raise LutforgeError(f"--clock-mhz {args.clock_mhz:g}: must be positive")
+        div = uart_divisor(cfg, baud=args.baud, clock_mhz=args.clock_mhz)
+        return serve_uart(cfg, divisor=div, flip_ppm=args.flip_ppm, seed=args.seed, link=args.link,
+                          clock_mhz=args.clock_mhz)
+    extra = [o for o, v in (("--baud", args.baud), ("--clock-mhz", args.clock_mhz), ("--link", args.link))
+             if v is not None] + (["--flip-ppm"] if args.flip_ppm else [])
+    if extra:
+        raise LutforgeError(f"{', '.join(extra)} only apply with --uart (the board over a simulated serial line)")
+    from sim.board import serve
     return serve(cfg, args.listen)
+
+
+def _board_config(args):
+    """The config of build-bitstream / bench: --config (default: the board's shipped config)."""
+    from .config import load_config
+    return load_config(args.config, args.overrides)
+
+
+def cmd_build_bitstream(args) -> int:
+    from fpga_boards.build import build_bitstream, format_manifest
+    cfg = _board_config(args)
+    board = args.board or cfg.target.board
+    if board is None:
+        raise LutforgeError(f"no board: pass --board NAME (config {cfg.name!r} names no target.board)")
+    man = build_bitstream(board, cfg, Path(args.output or f"build/{board}"), clock_mhz=args.clock, baud=args.baud,
+                          memory=args.memory, seed=args.seed,
+                          log=lambda line: print(line, file=sys.stderr))
+    print(format_manifest(man))
+    out = Path(args.output or f"build/{board}")
+    print(f"wrote {out / man['bitstream']} and {out / 'lutforge_top.manifest.json'}")
+    return 0
+
+
+def cmd_program(args) -> int:
+    from fpga_boards.program import program
+    print(program(args.board, args.bitstream, flash=args.flash))
+    return 0
+
+
+def cmd_gemm(args) -> int:
+    from fpga_boards.gemm_host import board_gemm
+    from host_runtime.protocol import Link
+    from host_runtime.transports import open_target
+    cfg = _board_config(args)
+    for name in ("m", "k", "n"):
+        if getattr(args, name) < 1:
+            raise LutforgeError(f"--{name} {getattr(args, name)}: GEMM dimensions must be at least 1")
+    transport = open_target(args.target)
+    try:
+        link = Link(transport, timeout=args.timeout)
+        link.reset()
+        r = board_gemm(link, cfg, m=args.m, k=args.k, n=args.n, seed=args.seed, timeout=args.timeout * 30)
+    finally:
+        transport.close()
+    print(f"GEMM {r['m']}x{r['k']}x{r['n']} (seed {r['seed']}) on {args.target}: C matches the reference; "
+          f"{r['cycles']:,} cycles, MAC utilization {r['mac_utilization']:.1%}, read {r['read_bytes']:,} B, "
+          f"wrote {r['write_bytes']:,} B")
+    return 0
+
+
+def cmd_boards(args) -> int:
+    from fpga_boards.boards import BOARDS
+    if args.json:
+        print(json.dumps([b.describe() for b in BOARDS.values()], indent=2))
+        return 0
+    for b in BOARDS.values():
+        d = b.describe()
+        dr = d["dram"]
+        print(f"{b.name:<14} {b.title:<28} {d['device']} {d['package']}  {dr['bytes'] >> 20} MiB "
+              f"{dr['module']} x{dr['bus_bits']} @ {dr['sys_clk_mhz']:g} MHz ({dr['peak_mb_per_s']:g} MB/s peak)")
+    return 0
 
 
 def cmd_dram_init(args) -> int:
@@ -264,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1, help="torch CPU threads (reference suite)")
     b.add_argument("--report-from", action="append", metavar="JSON",
                    help="attach a saved `lutforge report --json` result instead of rerunning the flow (repeatable)")
+    b.add_argument("--update-baseline", action="store_true",
+                   help="boards suite: store the measured numbers as bench/baselines/boards.json")
     b.set_defaults(func=cmd_bench)
 
     sb = sub.add_parser("sim-board", help="serve the simulated board (host link + decode engine + memory, "
@@ -271,7 +350,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(sb, required=True)
     sb.add_argument("--listen", default=None, metavar="URL",
                     help="tcp://127.0.0.1:PORT (0 = a free port; default tcp://127.0.0.1:0) or unix:///path")
+    sb.add_argument("--uart", action="store_true",
+                    help="the host link behind the gateware UART, its pins driven bit by bit and served on a pty "
+                         "(target serial:///dev/pts/N)")
+    sb.add_argument("--baud", type=float, default=None,
+                    help="with --uart: baud rate at --clock-mhz (default: 8 clock cycles per bit)")
+    sb.add_argument("--clock-mhz", type=float, default=None, help="with --uart: the clock (default: the config's)")
+    sb.add_argument("--flip-ppm", type=float, default=0.0,
+                    help="with --uart: flip bits on the line, this many per million (exercises CRC and retries)")
+    sb.add_argument("--seed", type=int, default=1, help="with --uart: seed of the line noise")
+    sb.add_argument("--link", default=None, metavar="PATH", help="with --uart: also make PATH a symlink to the pty")
     sb.set_defaults(func=cmd_sim_board)
+
+    bb = sub.add_parser("build-bitstream", help="build an FPGA bitstream for a board (yowasp Yosys, nextpnr-ecp5, "
+                                                "ecppack): .bit, nextpnr report, JSON manifest")
+    bb.add_argument("--board", default=None, help="board name (lutforge boards; default: the config's target.board)")
+    bb.add_argument("--config", required=True, help="YAML config file or the name of a shipped config")
+    bb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override one config field (repeatable)")
+    bb.add_argument("-o", "--output", default=None, help="output folder (default build/BOARD)")
+    bb.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                    help="design clock (default: the config's clock.mhz)")
+    bb.add_argument("--baud", type=int, default=None, help="host link UART baud rate (default 1000000)")
+    bb.add_argument("--memory", choices=["bram", "dram"], default=None,
+                    help="working memory: block RAM or the board's DRAM (default: dram for a decode engine, "
+                         "bram for a tensor core)")
+    bb.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    bb.set_defaults(func=cmd_build_bitstream)
+
+    pg = sub.add_parser("program", help="program a board with a bitstream (openFPGALoader)")
+    pg.add_argument("--board", required=True, help="board name (lutforge boards)")
+    pg.add_argument("bitstream", help="the .bit file")
+    pg.add_argument("--flash", action="store_true", help="write the configuration flash instead of the SRAM")
+    pg.set_defaults(func=cmd_program)
+
+    gm = sub.add_parser("gemm", help="run a random GEMM on a board's tensor-core bitstream over the host link "
+                                     "and check it against the reference")
+    gm.add_argument("--target", required=True, help="serial:///dev/ttyUSB1?baud=1000000 (the board's UART)")
+    gm.add_argument("--config", required=True, help="the config the bitstream was built from")
+    gm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override one config field (repeatable; as for the build)")
+    gm.add_argument("--m", type=int, default=32)
+    gm.add_argument("--k", type=int, default=64)
+    gm.add_argument("--n", type=int, default=32)
+    gm.add_argument("--seed", type=int, default=1)
+    gm.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for one response before a retry")
+    gm.set_defaults(func=cmd_gemm)
+
+    bl = sub.add_parser("boards", help="list the supported boards with their memory")
+    bl.add_argument("--json", action="store_true", help="print the registry as JSON")
+    bl.set_defaults(func=cmd_boards)
 
     di = sub.add_parser("dram-init", help="initialise a board's DRAM (LiteDRAM: mode registers, read leveling) "
                                           "over the host link's external CSR window; optional memtest")

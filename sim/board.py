@@ -1,12 +1,11 @@
 """The simulated board: host link + decode engine + external memory, served on a socket.
 
 :class:`BoardHarness` (Verilog top ``lutforge_board_top``) is what a board bitstream
-holds, minus the pins: :class:`hw.host.link.HostLink` on a byte stream (``rx``/``tx``),
-the config's decode engine, and the RTL AXI4 memory model (``sim/rtl/lutforge_axi_mem.sv``,
-timing from ``memory.sim``; its backdoor tied off: everything goes over the protocol).
-The link and the engine share the memory's read and write ports through a mux that the
-link's ``mem_active`` drives: the link only touches memory while the engine is idle
-(memory commands and RUN are answered BUSY while it runs).
+holds, minus the pins: the config's :class:`hw.host.hosted.HostedEngine`
+(:func:`rtl_gen.generate.elaborate_hosted`: the host link on a byte stream ``rx``/``tx``,
+the decode engine, and the mux through which they share the memory ports) beside the RTL
+AXI4 memory model (``sim/rtl/lutforge_axi_mem.sv``, timing from ``memory.sim``; its
+backdoor tied off: everything goes over the protocol) in place of the DRAM controller.
 
 :func:`build_board` builds (or reuses, by hash) the Verilator executable driven by
 ``sim/rtl/board_main.cpp``, which runs the clock with no Python and serves one client at
@@ -27,15 +26,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from amaranth.hdl import Const, Module, Mux
+from amaranth.hdl import Const, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.decode.engine import EngineCounters
-from hw.host.link import HostLink
-from hw.mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
 from ref_model.errors import LutforgeError, SimulationError
-from rtl_gen.generate import elaborate_decode, emit_verilog
+from rtl_gen.generate import elaborate_hosted, emit_verilog
 
 from . import verilator
 from .harness import MEMORY_MODEL, RTL_DIR, memory_model
@@ -43,13 +39,6 @@ from .harness import MEMORY_MODEL, RTL_DIR, memory_model
 BOARD_TOP = "lutforge_board_top"
 BOARD_MAIN = RTL_DIR / "board_main.cpp"
 READY = re.compile(r"^lutforge sim-board listening on (\S+)")
-
-_R_FORWARD = ("araddr", "arlen", "arsize", "arburst", "arid", "arvalid", "rready")
-_R_BACK = ("arready", "rdata", "rresp", "rlast", "rid", "rvalid")
-_W_FORWARD = ("awaddr", "awlen", "awsize", "awburst", "awid", "awvalid", "wdata", "wstrb", "wlast", "wvalid", "bready")
-_W_BACK = ("awready", "wready", "bresp", "bid", "bvalid")
-#: Handshake signals a master must not see while the other master owns the port.
-_HANDSHAKES = {"arready", "rvalid", "awready", "wready", "bvalid"}
 
 
 def config_hash_bytes(cfg) -> bytes:
@@ -70,44 +59,20 @@ class BoardHarness(wiring.Component):
             raise LutforgeError(f"config {cfg.name!r} has no decode section: the simulated board runs the decode "
                                 f"engine (add decode.limits, e.g. as in rtl_gen/configs/decode_tiny.yaml)")
         self.cfg = cfg
-        mc = cfg.memory
-        self.engine = elaborate_decode(cfg)
-        self.link = HostLink(config_hash=config_hash_bytes(cfg), mem_size=mc.sim.size_bytes, counters=EngineCounters(),
-                             addr_bits=mc.addr_bits, data_bits=mc.data_bits, max_burst=mc.max_burst,
-                             outstanding=mc.outstanding)
+        self.hosted = elaborate_hosted(cfg)
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                           "idle": Out(1), "busy": Out(1), "flush": In(1), "link_idle": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         mc = self.cfg.memory
-        m.submodules.engine = e = self.engine
-        m.submodules.link = ln = self.link
-        wiring.connect(m, wiring.flipped(self.rx), ln.rx)
-        wiring.connect(m, ln.tx, wiring.flipped(self.tx))
-        m.d.comb += [e.start.eq(ln.start), e.program_addr.eq(ln.program_addr), e.n_instr.eq(ln.n_instr),
-                     e.token.eq(ln.token), e.pos.eq(ln.pos),
-                     ln.busy.eq(e.busy), ln.error.eq(e.error), ln.next_token.eq(e.next_token),
-                     ln.counters.eq(e.counters),
-                     self.busy.eq(e.busy), self.idle.eq(ln.idle & ~e.busy & ~ln.tx.valid),
-                     ln.flush.eq(self.flush), self.link_idle.eq(ln.idle)]
-
-        # one read and one write port on the memory, owned by the link while mem_active
-        id_bits = len(e.axi_r.arid)
-        r = AXI4ReadSignature(addr_bits=mc.addr_bits, data_bits=mc.data_bits, id_bits=id_bits).create()
-        w = AXI4WriteSignature(addr_bits=mc.addr_bits, data_bits=mc.data_bits).create()
-        sel = ln.mem_active
-        for port, eng, lnk, fwd, back in ((r, e.axi_r, ln.axi_r, _R_FORWARD, _R_BACK),
-                                          (w, e.axi_w, ln.axi_w, _W_FORWARD, _W_BACK)):
-            for name in fwd:
-                m.d.comb += getattr(port, name).eq(Mux(sel, getattr(lnk, name), getattr(eng, name)))
-            for name in back:
-                v = getattr(port, name)
-                if name in _HANDSHAKES:
-                    m.d.comb += [getattr(lnk, name).eq(sel & v), getattr(eng, name).eq(~sel & v)]
-                else:
-                    m.d.comb += [getattr(lnk, name).eq(v), getattr(eng, name).eq(v)]
-        memory_model(m, r, w, sim=mc.sim, addr_bits=mc.addr_bits, data_bits=mc.data_bits, id_bits=id_bits,
+        m.submodules.hosted = h = self.hosted
+        wiring.connect(m, wiring.flipped(self.rx), h.rx)
+        wiring.connect(m, h.tx, wiring.flipped(self.tx))
+        m.d.comb += [h.flush.eq(self.flush), self.idle.eq(h.idle), self.busy.eq(h.busy),
+                     self.link_idle.eq(h.link_idle)]
+        memory_model(m, h.axi_r, h.axi_w, sim=mc.sim, addr_bits=mc.addr_bits, data_bits=mc.data_bits,
+                     id_bits=h.axi_r.signature.id_bits,
                      backdoor=(Const(0, 1), Const(0, 1), Const(0, 32), Const(0, 32)))
         return m
 
@@ -138,14 +103,15 @@ def sim_target(listening: str) -> str:
 
 
 class SimBoard:
-    """A running simulated board (a context manager). ``target`` is its ``sim://``
-    address; ``listening`` the address it printed; ``close()`` stops it (SIGTERM) and
-    fills ``stats``: cycles simulated, busy_cycles (engine running), tick_seconds (wall
-    time spent running the clock), seconds (wall time in all)."""
+    """A running simulated board (a context manager). ``target`` is its host target
+    (``sim://`` address, or ``serial://`` for the UART board); ``listening`` the address it
+    printed; ``close()`` stops it (SIGTERM) and fills ``stats``: cycles simulated,
+    busy_cycles (engine running), tick_seconds (wall time spent running the clock),
+    seconds (wall time in all), and what else the executable reports."""
 
-    def __init__(self, process: subprocess.Popen, listening: str):
+    def __init__(self, process: subprocess.Popen, listening: str, target: str | None = None):
         self.process, self.listening = process, listening
-        self.target = sim_target(listening)
+        self.target = target or sim_target(listening)
         self.stats: dict | None = None
 
     def close(self, timeout: float = 10.0) -> None:
@@ -170,24 +136,31 @@ class SimBoard:
         self.close()
 
 
-def launch(binary: Path, listen: str | None = None, *, ready_timeout: float = 30.0) -> SimBoard:
-    """Start a built board executable and wait for its ready line."""
-    proc = subprocess.Popen([str(binary), "--listen", _listen_arg(listen)], stdout=subprocess.PIPE,
-                            stderr=None, text=True)
+def start_process(cmd: list[str], ready: re.Pattern, *, ready_timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """Start a board executable and wait for its ready line; returns the process and the
+    ready pattern's first group (the address it serves)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
     deadline = time.monotonic() + ready_timeout
     while True:
         left = deadline - time.monotonic()
-        ready, _, _ = select.select([proc.stdout], [], [], max(left, 0))
-        line = proc.stdout.readline() if ready else ""
-        mo = READY.match(line)
+        got, _, _ = select.select([proc.stdout], [], [], max(left, 0))
+        line = proc.stdout.readline() if got else ""
+        mo = ready.match(line)
         if mo:
-            return SimBoard(proc, mo.group(1))
-        if (ready and line == "") or proc.poll() is not None or left <= 0:
+            return proc, mo.group(1)
+        if (got and line == "") or proc.poll() is not None or left <= 0:
             proc.kill() if proc.poll() is None else None
             proc.wait()
             why = f"exited with status {proc.returncode}" if proc.returncode is not None and line == "" \
                 else f"printed {line.strip()!r}" if line else f"said nothing within {ready_timeout:g} s"
-            raise SimulationError(f"the simulated board did not start ({binary.name} {why})")
+            raise SimulationError(f"the simulated board did not start ({Path(cmd[0]).name} {why})")
+
+
+def launch(binary: Path, listen: str | None = None, *, ready_timeout: float = 30.0) -> SimBoard:
+    """Start a built board executable and wait for its ready line."""
+    proc, listening = start_process([str(binary), "--listen", _listen_arg(listen)], READY,
+                                    ready_timeout=ready_timeout)
+    return SimBoard(proc, listening)
 
 
 def start_sim_board(cfg, *, listen: str | None = None, ready_timeout: float = 30.0) -> SimBoard:

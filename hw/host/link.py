@@ -24,7 +24,13 @@ because memory commands and RUN are answered BUSY while ``busy``). Engine contro
 ``start`` (one-cycle pulse on RUN), ``program_addr`` / ``n_instr`` (the CSRs),
 ``token`` / ``pos`` (RUN's arguments); engine state: ``busy``, ``error``, ``next_token``,
 ``counters`` (a struct whose field names are the lower-cased :class:`Csr` counter names;
-fields it lacks read 0).
+fields it lacks read 0). With ``ctrl=True``: ``ctrl``, a Wishbone master
+(:class:`~hw.host.wishbone.WishboneSignature`, 32-bit data) for the external CSR window:
+READ_CSR / WRITE_CSR of an index ``i >= CSR_EXT_BASE`` is one classic Wishbone cycle at word
+address ``i - CSR_EXT_BASE`` (all byte selects); ``ack`` completes it (OK, a read answers
+``dat_r`` zero-extended), ``err`` or no ``ack`` within ``CSR_EXT_TIMEOUT`` cycles answers
+DEVICE_ERROR, so a dead bus never hangs the link. Without ``ctrl`` those indices are
+BAD_ADDRESS, as for :class:`~host_runtime.protocol.DeviceModel` without ``ctrl``.
 
 Structure and latency
 ---------------------
@@ -50,13 +56,15 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from host_runtime.protocol import (CSR_COUNTERS, CSR_WRITABLE, HCHECK_COVERS, HEADER_BYTES, MAGIC, MAX_PAYLOAD,
-                                   MEM_ALIGN, RESPONSE, VERSION, Csr, Op, Status)
+from host_runtime.protocol import (CSR_COUNTERS, CSR_EXT_BASE, CSR_EXT_BITS, CSR_EXT_TIMEOUT, CSR_WRITABLE,
+                                   HCHECK_COVERS, HEADER_BYTES, MAGIC, MAX_PAYLOAD, MEM_ALIGN, RESPONSE, VERSION, Csr,
+                                   Op, Status)
 
 from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
 from ..mem.reader import BurstReader
 from ..mem.writer import BurstWriter
 from .crc import CRC_INIT, crc32_step
+from .wishbone import WishboneSignature
 
 #: Bytes of the receive ring (a power of two; holds the largest frame with room to spare).
 RING_BYTES = 8192
@@ -75,10 +83,11 @@ class HostLink(wiring.Component):
     mem_size : bytes of external memory (a request past it is BAD_ADDRESS).
     addr_bits, data_bits, max_burst, outstanding : the AXI4 ports (as the engine's).
     counters : the layout of ``counters`` (e.g. ``hw.decode.engine.EngineCounters()``).
+    ctrl : add the ``ctrl`` Wishbone master of the external CSR window.
     """
 
     def __init__(self, *, config_hash: bytes, mem_size: int, counters: data.StructLayout, addr_bits: int = 32,
-                 data_bits: int = 128, max_burst: int = 16, outstanding: int = 2):
+                 data_bits: int = 128, max_burst: int = 16, outstanding: int = 2, ctrl: bool = False):
         if len(config_hash) != 8:
             raise ValueError(f"config_hash must be 8 bytes, got {len(config_hash)}")
         if data_bits // 8 > MEM_ALIGN or MEM_ALIGN % (data_bits // 8):
@@ -86,7 +95,9 @@ class HostLink(wiring.Component):
         self.config_hash, self.mem_size = bytes(config_hash), mem_size
         self.addr_bits, self.data_bits, self.max_burst, self.outstanding = addr_bits, data_bits, max_burst, outstanding
         self.counter_layout = counters
-        super().__init__({
+        self.has_ctrl = ctrl
+        ports = {"ctrl": Out(WishboneSignature(data_bits=CSR_EXT_BITS))} if ctrl else {}
+        super().__init__({**ports,
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
             "axi_r": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)),
@@ -171,6 +182,16 @@ class HostLink(wiring.Component):
         csr_writable = Signal()
         m.d.comb += [csr_exists.eq(pf[:16] < len(Csr)),
                      csr_writable.eq(sum((pf[:16] == c) for c in CSR_WRITABLE) != 0)]
+        # the external CSR window (a Wishbone cycle in state EXT)
+        csr_ext = Signal()
+        ext_we = Signal()
+        ext_wait = Signal(range(CSR_EXT_TIMEOUT))
+        if self.has_ctrl:
+            m.d.comb += csr_ext.eq(pf[:16] >= CSR_EXT_BASE)
+
+        def ext_start(we):
+            m.d.sync += [ext_we.eq(we), ext_wait.eq(0)]
+            m.next = "EXT"
 
         # ---- command fields and checks (valid in EXEC) ------------------------------------
         addr = pf[:64]
@@ -351,6 +372,8 @@ class HostLink(wiring.Component):
                         with m.Case(Op.WRITE_CSR):
                             with m.If(length != 10):
                                 reply(Status.BAD_LENGTH)
+                            with m.Elif(csr_ext):
+                                ext_start(1)
                             with m.Elif(~csr_writable):
                                 reply(Status.BAD_ADDRESS)
                             with m.Else():
@@ -362,6 +385,8 @@ class HostLink(wiring.Component):
                         with m.Case(Op.READ_CSR):
                             with m.If(length != 2):
                                 reply(Status.BAD_LENGTH)
+                            with m.Elif(csr_ext):
+                                ext_start(0)
                             with m.Elif(~csr_exists):
                                 reply(Status.BAD_ADDRESS)
                             with m.Else():
@@ -382,6 +407,19 @@ class HostLink(wiring.Component):
                             m.d.sync += k_valid.eq(0)
                         with m.Default():
                             reply(Status.BAD_OPCODE)
+            # ---- the external CSR window: one Wishbone classic cycle ------------------------
+            with m.State("EXT"):
+                if self.has_ctrl:
+                    wb = self.ctrl
+                    m.d.comb += [wb.cyc.eq(1), wb.stb.eq(1), wb.we.eq(ext_we), wb.adr.eq(pf[:16] - CSR_EXT_BASE),
+                                 wb.dat_w.eq(pf[16:16 + CSR_EXT_BITS]), wb.sel.eq(-1)]
+                    m.d.sync += ext_wait.eq(ext_wait + 1)
+                    with m.If(wb.ack):
+                        reply(Status.OK, Mux(ext_we, 0, wb.dat_r), Mux(ext_we, 0, 8))
+                        m.next = "TX_HEAD"
+                    with m.Elif(wb.err | (ext_wait == CSR_EXT_TIMEOUT - 1)):
+                        reply(Status.DEVICE_ERROR)
+                        m.next = "TX_HEAD"
             # ---- WRITE_MEM: the payload's data from the ring to the writer -----------------
             with m.State("WSTART"):
                 m.d.comb += [writer.start.valid.eq(1), self.mem_active.eq(1)]

@@ -1,0 +1,55 @@
+"""Board tops elaborate for every board: amaranth's build plan (RTLIL, LPF) with the PLL,
+the UART pins and the clock constraint; Yosys reads one. No place and route here (slow
+builds: tests marked slow, and ``lutforge bench boards``)."""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from fpga_boards.boards import BOARDS, get_board
+from fpga_boards.top import board_top
+from rtl_gen import toolchain
+from rtl_gen.config import load_config
+
+SMALL = ["core.rows=2", "core.cols=2", "memory.data_bits=64"]
+
+
+def _plan(board, cfg, **kw):
+    top = board_top(board, cfg, **kw)
+    plan = get_board(board).make_platform().prepare(top, name="lutforge_top")
+    return top, plan
+
+
+@pytest.mark.parametrize("board", list(BOARDS))
+def test_tensor_core_top_elaborates(board):
+    cfg = load_config(None, SMALL)
+    top, plan = _plan(board, cfg, clock_mhz=40, memory="bram", bram_bytes=16384)
+    il, lpf = plan.files["lutforge_top.il"], plan.files["lutforge_top.lpf"]
+    assert "EHXPLLL" in il
+    assert re.search(r'FREQUENCY NET "[^"]*clk" 40000000', lpf)
+    d = top.describe()
+    assert d["design"] == "gemm" and d["clock_mhz"] == 40 and d["uart"]["baud"] == 1_000_000
+    assert d["memory"] == {"kind": "bram", "bytes": 16384}
+    assert lpf.count("LOCATE COMP") >= 3          # clock, UART rx, UART tx (and LEDs)
+
+
+def test_yosys_reads_the_top(tmp_path):
+    cfg = load_config(None, SMALL)
+    _, plan = _plan("ulx3s-85", cfg, clock_mhz=25, memory="bram", bram_bytes=16384)
+    (tmp_path / "top.il").write_text(plan.files["lutforge_top.il"])
+    out = subprocess.run([toolchain.yosys(), "-q", "-p", "read_rtlil top.il; synth_ecp5 -top lutforge_top -run begin:coarse; "
+                          "tee -q -o cells.json stat -json"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cells = json.loads((tmp_path / "cells.json").read_text())
+    assert "\\lutforge_top" in cells["modules"], sorted(cells["modules"])[:5]
+
+
+def test_unbuildable_clocks_are_clear():
+    from ref_model.errors import LutforgeError
+    cfg = load_config(None, SMALL)
+    with pytest.raises(LutforgeError, match="cannot make 3.2 MHz"):
+        board_top("ulx3s-85", cfg, clock_mhz=3.2)
+    with pytest.raises(LutforgeError, match="UART: a 40 MHz clock cannot make 3e\\+06 baud"):
+        board_top("ulx3s-85", cfg, clock_mhz=40, baud=3_000_000)
