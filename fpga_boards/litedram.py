@@ -134,9 +134,12 @@ class LiteDRAMBuild:
     #: Verilog ports of the core: name -> (direction, width).
     ports: dict[str, tuple[str, int]] = field(repr=False)
     sys_clk_hz: float = 0.0
-    #: Frequency the core's ``clk`` input expects (the board oscillator for ECP5 DDR3, whose
-    #: core has its own PLL; the system clock itself for SDR).
+    #: Frequency of the board oscillator that :class:`LiteDRAMCore`'s ``clk_in`` takes: the
+    #: ECP5 DDR3 cores make their clocks with their own PLL; for the SDR core, which runs on
+    #: the clock it is given, the wrapper adds a PLL when this differs from ``sys_clk_hz``.
     input_clk_hz: float = 0.0
+    #: A simulation core (LiteDRAM's DRAM model in place of the PHY; ``clk`` is the system clock).
+    sim: bool = False
 
     @property
     def dram_size(self) -> int:
@@ -281,7 +284,7 @@ def load_build(board: str, folder: Path, *, sim: bool = False) -> LiteDRAMBuild:
     return LiteDRAMBuild(board=board, folder=folder, verilog=verilog, module=module, csr=csr,
                          constants=csr_json.get("constants", {}), phy=_phy_info(defines),
                          init_sequence=steps, ports=_verilog_ports(verilog.read_text(), module),
-                         sys_clk_hz=sys_clk, input_clk_hz=float(cfg.get("input_clk_freq", sys_clk)))
+                         sys_clk_hz=sys_clk, input_clk_hz=float(cfg.get("input_clk_freq", sys_clk)), sim=sim)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -421,13 +424,14 @@ class LiteDRAMCore(wiring.Component):
       engine's 3 and 1), zero-extended to the core's ``build.id_bits``. INCR bursts.
     * ``ctrl`` : In(WishboneSignature(addr_bits=30, data_bits=32)): the CSRs, word-addressed
       (``build.csr_word(name)``); classic cycles, ``cti``/``bte`` held 0.
-    * ``clk_in``, ``rst``: the core's ``clk`` input (``build.input_clk_hz``: the board
-      oscillator for ECP5 DDR3, whose core has its own PLL and ECLK tree; the 50 MHz system
-      clock for the ULX3S SDR core) and an asynchronous reset.
+    * ``clk_in``, ``rst``: the board oscillator (``build.input_clk_hz``; the ECP5 DDR3 cores
+      have their own PLL and ECLK tree; for the ULX3S SDR core, which runs on the clock it is
+      given, the wrapper adds an EHXPLLL making ``build.sys_clk_hz`` from it) and an
+      asynchronous reset. A simulation core takes its system clock on ``clk_in``.
     * ``user_clk``, ``user_rst``: the core's system clock and reset (``build.sys_clk_hz``);
       ``axi_r``/``axi_w``/``ctrl`` are synchronous to it, so a board top clocks its ``sync``
       domain (accelerator and host link) from ``user_clk``.
-    * ``pll_locked`` (constant 1 for SDR), ``init_done``, ``init_error``: the core's status;
+    * ``pll_locked`` (the core's or the wrapper's PLL), ``init_done``, ``init_error``: the core's status;
       the AXI port answers nothing until software set ``init_done`` (and not ``init_error``).
 
     Latency: that of LiteDRAM; this wrapper adds none (it is wiring). Measured on the
@@ -499,15 +503,23 @@ class LiteDRAMCore(wiring.Component):
         b, p = self.build, f"user_port_{AXI_PORT}_"
         if platform is not None:
             platform.add_file(b.verilog.name, b.verilog.read_text())
-        ports = {"i_clk": self.clk_in, "o_user_clk": self.user_clk,
+        clk, rst, own_pll = self.clk_in, self.rst, False
+        if b.phy.memtype == "SDR" and not b.sim and b.input_clk_hz != b.sys_clk_hz:
+            # LiteDRAM's SDR core runs on the clock it is given: make it from the oscillator.
+            from .pll import EcpPll
+            m.submodules.pll = pll = EcpPll(b.input_clk_hz / 1e6, b.sys_clk_hz / 1e6)
+            rst = Signal()
+            m.d.comb += [pll.clk_in.eq(self.clk_in), rst.eq(self.rst | ~pll.locked), self.pll_locked.eq(pll.locked)]
+            clk, own_pll = pll.clk_out, True
+        ports = {"i_clk": clk, "o_user_clk": self.user_clk,
                  "o_user_rst": self.user_rst, "o_init_done": self.init_done, "o_init_error": self.init_error}
         if "rst" in b.ports:   # the simulation core (``sim=True``) has no reset input
-            ports["i_rst"] = self.rst
+            ports["i_rst"] = rst
         if "sim_trace" in b.ports:
             ports["i_sim_trace"] = Const(0)
         if "pll_locked" in b.ports:
             ports["o_pll_locked"] = self.pll_locked
-        else:
+        elif not own_pll:
             m.d.comb += self.pll_locked.eq(1)
         # AXI: zero-extend IDs and sizes, take the address bits the core decodes.
         r, w = self.axi_r, self.axi_w
