@@ -62,6 +62,22 @@ class EngineLimits:
                 Buf.LOGITS: self.vocab}[buf]
 
 
+def matvec_prefetch(limits: EngineLimits, *, max_burst: int = 16, outstanding: int = 4) -> tuple[int, int]:
+    """Depths (code beats, scale beats) of the matvec's weight readers.
+
+    A MATVEC starts its weight reads when it takes the command and quantizes its input
+    meanwhile (about ``cols`` cycles, up to ``max(dim, ffn)``); the port delivers at most a
+    beat per cycle then, about four code beats per scale beat for Q4 weights (16 code bytes
+    and 4 scale bytes per group). Code FIFO: the largest power of two not above
+    ``max(dim, ffn)``; scales: a quarter of it (SmolLM2: 1024 and 256 beats, 16 + 4 KiB
+    on a 128-bit port). Never below the readers' default ``outstanding x max_burst``.
+    """
+    base = max_burst * outstanding
+    longest = max(limits.dim, limits.ffn)
+    code = 1 << (longest.bit_length() - 1)
+    return max(code, base), max(code // 4, base)
+
+
 class _Streamer(wiring.Component):
     """Streams ``count`` words of one buffer (a synchronous read port shared through the
     engine's port mux) with a small FIFO, so the consumer may stall."""
@@ -122,7 +138,8 @@ class DecodeEngine(wiring.Component):
         # ---- units -----------------------------------------------------------------------
         mv = MatvecUnit(max_dim=max(L.dim, L.ffn), act_bits=N.act_bits, norm_act_bits=N.norm_act_bits,
                         act_block=N.act_block, act_scale_bits=N.act_scale_bits, acc_bits=N.acc_bits,
-                        acc_frac=N.acc_frac, frac=F, **rdp)
+                        acc_frac=N.acc_frac, frac=F,
+                        prefetch=matvec_prefetch(L, max_burst=self.max_burst, outstanding=self.outstanding), **rdp)
         norm = RmsNormUnit(frac=F, gain_frac=N.norm_gain_frac, ss_shift=N.ss_shift, rsqrt_table=T["rsqrt"])
         rope = RopeUnit(max_head_dim=L.head_dim, sin_table=T["sin"])
         elem = ElementwiseUnit(frac=F, sigmoid_table=T["sigmoid"])
