@@ -11,7 +11,12 @@ SETs) and runs two commands:
   ``mn`` = minimum, ``(man, s) = _mant_scale(max - mn)``,
   ``codes = clamp(rshift_round((x - mn)*R[man], s + b - 8), 0, 2**bits - 1)``,
   ``e = s - 24``). Which rows are quantized depends on the position only
-  (:func:`hw.decode.isa.kv_quantized_counts`).
+  (:func:`hw.decode.isa.kv_quantized_counts`). Both passes over the raw rows (stats, then
+  codes) read them with one command (a K group's ring slots are contiguous) and handle a
+  whole beat, ``W/32`` channels, per cycle (``W/32`` lane memories for the statistics and
+  parameters, ``W/32`` quantizers whose codes leave packed as one unit); per quantization
+  about ``2 x rows x row/(W/32)`` cycles plus one per statistic for the scales and one per
+  parameter record (SmolLM2, K group of 32 at W = 128: ~3.5k cycles per layer).
 * **READ** (for ATTEND): every cached K row of positions ``0..pos``, then every V row,
   dequantized (``mn + rshift_round(code*man, -e)``, :func:`ref_model.decode.kv_dequantize`)
   saturated to int32, or raw, as streams of ``lanes``-channel vectors (one KV head's
@@ -24,9 +29,11 @@ SETs) and runs two commands:
   one per vector (KV4 at 32 lanes: one per beat), ``row / (W/64)`` per K group and
   ``kv_heads`` per V token for the parameters.
 
-Memory goes through one burst reader and one burst writer with run-time-width
-(un)packers (raw words 32 bits, codes 2/4/8 bits, parameter records 64 bits). Requires
-``k_group`` a power of two and a port of at most 128 bits (rows are 16-byte aligned).
+Memory goes through one burst reader and one burst writer with a run-time-width packer
+(raw words 32 bits, a beat's codes ``W/32 x`` 2/4/8 bits, parameter records 64 bits).
+Requires ``k_group`` a power of two, a port of at most 128 bits (rows are 16-byte
+aligned) and a row a multiple of ``W/32`` channels (``head_dim`` too, for V's per-head
+statistics). On a port narrower than 128 bits READ skips each 16-byte run's pad beat.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
@@ -302,17 +309,19 @@ class KVUnit(wiring.Component):
         tk_last = Signal()
         tk_want = Signal()
         tk_valid = Signal()
+        took = Signal()                  # a take happens this cycle
         tk_data = Signal(BW)
         gb_off = Signal(range(W))
         gb_acc = Signal(BW)
         gb_have = Signal(range(max(BW // W, 1) + 1))
         beat = rd.data.payload
+        skip = Signal()                  # dropping a 16-byte run's pad beat (W < 128)
         with m.Switch(tk_sel):
             for sel, tb in enumerate(tbs):
                 with m.Case(sel):
                     if tb <= W:
                         m.d.comb += [tk_valid.eq(rd.data.valid), tk_data.eq(beat >> gb_off)]
-                        with m.If(tk_want & rd.data.valid):
+                        with m.If(tk_want & rd.data.valid & ~skip):
                             end = Signal(name=f"gb_end{sel}")
                             m.d.comb += [end.eq(tk_last | (gb_off == W - tb)), gb_pop.eq(end)]
                             m.d.sync += gb_off.eq(Mux(end, 0, gb_off + tb))
@@ -321,7 +330,7 @@ class KVUnit(wiring.Component):
                         cat = Signal(BW, name=f"gb_cat{sel}")
                         m.d.comb += [cat.eq(Cat(gb_acc[W:], beat)), tk_valid.eq(rd.data.valid & (gb_have == k - 1)),
                                      tk_data.eq(cat >> (BW - tb))]
-                        with m.If(tk_want & rd.data.valid):
+                        with m.If(tk_want & rd.data.valid & ~skip):
                             m.d.comb += gb_pop.eq(1)
                             with m.If(gb_have == k - 1):
                                 m.d.sync += gb_have.eq(0)
@@ -330,16 +339,16 @@ class KVUnit(wiring.Component):
         if W < 128:
             # every run that ends with tk_last is padded to 16 bytes: skip the pad beats
             ph = Signal(range(128 // W))
-            skip = Signal()
             with m.If(gb_pop):
                 m.d.sync += ph.eq(ph + 1)
-                with m.If(tk_last & (ph != 128 // W - 1)):
+                # only the pop of the take that ends the run (a take wider than a beat pops
+                # its earlier beats with tk_last already high)
+                with m.If(took & tk_last & (ph != 128 // W - 1)):
                     m.d.sync += skip.eq(1)
             with m.If(skip):
                 m.d.comb += [tk_valid.eq(0), gb_pop.eq(rd.data.valid)]
                 with m.If(rd.data.valid & (ph == 128 // W - 1)):
                     m.d.sync += skip.eq(0)
-        took = Signal()
         m.d.comb += took.eq(tk_want & tk_valid)
         rec = Signal(PARAM)
         m.d.comb += rec.eq(tk_data[:64])
