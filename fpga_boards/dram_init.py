@@ -346,7 +346,16 @@ class DramInit:
 
     def run(self) -> InitReport:
         t0 = time.monotonic()
+        # PHYs that have them (not ECP5 or SDR): read/write phases reset, a PHY reset pulse
+        if self.csr.has("ddrphy_rdphase"):
+            self.csr.write("ddrphy_rdphase", self.phy.rdphase)
+        if self.csr.has("ddrphy_wrphase"):
+            self.csr.write("ddrphy_wrphase", self.phy.wrphase)
         self.software_control(True)
+        if self.csr.has("ddrphy_rst"):
+            for v in (1, 0):
+                self.csr.write("ddrphy_rst", v)
+                self.csr.cdelay(1000)
         if self.csr.has("ddrctrl_init_done"):
             self.csr.write("ddrctrl_init_done", 0)
             self.csr.write("ddrctrl_init_error", 0)

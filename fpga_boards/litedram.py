@@ -134,9 +134,12 @@ class LiteDRAMBuild:
     #: Verilog ports of the core: name -> (direction, width).
     ports: dict[str, tuple[str, int]] = field(repr=False)
     sys_clk_hz: float = 0.0
-    #: Frequency the core's ``clk`` input expects (the board oscillator for ECP5 DDR3, whose
-    #: core has its own PLL; the system clock itself for SDR).
+    #: Frequency of the board oscillator that :class:`LiteDRAMCore`'s ``clk_in`` takes: the
+    #: ECP5 DDR3 cores make their clocks with their own PLL; for the SDR core, which runs on
+    #: the clock it is given, the wrapper adds a PLL when this differs from ``sys_clk_hz``.
     input_clk_hz: float = 0.0
+    #: A simulation core (LiteDRAM's DRAM model in place of the PHY; ``clk`` is the system clock).
+    sim: bool = False
 
     @property
     def dram_size(self) -> int:
@@ -281,7 +284,7 @@ def load_build(board: str, folder: Path, *, sim: bool = False) -> LiteDRAMBuild:
     return LiteDRAMBuild(board=board, folder=folder, verilog=verilog, module=module, csr=csr,
                          constants=csr_json.get("constants", {}), phy=_phy_info(defines),
                          init_sequence=steps, ports=_verilog_ports(verilog.read_text(), module),
-                         sys_clk_hz=sys_clk, input_clk_hz=float(cfg.get("input_clk_freq", sys_clk)))
+                         sys_clk_hz=sys_clk, input_clk_hz=float(cfg.get("input_clk_freq", sys_clk)), sim=sim)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -378,6 +381,36 @@ _SDRAM_PINS = {"clk_en": ("cke", 0), "cs": ("cs_n", 0), "we": ("we_n", 0), "ras"
                "cas": ("cas_n", 0), "a": ("a", 0), "ba": ("ba", 0), "dq": ("dq", None), "dqm": ("dm", 0)}
 
 
+def _ddr3_ba_pins(platform) -> list[str]:
+    res = platform.lookup("ddr3", 0)
+    for sub in res.ios:
+        if getattr(sub, "name", None) == "ba":
+            return [name for pins in sub.ios for name in pins.names]
+    return []
+
+
+def request_dram(platform, board: str):
+    """The board's DRAM pins for :meth:`LiteDRAMCore.connect_pins` (raw ports), and the
+    (port, logical value) pairs a board wants held (OrangeCrab's DDR3 pseudo power pins:
+    virtual VCC high, virtual GND low, as LiteDRAM's ECP5 PHY drives them).
+
+    OrangeCrab r0.2: amaranth-boards 0.0.21's ``ddr3`` resource has r0.1's bank address pins
+    (``P5`` is not even a ball of the MG285 package) and mixed-up strobe pairs; the platform
+    must be one with the r0.2 pins (``fpga_boards.platforms.OrangeCrabR02_85F``), else this
+    is an error rather than a bitstream that cannot work."""
+    if board == "orangecrab":
+        if "P5" in _ddr3_ba_pins(platform):
+            raise BoardError("this OrangeCrab platform has amaranth-boards 0.0.21's ddr3 pins, which are r0.1's "
+                             "(bank address on P5 N3 M3); use fpga_boards.platforms.OrangeCrabR02_85F")
+        power = platform.request("ddr3_pseudo_power", 0, dir="-")
+        return platform.request("ddr3", 0, dir="-"), [(power.vcc_virtual, 0), (power.gnd_virtual, 0)]
+    if board == "ulx3s":
+        return platform.request("sdram", 0, dir="-"), []
+    if board in BOARDS:
+        return platform.request("ddr3", 0, dir="-"), []
+    raise BoardError(f"board {board!r} has no LiteDRAM configuration; allowed: {', '.join(BOARDS)}")
+
+
 class LiteDRAMCore(wiring.Component):
     """A generated LiteDRAM core as an Amaranth component.
 
@@ -391,17 +424,19 @@ class LiteDRAMCore(wiring.Component):
       engine's 3 and 1), zero-extended to the core's ``build.id_bits``. INCR bursts.
     * ``ctrl`` : In(WishboneSignature(addr_bits=30, data_bits=32)): the CSRs, word-addressed
       (``build.csr_word(name)``); classic cycles, ``cti``/``bte`` held 0.
-    * ``clk_in``, ``rst``: the core's ``clk`` input (``build.input_clk_hz``: the board
-      oscillator for ECP5 DDR3, whose core has its own PLL and ECLK tree; the 50 MHz system
-      clock for the ULX3S SDR core) and an asynchronous reset.
+    * ``clk_in``, ``rst``: the board oscillator (``build.input_clk_hz``; the ECP5 DDR3 cores
+      have their own PLL and ECLK tree; for the ULX3S SDR core, which runs on the clock it is
+      given, the wrapper adds an EHXPLLL making ``build.sys_clk_hz`` from it) and an
+      asynchronous reset. A simulation core takes its system clock on ``clk_in``.
     * ``user_clk``, ``user_rst``: the core's system clock and reset (``build.sys_clk_hz``);
       ``axi_r``/``axi_w``/``ctrl`` are synchronous to it, so a board top clocks its ``sync``
       domain (accelerator and host link) from ``user_clk``.
-    * ``pll_locked`` (constant 1 for SDR), ``init_done``, ``init_error``: the core's status;
+    * ``pll_locked`` (the core's or the wrapper's PLL), ``init_done``, ``init_error``: the core's status;
       the AXI port answers nothing until software set ``init_done`` (and not ``init_error``).
 
-    Latency: that of LiteDRAM (about 20 ``user_clk`` cycles from ``arvalid`` to the first
-    ``rvalid`` at 75 MHz on DDR3, fewer on SDR); this wrapper adds none.
+    Latency: that of LiteDRAM; this wrapper adds none (it is wiring). Measured on the
+    simulation core of ULX3S (LiteDRAM's DRAM model in place of the PHY, idle controller):
+    15-19 ``user_clk`` cycles from the AR handshake to the first R beat.
     """
 
     def __init__(self, build: LiteDRAMBuild, *, addr_bits: int = 32, read_id_bits: int = 3,
@@ -424,6 +459,13 @@ class LiteDRAMCore(wiring.Component):
             "user_clk": Out(1), "user_rst": Out(1), "pll_locked": Out(1),
             "init_done": Out(1), "init_error": Out(1),
         })
+
+    def connect_board(self, platform) -> None:
+        """Request the board's DRAM pins from ``platform`` (an amaranth-boards platform of
+        ``build.board``) and wire them (:func:`request_dram`, :meth:`connect_pins`)."""
+        res, held = request_dram(platform, self.build.board)
+        self.connect_pins(res)
+        self._held += held
 
     def connect_pins(self, res) -> None:
         """Wire the board's DRAM resource to the core's pads.
@@ -461,20 +503,28 @@ class LiteDRAMCore(wiring.Component):
         b, p = self.build, f"user_port_{AXI_PORT}_"
         if platform is not None:
             platform.add_file(b.verilog.name, b.verilog.read_text())
-        ports = {"i_clk": self.clk_in, "o_user_clk": self.user_clk,
+        clk, rst, own_pll = self.clk_in, self.rst, False
+        if b.phy.memtype == "SDR" and not b.sim and b.input_clk_hz != b.sys_clk_hz:
+            # LiteDRAM's SDR core runs on the clock it is given: make it from the oscillator.
+            from .pll import EcpPll
+            m.submodules.pll = pll = EcpPll(b.input_clk_hz / 1e6, b.sys_clk_hz / 1e6)
+            rst = Signal()
+            m.d.comb += [pll.clk_in.eq(self.clk_in), rst.eq(self.rst | ~pll.locked), self.pll_locked.eq(pll.locked)]
+            clk, own_pll = pll.clk_out, True
+        ports = {"i_clk": clk, "o_user_clk": self.user_clk,
                  "o_user_rst": self.user_rst, "o_init_done": self.init_done, "o_init_error": self.init_error}
         if "rst" in b.ports:   # the simulation core (``sim=True``) has no reset input
-            ports["i_rst"] = self.rst
+            ports["i_rst"] = rst
         if "sim_trace" in b.ports:
             ports["i_sim_trace"] = Const(0)
         if "pll_locked" in b.ports:
             ports["o_pll_locked"] = self.pll_locked
-        else:
+        elif not own_pll:
             m.d.comb += self.pll_locked.eq(1)
         # AXI: zero-extend IDs and sizes, take the address bits the core decodes.
         r, w = self.axi_r, self.axi_w
         for ch, port in (("ar", r), ("aw", w)):
-            ports[f"i_{p}{ch}addr"] = getattr(port, f"{ch}addr")[:b.addr_bits]
+            ports[f"i_{p}{ch}addr"] = _widen(getattr(port, f"{ch}addr")[:b.addr_bits], b.addr_bits)
             for f in ("len", "burst", "valid"):
                 ports[f"i_{p}{ch}{f}"] = getattr(port, f"{ch}{f}")
             for f in ("size", "id"):
@@ -516,7 +566,7 @@ class LiteDRAMCore(wiring.Component):
 
 
 def _widen(value, bits: int):
-    # LiteDRAM's axsize is 4 bits (AXI4's is 3) and its IDs may be wider than the master's.
+    # LiteDRAM's axsize is 4 bits (AXI4's is 3); its IDs and addresses may be wider than the master's.
     return Cat(value, Const(0, bits - len(value))) if bits > len(value) else value
 
 

@@ -41,7 +41,7 @@ import torch
 from ref_model.errors import LutforgeError
 
 from .decode_program import DecodeProgram, compile_decode
-from .protocol import MEM_ALIGN, Csr, Link, ProtocolError
+from .protocol import MEM_ALIGN, VERSION, Csr, Link, ProtocolError
 
 __all__ = ["SessionError", "Session", "DeviceCache", "KVSnapshot", "UploadStats", "image_tag"]
 
@@ -177,8 +177,12 @@ class Session:
         return s
 
     def check_device(self, config_name: str = "") -> None:
-        """HELLO: refuse a device whose bitstream was built from another config."""
+        """HELLO: refuse a device that speaks another protocol version or whose bitstream
+        was built from another config."""
         version, got = self.link.hello()
+        if version != VERSION:
+            raise SessionError(f"the device speaks host protocol version {version}, this host {VERSION}; rebuild the "
+                               f"bitstream or update the host runtime")
         if got != self.config_hash:
             raise SessionError(f"the device runs a design of config hash {got.hex()}, the host compiled for "
                                f"{self.config_hash.hex()}{f' ({config_name})' if config_name else ''}; "

@@ -112,8 +112,10 @@ def cmd_run(args) -> int:
                   retries=args.retries)
     print()
     g, up = r.generation, r.upload
+    size, rate = (f"{up.bytes / 1e6:.1f} MB", f"{up.bytes_per_s / 1e6:.2f} MB/s") if up.bytes >= 1e6 else \
+        (f"{up.bytes / 1e3:.1f} kB", f"{up.bytes_per_s / 1e3:.2f} kB/s")
     upload = ("image already on the device" if up.skipped else
-              f"uploaded {up.bytes / 1e6:.1f} MB at {up.bytes_per_s / 1e6:.2f} MB/s{' + verified' if up.verified else ''}")
+              f"uploaded {size} at {rate}{' + verified' if up.verified else ''}")
     cyc = f", {sum(r.cycles) / len(r.cycles):,.0f} device cycles/token" if r.cycles and any(r.cycles) else ""
     resumed = f" ({r.resumed_tokens} from the KV snapshot)" if r.resumed_tokens else ""
     print(f"[{args.target} {cfg.name}: {len(g.new_tokens)} tokens after a {g.prompt_tokens}-token prompt{resumed}, "
@@ -149,8 +151,22 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sim_board(args) -> int:
-    from sim.board import serve
     cfg = _load(args)
+    if args.uart:
+        from sim.uart_board import serve_uart, uart_divisor
+        if args.listen:
+            raise LutforgeError("--listen is for the socket board; with --uart the board serves a pty "
+                                "(use --link PATH for a fixed name)")
+        if args.clock_mhz is not None and args.clock_mhz <= 0:
+            raise LutforgeError(f"--clock-mhz {args.clock_mhz:g}: must be positive")
+        div = uart_divisor(cfg, baud=args.baud, clock_mhz=args.clock_mhz)
+        return serve_uart(cfg, divisor=div, flip_ppm=args.flip_ppm, seed=args.seed, link=args.link,
+                          clock_mhz=args.clock_mhz)
+    extra = [o for o, v in (("--baud", args.baud), ("--clock-mhz", args.clock_mhz), ("--link", args.link))
+             if v is not None] + (["--flip-ppm"] if args.flip_ppm else [])
+    if extra:
+        raise LutforgeError(f"{', '.join(extra)} only apply with --uart (the board over a simulated serial line)")
+    from sim.board import serve
     return serve(cfg, args.listen)
 
 
@@ -334,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(sb, required=True)
     sb.add_argument("--listen", default=None, metavar="URL",
                     help="tcp://127.0.0.1:PORT (0 = a free port; default tcp://127.0.0.1:0) or unix:///path")
+    sb.add_argument("--uart", action="store_true",
+                    help="the host link behind the gateware UART, its pins driven bit by bit and served on a pty "
+                         "(target serial:///dev/pts/N)")
+    sb.add_argument("--baud", type=float, default=None,
+                    help="with --uart: baud rate at --clock-mhz (default: 8 clock cycles per bit)")
+    sb.add_argument("--clock-mhz", type=float, default=None, help="with --uart: the clock (default: the config's)")
+    sb.add_argument("--flip-ppm", type=float, default=0.0,
+                    help="with --uart: flip bits on the line, this many per million (exercises CRC and retries)")
+    sb.add_argument("--seed", type=int, default=1, help="with --uart: seed of the line noise")
+    sb.add_argument("--link", default=None, metavar="PATH", help="with --uart: also make PATH a symlink to the pty")
     sb.set_defaults(func=cmd_sim_board)
 
     bb = sub.add_parser("build-bitstream", help="build an FPGA bitstream for a board (yowasp Yosys, nextpnr-ecp5, "

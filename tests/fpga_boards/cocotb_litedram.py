@@ -32,6 +32,7 @@ class Master:
     def __init__(self, dut):
         self.dut, self.clk = dut, dut.clk_in
         self.wb_cycles = 0
+        self.latencies = []
 
     async def wb(self, addr, value=None):
         d = self.dut
@@ -91,9 +92,11 @@ class Master:
         d.axi_r__arvalid.value = 0
         d.axi_r__rready.value = 1
         out = []
-        for _ in range(2000 + 100 * n):
+        for cycle in range(2000 + 100 * n):
             await ReadOnly()
             if int(d.axi_r__rvalid.value):
+                if not out:
+                    self.latencies.append(cycle + 1)   # rising edges from the AR handshake to the first beat
                 out.append((int(d.axi_r__rdata.value), int(d.axi_r__rid.value), int(d.axi_r__rresp.value),
                             int(d.axi_r__rlast.value)))
             await RisingEdge(self.clk)
@@ -168,3 +171,4 @@ async def init_then_axi(dut):
             want = mem[addr + i * nbytes]
             assert data == want, f"read {addr:#x} beat {i}: {data:#x} != {want:#x} (seed {seed})"
             assert (rid, rresp, last) == (arid, 0, int(i == n - 1)), f"read {addr:#x} beat {i} (seed {seed})"
+    dut._log.info(f"read latency (AR handshake to first R beat, idle controller): {m.latencies} cycles")

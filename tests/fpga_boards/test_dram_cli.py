@@ -116,3 +116,39 @@ def test_memtest_bounds(link_to):
     with pytest.raises(DramInitError, match="runs past the 32 MiB"):
         dram_link.init_over_link(FakeLink(fake), "ulx3s", memtest_bytes=1 << 20, memtest_base=63 << 19,
                                  sleep=lambda s: None)
+
+
+def _serve(lst, device):
+    conn, _ = lst.accept()
+    with conn:
+        while data := conn.recv(65536):
+            if out := device.receive(data):
+                conn.sendall(out)
+
+
+def test_cli_over_the_protocol(tmp_path, monkeypatch, capsys):
+    """The whole path: CLI -> Link -> frames on a Unix socket -> DeviceModel's external CSR
+    window -> the fake core (active once the host link has the window: DeviceModel(ctrl=))."""
+    import inspect
+    import socket
+    import threading
+
+    from host_runtime import protocol as P
+    if "ctrl" not in inspect.signature(P.DeviceModel).parameters:
+        pytest.skip("this host_runtime's DeviceModel has no external CSR window (ctrl=)")
+    import fpga_boards.dram_init as di
+    monkeypatch.setattr(di.time, "sleep", lambda s: None)
+    fake = FakeLiteDRAM(generate_litedram("ecpix5"), GOOD)
+    dev = P.DeviceModel(bytearray(1 << 16), ctrl=fake)
+    path = str(tmp_path / "board.sock")
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lst.bind(path)
+    lst.listen(1)
+    th = threading.Thread(target=_serve, args=(lst, dev), daemon=True)
+    th.start()
+    assert main(["dram-init", "--board", "ecpix5", "--target", f"sim://{path}", "--memtest", "8192", "--quiet"]) == 0
+    th.join(timeout=5)
+    lst.close()
+    out = capsys.readouterr().out
+    assert "m0: bitslip 2 delay 3, m1: bitslip 1 delay 5" in out and "memtest 8192 bytes at 0x0: OK" in out
+    assert fake.regs["ddrctrl_init_done"] == 1 and fake.delay == [3, 5]

@@ -128,6 +128,29 @@ def test_bad_requests(cfg, tiny, tmp_path):
         s.step(10_000, s.new_cache())
 
 
+def test_device_of_another_protocol_version(cfg, tiny):
+    """HELLO answered by a device speaking version 2 (in the header, as a real one would, or
+    only in HELLO's payload): refused with both versions named."""
+    from host_runtime import protocol as P
+
+    class Other:
+        def __init__(self, header):
+            self.header, self.rx = header, P.FrameDecoder()
+
+        def receive(self, data):
+            out = b""
+            for f in self.rx.feed(data):
+                if self.header:
+                    out += P.encode_frame(f.op | P.RESPONSE, f.seq, bytes([P.Status.VERSION_MISMATCH]), version=2)
+                else:
+                    out += P.encode_frame(f.op | P.RESPONSE, f.seq, bytes([P.Status.OK, 2]) + cfg.hash_bytes())
+            return out
+    with pytest.raises(ProtocolError, match="protocol version mismatch: host speaks 1, device 2"):
+        Session.open(Link(LoopbackTransport(Other(True))), cfg, tiny)
+    with pytest.raises(SessionError, match="the device speaks host protocol version 2, this host 1"):
+        Session.open(Link(LoopbackTransport(Other(False))), cfg, tiny)
+
+
 def test_device_that_does_not_answer(cfg, tiny):
     class Mute:
         def receive(self, data):
