@@ -27,7 +27,8 @@ from amaranth.build.res import ResourceError
 from amaranth.hdl import ClockDomain, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
-from amaranth.lib.wiring import connect
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out, connect
 
 from ref_model.errors import LutforgeError
 
@@ -58,6 +59,42 @@ def engine_for(cfg, design: str = "auto"):
     return "gemm", gemm_engine(cfg)
 
 
+class HostedBram(wiring.Component):
+    """What a block-RAM board top holds apart from its clock and pins: ``hosted`` (a
+    :class:`hw.host.hosted.HostedEngine` with UART pins) on an :class:`~fpga_boards.bram.AxiBram`.
+    Ports: ``uart_rx`` (In, idle high), ``uart_tx``, ``idle``, ``busy``, ``framing_error``,
+    ``error`` (the engine's). The simulated UART board (``sim.uart_board.build_uart_design``)
+    runs it as it is, so the tensor-core bitstream's logic is tested end to end over a UART."""
+
+    def __init__(self, hosted, *, bram_bytes: int):
+        from .bram import AxiBram
+        r = hosted.axi_r.signature
+        self.hosted = hosted
+        self.bram = AxiBram(size_bytes=bram_bytes, addr_bits=r.addr_bits, data_bits=r.data_bits, id_bits=r.id_bits)
+        super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "idle": Out(1), "busy": Out(1),
+                          "framing_error": Out(1), "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.hosted = h = self.hosted
+        m.submodules.bram = bram = self.bram
+        connect(m, h.axi_r, bram.axi_r)
+        connect(m, h.axi_w, bram.axi_w)
+        m.d.comb += [h.uart_rx.eq(self.uart_rx), self.uart_tx.eq(h.uart_tx), self.idle.eq(h.idle),
+                     self.busy.eq(h.busy), self.framing_error.eq(h.framing_error), self.error.eq(h.engine.error)]
+        return m
+
+
+def hosted_design(cfg, *, divisor: int, mem_size: int, design: str = "auto", ctrl: bool = False):
+    """(kind, HostedEngine): the config's engine (or the self-test one) behind the host link
+    on UART pins at ``divisor`` clock cycles per bit, ``mem_size`` bytes of memory."""
+    from hw.host.hosted import HostedEngine
+    kind, engine = engine_for(cfg, design)
+    return kind, HostedEngine(engine, config_hash=cfg.hash_bytes(), mem_size=mem_size,
+                              max_burst=cfg.memory.max_burst, outstanding=cfg.memory.outstanding,
+                              uart_divisor=divisor, ctrl=ctrl)
+
+
 class BoardTop(Elaboratable):
     def __init__(self, board: Board, cfg, *, clock_mhz: float, baud: int = DEFAULT_BAUD, memory: str = "bram",
                  bram_bytes: int = DEFAULT_BRAM_BYTES, design: str = "auto"):
@@ -69,7 +106,6 @@ class BoardTop(Elaboratable):
             raise
 
     def _setup(self, board, cfg, *, clock_mhz, baud, memory, bram_bytes, design):
-        from hw.host.hosted import HostedEngine
         from hw.host.uart import divisor_for
         if memory not in MEMORY_KINDS:
             raise BoardError(f"memory {memory!r}: allowed: {', '.join(MEMORY_KINDS)}")
@@ -91,10 +127,8 @@ class BoardTop(Elaboratable):
         else:
             self.mem_bytes = bram_bytes
         self.pll = EcpPll(board.clock_in_hz / 1e6, clock_mhz)
-        self.kind, engine = engine_for(cfg, design)
-        self.hosted = HostedEngine(engine, config_hash=cfg.hash_bytes(), mem_size=self.mem_bytes,
-                                   max_burst=cfg.memory.max_burst, outstanding=cfg.memory.outstanding,
-                                   uart_divisor=self.divisor, ctrl=(memory == "dram"))
+        self.kind, self.hosted = hosted_design(cfg, divisor=self.divisor, mem_size=self.mem_bytes, design=design,
+                                               ctrl=(memory == "dram"))
         r, w = self.hosted.axi_r.signature, self.hosted.axi_w.signature
         if memory == "dram":
             from .cdc import AxiAsyncBridge, WishboneAsyncBridge
@@ -105,10 +139,8 @@ class BoardTop(Elaboratable):
                                              write_id_bits=w.id_bits, s_domain="sync", m_domain="dram")
             self.wb_bridge = WishboneAsyncBridge(s_domain="sync", m_domain="dram")
         else:
-            from .bram import AxiBram
             self.dram = None
-            self.bram = AxiBram(size_bytes=bram_bytes, addr_bits=r.addr_bits, data_bits=r.data_bits,
-                                id_bits=r.id_bits)
+            self.core = HostedBram(self.hosted, bram_bytes=bram_bytes)
 
     def _dram_build(self):
         try:
@@ -169,21 +201,19 @@ class BoardTop(Elaboratable):
         platform.add_clock_constraint(cd.clk, self.clock_mhz * 1e6)
         m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
 
-        m.submodules.hosted = h = self.hosted
+        h = self.hosted
         rx, tx = self._uart(m, platform)
-        m.d.comb += [h.uart_rx.eq(rx), tx.eq(h.uart_tx)]
-
         ready = Signal()
         if self.memory == "bram":
-            m.submodules.bram = bram = self.bram
-            connect(m, h.axi_r, bram.axi_r)
-            connect(m, h.axi_w, bram.axi_w)
-            m.d.comb += ready.eq(~ResetSignal())
+            m.submodules.core = core = self.core
+            m.d.comb += [core.uart_rx.eq(rx), tx.eq(core.uart_tx), ready.eq(~ResetSignal())]
         else:
+            m.submodules.hosted = h
+            m.d.comb += [h.uart_rx.eq(rx), tx.eq(h.uart_tx)]
             # The controller runs on its own clock (its PLL, from the board oscillator); the
             # design's AXI4 ports and the link's control window cross into it.
             m.submodules.dram = dram = self.dram
-            dram.connect_pins(platform.request(self.board.dram.resource, 0, dir="-"))
+            dram.connect_board(platform)
             m.domains.dram = cd_dram = ClockDomain("dram", async_reset=True)
             m.d.comb += [dram.clk_in.eq(clk_in), dram.rst.eq(0),
                          cd_dram.clk.eq(dram.user_clk), cd_dram.rst.eq(dram.user_rst)]
