@@ -7,9 +7,10 @@ holds:
   board's oscillator; the design is held in reset until it locks;
 * the hosted design (:class:`hw.host.hosted.HostedEngine`): the host link on the board's
   UART (8N1, ``baud``) and the engine: the decode engine for a config with a ``decode``
-  section, else the config's tensor core as a :class:`fpga_boards.gemm_engine.GemmEngine`;
-* memory: ``bram`` (:class:`fpga_boards.bram.AxiBram`, ``bram_bytes`` of block RAM in the
-  design's clock domain: a tensor core needs no DRAM) or ``dram`` (the board's LiteDRAM
+  section, else the config's tensor core as a :class:`fpga_boards.gemm_engine.GemmEngine`
+  (or, ``design="selftest"``, :class:`fpga_boards.selftest.SelftestEngine`);
+* memory: ``bram`` (:class:`HostedBram`: an :class:`fpga_boards.bram.AxiBram` of
+  ``bram_bytes`` in the design's clock domain: a tensor core needs no DRAM) or ``dram`` (the board's LiteDRAM
   core, its user port crossed into the design's domain by
   :class:`fpga_boards.cdc.AxiAsyncBridge`, its control registers on the link's external
   CSR window);
@@ -25,9 +26,8 @@ from __future__ import annotations
 
 from amaranth.build.res import ResourceError
 from amaranth.hdl import ClockDomain, Elaboratable, Module, ResetSignal, Signal
-from amaranth.lib import io
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 
 from ref_model.errors import LutforgeError
@@ -41,8 +41,6 @@ DEFAULT_BAUD = 1_000_000
 #: Default block-RAM working memory of a tensor-core top.
 DEFAULT_BRAM_BYTES = 64 * 1024
 MEMORY_KINDS = ("bram", "dram")
-
-
 DESIGNS = ("auto", "selftest")
 
 
