@@ -24,6 +24,7 @@ build manifest.
 
 from __future__ import annotations
 
+from amaranth.build import Attrs
 from amaranth.build.res import ResourceError
 from amaranth.hdl import ClockDomain, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib import io, wiring
@@ -161,7 +162,8 @@ class BoardTop(Elaboratable):
         if b.uart is None:
             from amaranth_boards.resources import UARTResource
             p = b.uart_pins
-            platform.add_resources([UARTResource("host_uart", 0, rx=p["rx"], tx=p["tx"], conn=p["connector"])])
+            platform.add_resources([UARTResource("host_uart", 0, rx=p["rx"], tx=p["tx"], conn=p["connector"],
+                                                 attrs=Attrs(IO_TYPE="LVCMOS33"))])
             res = platform.request("host_uart", 0, dir="-")
         else:
             res = platform.request(*b.uart, dir="-")
@@ -200,6 +202,13 @@ class BoardTop(Elaboratable):
         m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
 
         h = self.hosted
+        if self.board.name == "butterstick":      # power the SYZYGY banks the UART is on
+            from .platforms import ButterStickVccio
+            m.submodules.vccio = vccio = ButterStickVccio(self.clock_mhz * 1e6)
+            ctl = platform.request("vccio_ctrl", 0, dir="-")
+            m.submodules.vccio_pdm = pdm = io.Buffer("o", ctl.pdm)
+            m.submodules.vccio_en = en = io.Buffer("o", ctl.en)
+            m.d.comb += [pdm.o.eq(vccio.pdm), en.o.eq(vccio.en)]
         rx, tx = self._uart(m, platform)
         ready = Signal()
         if self.memory == "bram":
