@@ -43,7 +43,7 @@ RESOURCES = ("lut4", "ff", "dsp", "bram")
 MATRIX = [
     # the hardware of the shipped ulx3s_systolic_8x8 (which only adds a name, clock and target)
     ("ulx3s-85", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "bram"),
-    ("ecpix5-85", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "bram"),
+    ("ecpix5-85", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "dram"),
     ("butterstick", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "bram"),
     ("orangecrab-85", "systolic_8x8_int8", ["memory.data_bits=128"], 48.0, "bram"),
     ("ulx3s-85", "bitserial_8x8", ["memory.data_bits=128"], 50.0, "bram"),
