@@ -435,8 +435,9 @@ class LiteDRAMCore(wiring.Component):
       the AXI port answers nothing until software set ``init_done`` (and not ``init_error``).
 
     Latency: that of LiteDRAM; this wrapper adds none (it is wiring). Measured on the
-    simulation core of ULX3S (LiteDRAM's DRAM model in place of the PHY, idle controller):
-    15-19 ``user_clk`` cycles from the AR handshake to the first R beat.
+    simulation cores (LiteDRAM's DRAM model in place of the PHY, idle controller): 15-19
+    ``user_clk`` cycles from the AR handshake to the first R beat on ULX3S (SDR), 14-17 on
+    ECPIX-5 (DDR3).
     """
 
     def __init__(self, build: LiteDRAMBuild, *, addr_bits: int = 32, read_id_bits: int = 3,
