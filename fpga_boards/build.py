@@ -54,6 +54,17 @@ def _timing_check(clocks: dict, what: str) -> None:
                       "; lower the design clock (--clock) or the design's size")
 
 
+def _label_clocks(clocks: dict, top) -> None:
+    """Name each nextpnr clock net by what it clocks (its net name follows whatever signal
+    the global buffer took): ``design`` (the PLL's design clock), ``dram`` (the DRAM
+    controller's system clock), else ``other``."""
+    dram_mhz = top.board.dram_sys_clk_mhz if top.memory == "dram" else None
+    for c in clocks.values():
+        t = c["target_mhz"]
+        c["domain"] = ("design" if abs(t - top.clock_mhz) < 0.01 * top.clock_mhz else
+                       "dram" if dram_mhz and abs(t - dram_mhz) < 0.01 * dram_mhz else "other")
+
+
 def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = None, baud: int | None = None,
                     memory: str | None = None, seed: int = 1, timeout_s: float | None = None,
                     log=print) -> dict:
@@ -110,6 +121,7 @@ def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = 
                              f"(log {bdir}/{TOP}.tim)") from None
     pnr = pnr_summary(json.loads((bdir / f"{TOP}.pnr.json").read_text()))
     part = pnr.pop("_available")
+    _label_clocks(pnr["clocks"], top)
     available = {k: part.get(k) or v for k, v in available.items()}
 
     manifest = {
@@ -119,7 +131,7 @@ def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = 
         "synth": {k: synth[k] for k in ("lut4", "lut4_slots", "ff", "dsp", "bram", "ccu2c", "dpram16x4")},
         "clocks": pnr["clocks"], "fmax_mhz": pnr["fmax_mhz"], "timing_met": pnr["timing_met"],
         "critical_paths": pnr["critical_paths"][:3],
-        "tool_versions": versions, "seconds": seconds, "bitstream": None,
+        "tool_versions": versions, "seconds": {k: round(v, 1) for k, v in seconds.items()}, "bitstream": None,
     }
     (bdir / f"{TOP}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     _timing_check(pnr["clocks"], what)
@@ -132,6 +144,7 @@ def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = 
         raise ToolchainError(f"ecppack could not pack {what}: {e.line}") from None
     for suffix in ("bit", "pnr.json", "tim"):
         shutil.copyfile(bdir / f"{TOP}.{suffix}", outdir / f"{TOP}.{suffix}")
+    manifest["seconds"]["ecppack"] = round(seconds["ecppack"], 1)
     manifest["bitstream"] = f"{TOP}.bit"
     manifest["bitstream_bytes"] = (outdir / f"{TOP}.bit").stat().st_size
     (outdir / f"{TOP}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -147,7 +160,7 @@ def format_manifest(man: dict) -> str:
         pct = 100 * r["used"] / r["available"] if r["available"] else 0
         out.append(f"  {names[k]:<17} {r['used']:>7,} / {r['available']:>7,}  {pct:5.1f}%")
     for n, c in man["clocks"].items():
-        out.append(f"  Fmax {n}: {c['achieved_mhz']:.1f} MHz (target {c['target_mhz']:g} MHz, "
+        out.append(f"  Fmax {c.get('domain', '?')} clock ({n}): {c['achieved_mhz']:.1f} MHz (target {c['target_mhz']:g} MHz, "
                    f"{'met' if c['met'] else 'FAILED'})")
     out.append(f"  memory: {man['memory']['kind']} {man['memory']['bytes']:,} bytes; UART {man['uart']['baud']:,} baud")
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in man["seconds"].items())

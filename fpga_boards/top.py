@@ -54,6 +54,13 @@ def engine_for(cfg):
 class BoardTop(Elaboratable):
     def __init__(self, board: Board, cfg, *, clock_mhz: float, baud: int = DEFAULT_BAUD, memory: str = "bram",
                  bram_bytes: int = DEFAULT_BRAM_BYTES):
+        try:
+            self._setup(board, cfg, clock_mhz=clock_mhz, baud=baud, memory=memory, bram_bytes=bram_bytes)
+        except Exception:
+            self._MustUse__silence = True           # refused: no "created but never used" warning
+            raise
+
+    def _setup(self, board, cfg, *, clock_mhz, baud, memory, bram_bytes):
         from hw.host.hosted import HostedEngine
         from hw.host.uart import divisor_for
         if memory not in MEMORY_KINDS:

@@ -128,17 +128,18 @@ class DecodeNumerics:
 def attention_lanes(head_dim: int) -> int:
     """Channels per cycle of the engine's KV read / attention path for a ``head_dim``
     limit: the largest power of two <= ``ATTENTION_LANES`` dividing it (a K/V vector never
-    straddles two heads): 16 for SmolLM2's head_dim 64 and for the tiny llama's 16."""
+    straddles two heads): 32 for SmolLM2's head_dim 64, 16 for the tiny llama's 16."""
     lanes = ATTENTION_LANES
     while head_dim % lanes:
         lanes //= 2
     return lanes
 
 
-#: Widest K/V vector of the decode engine: 16 channels (16 KV8 codes = one 128-bit beat;
-#: KV4 rows then take two cycles per beat). The units also work at 32 (KV4 at port rate,
-#: twice the multipliers; unit-tested, not yet run end to end on SmolLM2).
-ATTENTION_LANES = 16
+#: Widest K/V vector of the decode engine: 32 channels (32 KV4 codes = one 128-bit beat, so
+#: KV4 rows stream at port rate; KV8 vectors span two beats). The attention unit's
+#: multipliers are shared by its score and value phases, so 32 lanes cost
+#: ``heads/kv_heads x 32`` multipliers (SmolLM2: 96), as many as 16 lanes did unshared.
+ATTENTION_LANES = 32
 
 
 @dataclass(frozen=True)

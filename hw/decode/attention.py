@@ -8,8 +8,9 @@ int32 ``Q.frac``) as vectors of ``lanes`` consecutive channels of one KV head, s
 cached row is read from memory once per layer for all the heads that share it.
 
 Lane-parallel datapath: every K (V) vector is used by all ``rep`` heads of its group in
-the same cycle (``par_heads x lanes`` multipliers, one adder tree of ``lanes`` products
-per head), so the score and the value phase each take one cycle per vector, i.e.
+the same cycle (``par_heads x lanes`` multipliers of 18 x 32 bits, shared by the score and
+the value phase, which never overlap; one adder tree of ``lanes`` products per head), so
+the score and the value phase each take one cycle per vector, i.e.
 ``n * kv_heads * head_dim / lanes`` cycles. Integer sums are exact (48-bit score,
 56-bit value accumulators), so the order of the adder trees does not change any bit.
 Head and token indices are running counters and pointers (no ``h*hd + c`` products in
@@ -353,13 +354,23 @@ class AttentionUnit(wiring.Component):
         m.d.comb += [qcw.addr.eq(qc_a), qcw.data.eq(Cat(*([code[:8]] * (R * L)))),
                      qcw.en.eq(Mux(qc_v, Const(1, R * L) << qc_lane, 0))]
 
-        # ---- score pipeline ---------------------------------------------------------------
-        # S1: products of the group's codes with the K vector
-        prod = [[Signal(signed(40), name=f"sp{rr_}_{ll}") for ll in range(L)] for rr_ in range(R)]
+        # ---- the multipliers: one array of par_heads x lanes, shared by the score phase
+        # (int8 query code x K channel) and the value phase (17-bit P x V channel); the two
+        # phases never overlap (all K vectors of a command, then all V vectors), so one
+        # 18 x 32 multiplier per (head, lane) serves both
+        mul = [[Signal(signed(50), name=f"mul{rr_}_{ll}") for ll in range(L)] for rr_ in range(R)]
         for rr_ in range(R):
+            pval = srs[rr_].data.as_unsigned()[:17]
             for ll in range(L):
                 qa = qcr.data[(rr_ * L + ll) * 8:(rr_ * L + ll + 1) * 8].as_signed()
-                m.d.sync += prod[rr_][ll].eq(qa * kvec1[ll])
+                ma = Signal(signed(18), name=f"mul_a{rr_}_{ll}")
+                mb = Signal(signed(32), name=f"mul_b{rr_}_{ll}")
+                m.d.comb += [ma.eq(Mux(v_v[0], pval, qa)), mb.eq(Mux(v_v[0], vvec1[ll], kvec1[ll]))]
+                m.d.sync += mul[rr_][ll].eq(ma * mb)
+
+        # ---- score pipeline ---------------------------------------------------------------
+        # S1: products of the group's codes with the K vector
+        prod = [[mul[rr_][ll][:40].as_signed() for ll in range(L)] for rr_ in range(R)]
         m.d.sync += [s_v[1].eq(s_v[0]), klast[1].eq(klast[0]), kj[1].eq(kj[0])]
         # S2: adder tree per head
         psum = [Signal(signed(SCORE_BITS), name=f"ps{rr_}") for rr_ in range(R)]
@@ -453,11 +464,7 @@ class AttentionUnit(wiring.Component):
         # V1: P (read at the vector's acceptance) times the V vector; the accumulator word is
         # read now, so that V2's sum meets it (transparent read: a word written in V2 is
         # seen by the next vector's read of it)
-        vprod = [[Signal(signed(50), name=f"vp{rr_}_{ll}") for ll in range(L)] for rr_ in range(R)]
-        for rr_ in range(R):
-            pval = srs[rr_].data.as_unsigned()[:17]
-            for ll in range(L):
-                m.d.sync += vprod[rr_][ll].eq(pval * vvec1[ll])
+        vprod = mul
         m.d.sync += [v_v[1].eq(v_v[0]), vaddr[1].eq(vaddr[0]), vfirst[1].eq(vfirst[0])]
         with m.If(v_v[0]):
             m.d.comb += [o.addr.eq(vaddr[0]) for o in ors]

@@ -5,7 +5,9 @@ memory and executes one instruction at a time, each on its unit: MATVEC on
 :class:`~hw.decode.matvec.MatvecUnit`, RMSNORM / ROPE / ADD / SWIGLU / ARGMAX on the
 vector units, KV_APPEND and the KV half of ATTEND on :class:`~hw.decode.kv.KVUnit`,
 ATTEND's math on :class:`~hw.decode.attention.AttentionUnit`; EMBED and STORE are
-small DMA steps here. Activations live in on-chip buffers (:class:`~hw.decode.isa.Buf`),
+small DMA steps here. The argmax unit snoops every MATVEC's output, so the ARGMAX over
+the LM head's logits (the MATVEC just before it) takes the running result without another
+pass over the buffer; ARGMAX over anything else streams its source. Activations live in on-chip buffers (:class:`~hw.decode.isa.Buf`),
 sized by the engine's limits; the program is streamed in ahead of execution.
 
 Interface
@@ -62,6 +64,22 @@ class EngineLimits:
                 Buf.LOGITS: self.vocab}[buf]
 
 
+def matvec_prefetch(limits: EngineLimits, *, max_burst: int = 16, outstanding: int = 4) -> tuple[int, int]:
+    """Depths (code beats, scale beats) of the matvec's weight readers.
+
+    A MATVEC starts its weight reads when it takes the command and quantizes its input
+    meanwhile (about ``cols`` cycles, up to ``max(dim, ffn)``); the port delivers at most a
+    beat per cycle then, about four code beats per scale beat for Q4 weights (16 code bytes
+    and 4 scale bytes per group). Code FIFO: the largest power of two not above
+    ``max(dim, ffn)``; scales: a quarter of it (SmolLM2: 1024 and 256 beats, 16 + 4 KiB
+    on a 128-bit port). Never below the readers' default ``outstanding x max_burst``.
+    """
+    base = max_burst * outstanding
+    longest = max(limits.dim, limits.ffn)
+    code = 1 << (longest.bit_length() - 1)
+    return max(code, base), max(code // 4, base)
+
+
 class _Streamer(wiring.Component):
     """Streams ``count`` words of one buffer (a synchronous read port shared through the
     engine's port mux) with a small FIFO, so the consumer may stall."""
@@ -101,6 +119,11 @@ class DecodeEngine(wiring.Component):
                  max_burst: int = 16, outstanding: int = 4):
         if data_bits not in (64, 128):
             raise ValueError("the decode engine needs a 64- or 128-bit memory port")
+        if limits.lanes % (data_bits // 32):
+            # KV_APPEND quantizes a beat of channels of one head per cycle; a model's
+            # head_dim is a multiple of the lanes, so of the beat too
+            raise ValueError(f"{limits.lanes} attention lanes: the KV unit needs a multiple of "
+                             f"{data_bits // 32} (raw words per beat)")
         self.lim, self.num, self.tables = limits, numerics, tables
         self.addr_bits, self.data_bits, self.max_burst, self.outstanding = addr_bits, data_bits, max_burst, outstanding
         self.index_bits = max(max(limits.buffer_depth(b) for b in Buf), 2).bit_length()
@@ -122,7 +145,8 @@ class DecodeEngine(wiring.Component):
         # ---- units -----------------------------------------------------------------------
         mv = MatvecUnit(max_dim=max(L.dim, L.ffn), act_bits=N.act_bits, norm_act_bits=N.norm_act_bits,
                         act_block=N.act_block, act_scale_bits=N.act_scale_bits, acc_bits=N.acc_bits,
-                        acc_frac=N.acc_frac, frac=F, **rdp)
+                        acc_frac=N.acc_frac, frac=F,
+                        prefetch=matvec_prefetch(L, max_burst=self.max_burst, outstanding=self.outstanding), **rdp)
         norm = RmsNormUnit(frac=F, gain_frac=N.norm_gain_frac, ss_shift=N.ss_shift, rsqrt_table=T["rsqrt"])
         rope = RopeUnit(max_head_dim=L.head_dim, sin_table=T["sin"])
         elem = ElementwiseUnit(frac=F, sigmoid_table=T["sigmoid"])
@@ -258,11 +282,16 @@ class DecodeEngine(wiring.Component):
         pos = reg(Reg.POS)
         started_unit = Signal()
         phase_ct = Signal(3)                 # 0 matvec, 1 attend, 2 kv, 3 other
+        # the argmax unit snoops every MATVEC's output: an ARGMAX over that result (the LM
+        # head's logits) takes it without another pass, unless a buffer was written since
+        snoop_ok = Signal()
+        snoop_buf = Signal(4)
+        snoop_n = Signal(16)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), self.error.eq(0), regs[Reg.TOKEN].eq(self.token),
-                                 regs[Reg.POS].eq(self.pos), self.counters.eq(0)]
+                                 regs[Reg.POS].eq(self.pos), self.counters.eq(0), snoop_ok.eq(0)]
                     m.next = "PROGRAM"
             with m.State("PROGRAM"):
                 m.d.comb += [prog_rd.cmd.valid.eq(1), prog_unp.seg.valid.eq(1)]
@@ -284,7 +313,8 @@ class DecodeEngine(wiring.Component):
                                 m.d.sync += regs[r].eq(ins.addr)
                         m.next = "FETCH"
                     with m.Case(Op.MATVEC):
-                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(0)]
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(0),
+                                     snoop_ok.eq(1), snoop_buf.eq(ins.dst), snoop_n.eq(ins.rows)]
                         m.next = "MATVEC"
                     with m.Case(Op.RMSNORM):
                         m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3)]
@@ -297,7 +327,10 @@ class DecodeEngine(wiring.Component):
                         m.next = "ELEM"
                     with m.Case(Op.ARGMAX):
                         m.d.sync += [sel_a.eq(ins.src), phase_ct.eq(3)]
-                        m.next = "ARGMAX"
+                        with m.If(snoop_ok & (snoop_buf == ins.src) & (snoop_n == ins.cols)):
+                            m.next = "ARGMAX_DONE"
+                        with m.Else():
+                            m.next = "ARGMAX"
                     with m.Case(Op.STORE):
                         m.d.sync += [sel_a.eq(ins.src), phase_ct.eq(3)]
                         m.next = "STORE"
@@ -313,6 +346,10 @@ class DecodeEngine(wiring.Component):
                     with m.Default():
                         m.d.sync += [self.error.eq(1), self.busy.eq(0)]
                         m.next = "IDLE"
+                # every instruction that writes a buffer (all but these) ends the snoop's validity
+                with m.If((op != Op.MATVEC) & (op != Op.ARGMAX) & (op != Op.STORE) & (op != Op.SET)
+                          & (op != Op.KV_APPEND) & (op != Op.HALT)):
+                    m.d.sync += snoop_ok.eq(0)
 
             # MATVEC: input from channel A, results into dst
             with m.State("MATVEC"):
@@ -322,7 +359,9 @@ class DecodeEngine(wiring.Component):
                              mv.cmd.payload.codes_addr.eq(ins.addr), mv.cmd.payload.scales_addr.eq(ins.addr2),
                              chan_a.start.eq(mv.cmd.valid & mv.cmd.ready), chan_a.count.eq(ins.cols)]
                 connect_stream(m, chan_a.out, mv.x)
-                m.d.comb += [mv.y.ready.eq(1), w_valid.eq(mv.y.valid), w_data.eq(mv.y.payload)]
+                m.d.comb += [mv.y.ready.eq(1), w_valid.eq(mv.y.valid), w_data.eq(mv.y.payload),
+                             amax.start.eq(mv.cmd.valid & mv.cmd.ready), amax.i_valid.eq(mv.y.valid),
+                             amax.x.eq(mv.y.payload)]
                 with m.If(mv.cmd.valid & mv.cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(started_unit & ~mv.busy & chan_a.done):

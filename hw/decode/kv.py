@@ -11,7 +11,12 @@ SETs) and runs two commands:
   ``mn`` = minimum, ``(man, s) = _mant_scale(max - mn)``,
   ``codes = clamp(rshift_round((x - mn)*R[man], s + b - 8), 0, 2**bits - 1)``,
   ``e = s - 24``). Which rows are quantized depends on the position only
-  (:func:`hw.decode.isa.kv_quantized_counts`).
+  (:func:`hw.decode.isa.kv_quantized_counts`). Both passes over the raw rows (stats, then
+  codes) read them with one command (a K group's ring slots are contiguous) and handle a
+  whole beat, ``W/32`` channels, per cycle (``W/32`` lane memories for the statistics and
+  parameters, ``W/32`` quantizers whose codes leave packed as one unit); per quantization
+  about ``2 x rows x row/(W/32)`` cycles plus one per statistic for the scales and one per
+  parameter record (SmolLM2, K group of 32 at W = 128: ~3.5k cycles per layer).
 * **READ** (for ATTEND): every cached K row of positions ``0..pos``, then every V row,
   dequantized (``mn + rshift_round(code*man, -e)``, :func:`ref_model.decode.kv_dequantize`)
   saturated to int32, or raw, as streams of ``lanes``-channel vectors (one KV head's
@@ -24,18 +29,20 @@ SETs) and runs two commands:
   one per vector (KV4 at 32 lanes: one per beat), ``row / (W/64)`` per K group and
   ``kv_heads`` per V token for the parameters.
 
-Memory goes through one burst reader and one burst writer with run-time-width
-(un)packers (raw words 32 bits, codes 2/4/8 bits, parameter records 64 bits). Requires
-``k_group`` a power of two and a port of at most 128 bits (rows are 16-byte aligned).
+Memory goes through one burst reader and one burst writer with a run-time-width packer
+(raw words 32 bits, a beat's codes ``W/32 x`` 2/4/8 bits, parameter records 64 bits).
+Requires ``k_group`` a power of two, a port of at most 128 bits (rows are 16-byte
+aligned) and a row a multiple of ``W/32`` channels (``head_dim`` too, for V's per-head
+statistics). On a port narrower than 128 bits READ skips each 16-byte run's pad beat.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
-from ..mem.gearbox import UnitPacker, UnitUnpacker
+from ..mem.gearbox import UnitPacker
 from ..mem.reader import BurstReader
 from ..mem.writer import BurstWriter
 from .attention import lane_vector
@@ -129,6 +136,10 @@ class KVUnit(wiring.Component):
         if lanes < 1 or lanes & (lanes - 1) or max_kv_dim % lanes:
             raise ValueError(f"KV lanes {lanes}: must be a power of two dividing the row ({max_kv_dim})")
         self.lanes = lanes
+        #: raw words per beat: APPEND's quantization passes handle one beat per cycle
+        self.P = data_bits // 32
+        if max_kv_dim % self.P:
+            raise ValueError(f"KV row {max_kv_dim}: must be a multiple of the raw words per beat ({self.P})")
         self.max_kv = max_kv_heads or max_kv_dim
         self.max_row, self.b = max_kv_dim, scale_bits
         self.addr_bits, self.data_bits, self.max_burst, self.outstanding = addr_bits, data_bits, max_burst, outstanding
@@ -152,28 +163,42 @@ class KVUnit(wiring.Component):
         rd = BurstReader(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst,
                          outstanding=self.outstanding)
         wr = BurstWriter(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst)
-        unp = UnitUnpacker(data_bits=W, unit_bits=UNITS)
-        pk = UnitPacker(data_bits=W, unit_bits=UNITS)
+        # APPEND's quantization passes take a whole beat of raw words (P channels) per cycle
+        P = self.P
+        lg_p = P.bit_length() - 1
+        pk = UnitPacker(data_bits=W, unit_bits=tuple(P * u for u in UNITS[:3]) + UNITS[3:])
         ms = MantScaleUnit(b)
-        m.submodules.rd, m.submodules.wr, m.submodules.unp, m.submodules.pk, m.submodules.ms = rd, wr, unp, pk, ms
+        m.submodules.rd, m.submodules.wr, m.submodules.pk, m.submodules.ms = rd, wr, pk, ms
         connect(m, rd.axi, wiring.flipped(self.axi_r))
         connect(m, wr.axi, wiring.flipped(self.axi_w))
         reading = Signal()                       # a READ runs: beats go to the lane gearbox
         gb_pop = Signal()
-        m.d.comb += [unp.beats.payload.eq(rd.data.payload), unp.beats.valid.eq(rd.data.valid & ~reading),
-                     rd.data.ready.eq(Mux(reading, gb_pop, unp.beats.ready))]
+        a_pop = Signal()                         # APPEND: a pass takes the beat of raw words
+        m.d.comb += rd.data.ready.eq(Mux(reading, gb_pop, a_pop))
+        xs = [rd.data.payload[32 * ll:32 * (ll + 1)].as_signed() for ll in range(P)]
         m.d.comb += [wr.data.payload.data.eq(pk.beats.payload.data), wr.data.payload.last.eq(pk.beats.payload.last),
                      wr.data.valid.eq(pk.beats.valid), pk.beats.ready.eq(wr.data.ready)]
 
-        # per-element state: min/max (stats), then the scale parameters, per channel (K)
-        # or per head (V); READ keeps the current group's / token's parameters here too
-        m.submodules.mn_mem = mn_mem = Memory(shape=signed(32), depth=R, init=[])
-        m.submodules.mx_mem = mx_mem = Memory(shape=signed(32), depth=R, init=[])
-        m.submodules.par_mem = par_mem = Memory(shape=data.StructLayout({"man": b, "s": signed(8), "rcp": 18,
-                                                                          "mn": signed(32)}), depth=R, init=[])
-        mn_w, mn_r = mn_mem.write_port(), mn_mem.read_port(domain="comb")
-        mx_w, mx_r = mx_mem.write_port(), mx_mem.read_port(domain="comb")
-        par_w, par_r = par_mem.write_port(), par_mem.read_port(domain="comb")
+        # per-statistic state of APPEND: min/max (stats), then the scale parameters, per
+        # channel (K) or per head (V); statistic s lives in lane memory s % P at s // P, so
+        # a beat's P channels meet their P statistics in one cycle
+        PAR_Q = data.StructLayout({"man": b, "s": signed(8), "rcp": 18, "mn": signed(32)})
+        sdepth = max(R // P, 1)
+        mn_w, mn_r, mx_w, mx_r, par_w, par_r = [], [], [], [], [], []
+        for ll in range(P):
+            for name, shape, wl, rl in (("mn", signed(32), mn_w, mn_r), ("mx", signed(32), mx_w, mx_r),
+                                        ("par", PAR_Q, par_w, par_r)):
+                mem = Memory(shape=shape, depth=sdepth, init=[])
+                m.submodules[f"{name}_mem{ll}"] = mem
+                wl.append(mem.write_port())
+                rl.append(mem.read_port(domain="comb"))
+
+        def lane_sel(ports, idx):
+            """The read data of lane ``idx % P``."""
+            return Array(p.data for p in ports)[idx[:lg_p]] if P > 1 else ports[0].data
+
+        def lane_hit(idx, ll):
+            return (idx[:lg_p] == ll) if P > 1 else Const(1)
 
         cmd = Signal(KVCommand(self.addr_bits))
         rg = self.regs
@@ -210,38 +235,30 @@ class KVUnit(wiring.Component):
         c = Signal(9)            # channel within a head
         j = Signal(6)            # head
         rows_left = Signal(15)
+        wst_left = Signal(12)      # codes pass: code rows whose writer transfer is not started yet
+        is_k = Signal()            # the pass works on K (per channel) rather than V (per head)
 
         def slot_addr(part_off, tok):
             return cmd.base + part_off + (tok & ring_mask) * raw_bytes
 
         # ---- transfer helpers --------------------------------------------------------
-        rd_addr = Signal(self.addr_bits)
-        rd_count = Signal(16)
-        rd_sel = Signal(3)
-        rd_go = Signal()
-        rd_taken = Signal(2)
-        unit_bits_of = Signal(7)
-        m.d.comb += unit_bits_of.eq(Mux(rd_sel == 0, 2, Mux(rd_sel == 1, 4, Mux(rd_sel == 2, 8, Mux(rd_sel == 3, 32, 64)))))
-        rd_bits = Signal(24)
-        m.d.comb += rd_bits.eq(rd_count * unit_bits_of)
+        # APPEND reads a pass's raw rows (the whole K group: its ring slots are contiguous,
+        # the ring being a power of two no smaller than k_group) with one command
+        a_go = Signal()
+        rbeats = Signal(range(R // P + 1))       # beats per raw row
+        a_beats = Signal(24)
+        a_part = Signal(32)
+        m.d.comb += [a_part.eq(Mux(is_k, 0, rg.v_raw)), a_beats.eq(Mux(is_k, rbeats << lg_g, rbeats))]
         iss_valid = Signal()
         iss_addr = Signal(self.addr_bits)
         iss_beats = Signal(24)
-        m.d.comb += [rd.cmd.payload.addr.eq(Mux(reading, iss_addr, rd_addr)),
-                     rd.cmd.payload.beats.eq(Mux(reading, iss_beats, (rd_bits + W - 1) >> (W.bit_length() - 1))),
-                     unp.cmd.payload.count.eq(rd_count), unp.cmd.payload.sel.eq(rd_sel),
-                     rd.cmd.valid.eq(Mux(reading, iss_valid, rd_go & ~rd_taken[0])),
-                     unp.cmd.valid.eq(rd_go & ~rd_taken[1])]
-        took_r = Cat(rd.cmd.valid & rd.cmd.ready, unp.cmd.valid & unp.cmd.ready)
-        rd_started = Signal()
-        m.d.comb += rd_started.eq(rd_go & ((rd_taken | took_r) == 0b11))
-        with m.If(rd_go):
-            m.d.sync += rd_taken.eq(Mux(rd_started, 0, rd_taken | took_r))
+        m.d.comb += [rd.cmd.payload.addr.eq(Mux(reading, iss_addr, slot_addr(a_part, t))),
+                     rd.cmd.payload.beats.eq(Mux(reading, iss_beats, a_beats)),
+                     rd.cmd.valid.eq(Mux(reading, iss_valid, a_go))]
         wr_addr = Signal(self.addr_bits)
         m.d.comb += wr.start.payload.eq(wr_addr)
         pk_sel = Signal(3)
         m.d.comb += pk.sel.eq(pk_sel)
-        word = unp.units.payload
 
         pk_word = Signal(64)
         pk_param = Signal(64)
@@ -249,28 +266,36 @@ class KVUnit(wiring.Component):
         pk_valid = Signal()
         pk_from_q = Signal()
         # ---- quantization pipeline: (x - mn)*R -> + half -> >> sa -> clamp -> packer ----
+        # P lanes (a beat of raw words per cycle); their codes leave packed as one unit
         qp_v = Signal()
         qp_last = Signal()
-        qp_x = Signal(signed(32))
-        qp_par = Signal.like(par_r.data)
-        qfifo = fifo.SyncFIFOBuffered(width=9, depth=8)
+        qp_x = [Signal(signed(32), name=f"qp_x{ll}") for ll in range(P)]
+        qp_par = [Signal(PAR_Q, name=f"qp_par{ll}") for ll in range(P)]
+        qfifo = fifo.SyncFIFOBuffered(width=8 * P + 1, depth=8)
         m.submodules.qfifo = qfifo
         q_inflight = Signal(range(9))
-        p1 = Signal(51)
-        v1, l1 = Signal(), Signal()
-        sa1 = Signal(range(64))
-        m.d.sync += [v1.eq(qp_v), l1.eq(qp_last), p1.eq((qp_x - qp_par.mn).as_unsigned()[:33] * qp_par.rcp),
-                     sa1.eq(Mux(qp_par.s + b - 8 > 0, qp_par.s + b - 8, 0))]
-        v2, l2 = Signal(), Signal()
-        ph2 = Signal(52)
-        sa2 = Signal(range(64))
-        m.d.sync += [v2.eq(v1), l2.eq(l1), ph2.eq(p1 + Mux(sa1 == 0, 0, Const(1, 51) << (sa1 - 1)[:6])), sa2.eq(sa1)]
-        v3, l3 = Signal(), Signal()
-        sh3 = Signal(52)
-        m.d.sync += [v3.eq(v2), l3.eq(l2), sh3.eq(ph2 >> sa2)]
-        code4 = Signal(8)
-        m.d.comb += code4.eq(Mux(sh3 > qmax, qmax, sh3))
-        m.d.comb += [qfifo.w_en.eq(v3), qfifo.w_data.eq(Cat(code4, l3))]
+        v1, l1, v2, l2, v3, l3 = (Signal(name=nm) for nm in ("qv1", "ql1", "qv2", "ql2", "qv3", "ql3"))
+        m.d.sync += [v1.eq(qp_v), l1.eq(qp_last), v2.eq(v1), l2.eq(l1), v3.eq(v2), l3.eq(l2)]
+        qcodes = []
+        for ll in range(P):
+            p1 = Signal(51, name=f"qp1_{ll}")
+            sa1 = Signal(range(64), name=f"qsa1_{ll}")
+            m.d.sync += [p1.eq((qp_x[ll] - qp_par[ll].mn).as_unsigned()[:33] * qp_par[ll].rcp),
+                         sa1.eq(Mux(qp_par[ll].s + b - 8 > 0, qp_par[ll].s + b - 8, 0))]
+            ph2 = Signal(52, name=f"qph2_{ll}")
+            sa2 = Signal(range(64), name=f"qsa2_{ll}")
+            m.d.sync += [ph2.eq(p1 + Mux(sa1 == 0, 0, Const(1, 51) << (sa1 - 1)[:6])), sa2.eq(sa1)]
+            sh3 = Signal(52, name=f"qsh3_{ll}")
+            m.d.sync += sh3.eq(ph2 >> sa2)
+            code = Signal(8, name=f"qcode{ll}")
+            m.d.comb += code.eq(Mux(sh3 > qmax, qmax, sh3))
+            qcodes.append(code)
+        qpacked = Signal(8 * P)
+        with m.Switch(sel_code):
+            for sel, bits in ((0, 2), (1, 4), (2, 8)):
+                with m.Case(sel):
+                    m.d.comb += qpacked.eq(Cat(cd[:bits] for cd in qcodes))
+        m.d.comb += [qfifo.w_en.eq(v3), qfifo.w_data.eq(Cat(qpacked, l3))]
         # ---- READ: lane gearbox, dequantization pipeline (lanes elements per cycle) ------
         # Takes from the beat stream: lanes codes of kv_bits, lanes raw words, or one 64-bit
         # parameter record; a take with tk_last drops the rest of its beat (rows and parameter
@@ -284,17 +309,19 @@ class KVUnit(wiring.Component):
         tk_last = Signal()
         tk_want = Signal()
         tk_valid = Signal()
+        took = Signal()                  # a take happens this cycle
         tk_data = Signal(BW)
         gb_off = Signal(range(W))
         gb_acc = Signal(BW)
         gb_have = Signal(range(max(BW // W, 1) + 1))
         beat = rd.data.payload
+        skip = Signal()                  # dropping a 16-byte run's pad beat (W < 128)
         with m.Switch(tk_sel):
             for sel, tb in enumerate(tbs):
                 with m.Case(sel):
                     if tb <= W:
                         m.d.comb += [tk_valid.eq(rd.data.valid), tk_data.eq(beat >> gb_off)]
-                        with m.If(tk_want & rd.data.valid):
+                        with m.If(tk_want & rd.data.valid & ~skip):
                             end = Signal(name=f"gb_end{sel}")
                             m.d.comb += [end.eq(tk_last | (gb_off == W - tb)), gb_pop.eq(end)]
                             m.d.sync += gb_off.eq(Mux(end, 0, gb_off + tb))
@@ -303,7 +330,7 @@ class KVUnit(wiring.Component):
                         cat = Signal(BW, name=f"gb_cat{sel}")
                         m.d.comb += [cat.eq(Cat(gb_acc[W:], beat)), tk_valid.eq(rd.data.valid & (gb_have == k - 1)),
                                      tk_data.eq(cat >> (BW - tb))]
-                        with m.If(tk_want & rd.data.valid):
+                        with m.If(tk_want & rd.data.valid & ~skip):
                             m.d.comb += gb_pop.eq(1)
                             with m.If(gb_have == k - 1):
                                 m.d.sync += gb_have.eq(0)
@@ -312,16 +339,16 @@ class KVUnit(wiring.Component):
         if W < 128:
             # every run that ends with tk_last is padded to 16 bytes: skip the pad beats
             ph = Signal(range(128 // W))
-            skip = Signal()
             with m.If(gb_pop):
                 m.d.sync += ph.eq(ph + 1)
-                with m.If(tk_last & (ph != 128 // W - 1)):
+                # only the pop of the take that ends the run (a take wider than a beat pops
+                # its earlier beats with tk_last already high)
+                with m.If(took & tk_last & (ph != 128 // W - 1)):
                     m.d.sync += skip.eq(1)
             with m.If(skip):
                 m.d.comb += [tk_valid.eq(0), gb_pop.eq(rd.data.valid)]
                 with m.If(rd.data.valid & (ph == 128 // W - 1)):
                     m.d.sync += skip.eq(0)
-        took = Signal()
         m.d.comb += took.eq(tk_want & tk_valid)
         rec = Signal(PARAM)
         m.d.comb += rec.eq(tk_data[:64])
@@ -378,8 +405,8 @@ class KVUnit(wiring.Component):
         m.d.sync += d_inflight.eq(d_inflight + d_take - d_pop)
         q_pop = Signal()
         m.d.comb += [pk.units.payload.unit.eq(Mux(pk_sel == SEL_WORD, pk_word, Mux(pk_sel == SEL_PARAM, pk_param,
-                                                                                     qfifo.r_data[:8]))),
-                     pk.units.payload.last.eq(Mux(pk_from_q, qfifo.r_data[8], pk_last)),
+                                                                                     qfifo.r_data[:8 * P]))),
+                     pk.units.payload.last.eq(Mux(pk_from_q, qfifo.r_data[8 * P], pk_last)),
                      pk.units.valid.eq(Mux(pk_from_q, qfifo.r_rdy, pk_valid)),
                      qfifo.r_en.eq(pk_from_q & pk.units.ready),
                      q_pop.eq(qfifo.r_rdy & qfifo.r_en)]
@@ -389,18 +416,20 @@ class KVUnit(wiring.Component):
         ms_idx = Signal(range(R + 1))      # next result's index
         ms_mn = Signal(signed(32))
         with m.If(ms.o_valid):
-            m.d.comb += [par_w.en.eq(1), par_w.addr.eq(ms_idx), par_w.data.man.eq(ms.man), par_w.data.s.eq(ms.s),
-                         par_w.data.rcp.eq(ms.rcp), par_w.data.mn.eq(ms_mn)]
+            for ll in range(P):
+                m.d.comb += [par_w[ll].en.eq(lane_hit(ms_idx, ll)), par_w[ll].addr.eq(ms_idx >> lg_p),
+                             par_w[ll].data.man.eq(ms.man), par_w[ll].data.s.eq(ms.s),
+                             par_w[ll].data.rcp.eq(ms.rcp), par_w[ll].data.mn.eq(ms_mn)]
             m.d.sync += ms_idx.eq(ms_idx + 1)
+        # S_SCALE reads statistic i
+        mn_i, mx_i = Signal(signed(32)), Signal(signed(32))
         ms_mn_line = [Signal(signed(32), name=f"ms_mn{k}") for k in range(MantScaleUnit.LATENCY)]
-        m.d.sync += ms_mn_line[0].eq(mn_r.data)
+        m.d.sync += ms_mn_line[0].eq(mn_i)
         for k in range(1, MantScaleUnit.LATENCY):
             m.d.sync += ms_mn_line[k].eq(ms_mn_line[k - 1])
-        m.d.comb += [ms_mn.eq(ms_mn_line[-1]), ms.cmul.eq(cmul), ms.amax.eq((mx_r.data - mn_r.data).as_unsigned()[:32])]
+        m.d.comb += [ms_mn.eq(ms_mn_line[-1]), ms.cmul.eq(cmul), ms.amax.eq((mx_i - mn_i).as_unsigned()[:32])]
 
-        stat_idx = Signal(range(R + 1))
         first = Signal()           # first row of a stats pass
-        is_k = Signal()            # the pass works on K (per channel) rather than V (per head)
         g0 = Signal(15)
         nparams = Signal(range(R + 1))
         started = Signal()         # the writer took the current transfer's address
@@ -456,7 +485,7 @@ class KVUnit(wiring.Component):
             with m.State("SIZE2"):
                 vq_raw = Signal(signed(16))
                 m.d.comb += vq_raw.eq(n - rg.kv_window)
-                m.d.sync += [raw_bytes.eq(row << 2), code_bytes_used.eq((row * rg.kv_bits) >> 3),
+                m.d.sync += [raw_bytes.eq(row << 2), code_bytes_used.eq((row * rg.kv_bits) >> 3), rbeats.eq(row >> lg_p),
                              nrv.eq(row >> lg_l), nvh.eq(rg.head_dim >> lg_l),
                              vq.eq(Mux(~q | (vq_raw < 0), 0, vq_raw)),
                              kq.eq(Mux(~q | (vq_raw < 0), 0, (vq_raw >> lg_g) << lg_g))]
@@ -507,34 +536,42 @@ class KVUnit(wiring.Component):
                     m.next = "FINISH"
 
             # ---- stats pass: min/max per channel (K) or per head (V) over raw rows -----
+            # a beat (P channels of one row, all of one head) per cycle
             with m.State("S_READ"):
-                m.d.comb += [rd_go.eq(1), rd_addr.eq(slot_addr(Mux(is_k, 0, rg.v_raw), t)), rd_count.eq(row),
-                             rd_sel.eq(SEL_WORD)]
-                with m.If(rd_started):
+                m.d.comb += a_go.eq(1)
+                with m.If(rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0)]
                     m.next = "S_ROW"
             with m.State("S_ROW"):
-                x = word[:32].as_signed()
-                m.d.comb += [stat_idx.eq(Mux(is_k, i, j)), mn_r.addr.eq(stat_idx), mx_r.addr.eq(stat_idx),
-                             unp.units.ready.eq(1)]
-                fresh = Signal()   # the first element of this statistic in the pass
+                sw = Signal(range(sdepth), name="s_word")
+                m.d.comb += [sw.eq(Mux(is_k, i >> lg_p, j >> lg_p)), a_pop.eq(1)]
+                bmin, bmax = xs[0], xs[0]        # V: the beat's extremes (one head's channels)
+                for x in xs[1:]:
+                    bmin, bmax = Mux(x < bmin, x, bmin), Mux(x > bmax, x, bmax)
+                fresh = Signal()   # the first value of this statistic in the pass
                 m.d.comb += fresh.eq(Mux(is_k, first, c == 0))
-                with m.If(unp.units.valid):
-                    m.d.comb += [mn_w.addr.eq(stat_idx), mx_w.addr.eq(stat_idx), mn_w.en.eq(1), mx_w.en.eq(1),
-                                 mn_w.data.eq(Mux(fresh | (x < mn_r.data), x, mn_r.data)),
-                                 mx_w.data.eq(Mux(fresh | (x > mx_r.data), x, mx_r.data))]
-                    m.d.sync += [i.eq(i + 1), c.eq(c + 1)]
-                    with m.If(c == rg.head_dim - 1):
+                with m.If(rd.data.valid):
+                    for ll in range(P):
+                        lo = Signal(signed(32), name=f"s_lo{ll}")
+                        hi = Signal(signed(32), name=f"s_hi{ll}")
+                        m.d.comb += [lo.eq(Mux(is_k, xs[ll], bmin)), hi.eq(Mux(is_k, xs[ll], bmax))]
+                        en = is_k | lane_hit(j, ll)
+                        m.d.comb += [mn_r[ll].addr.eq(sw), mx_r[ll].addr.eq(sw),
+                                     mn_w[ll].addr.eq(sw), mx_w[ll].addr.eq(sw), mn_w[ll].en.eq(en), mx_w[ll].en.eq(en),
+                                     mn_w[ll].data.eq(Mux(fresh | (lo < mn_r[ll].data), lo, mn_r[ll].data)),
+                                     mx_w[ll].data.eq(Mux(fresh | (hi > mx_r[ll].data), hi, mx_r[ll].data))]
+                    m.d.sync += [i.eq(i + P), c.eq(c + P)]
+                    with m.If(c == rg.head_dim - P):
                         m.d.sync += [c.eq(0), j.eq(j + 1)]
-                    with m.If(i == row - 1):
-                        m.d.sync += [first.eq(0), t.eq(t + 1), rows_left.eq(rows_left - 1)]
+                    with m.If(i == row - P):
+                        m.d.sync += [first.eq(0), t.eq(t + 1), rows_left.eq(rows_left - 1), i.eq(0), c.eq(0), j.eq(0)]
                         with m.If(rows_left == 1):
-                            m.d.sync += [i.eq(0), ms_idx.eq(0), nparams.eq(Mux(is_k, row, rg.kv_heads))]
+                            m.d.sync += [ms_idx.eq(0), nparams.eq(Mux(is_k, row, rg.kv_heads))]
                             m.next = "S_SCALE"
-                        with m.Else():
-                            m.next = "S_READ"
             with m.State("S_SCALE"):    # one statistic per cycle into the scale unit
-                m.d.comb += [mn_r.addr.eq(i), mx_r.addr.eq(i), ms.i_valid.eq(1)]
+                for ll in range(P):
+                    m.d.comb += [mn_r[ll].addr.eq(i >> lg_p), mx_r[ll].addr.eq(i >> lg_p)]
+                m.d.comb += [mn_i.eq(lane_sel(mn_r, i)), mx_i.eq(lane_sel(mx_r, i)), ms.i_valid.eq(1)]
                 m.d.sync += i.eq(i + 1)
                 with m.If(i == nparams - 1):
                     m.next = "S_SCALE_WAIT"
@@ -542,49 +579,52 @@ class KVUnit(wiring.Component):
                 with m.If(ms_idx == nparams):
                     m.d.sync += [t.eq(Mux(is_k, g0, vq - 1)), rows_left.eq(Mux(is_k, rg.k_group, 1))]
                     m.next = "C_READ"
-            # ---- codes pass: re-read the raw rows, quantize, write the code rows -------
+            # ---- codes pass: re-read the raw rows, quantize (a beat per cycle), write the
+            # code rows (the row starts are handed to the writer as it takes them, below)
             with m.State("C_READ"):
-                m.d.comb += [rd_go.eq(1), rd_addr.eq(slot_addr(Mux(is_k, 0, rg.v_raw), t)), rd_count.eq(row),
-                             rd_sel.eq(SEL_WORD)]
-                with m.If(rd_started):
-                    m.d.sync += [i.eq(0), c.eq(0), j.eq(0), pk_sel.eq(sel_code),
+                m.d.comb += a_go.eq(1)
+                with m.If(rd.cmd.ready):
+                    m.d.sync += [i.eq(0), c.eq(0), j.eq(0), pk_sel.eq(sel_code), pk_from_q.eq(1),
+                                 wst_left.eq(rows_left),
                                  wr_addr.eq(cmd.base + Mux(is_k, rg.k_codes, rg.v_codes) + t * code_bytes)]
-                    m.next = "C_START"
-            with m.State("C_START"):
-                m.d.comb += wr.start.valid.eq(1)
-                with m.If(wr.start.ready):
-                    m.d.sync += pk_from_q.eq(1)
                     m.next = "C_ROW"
             with m.State("C_ROW"):
-                m.d.comb += [par_r.addr.eq(Mux(is_k, i, j)),
-                             unp.units.ready.eq(q_inflight < 6)]
-                with m.If(unp.units.valid & (q_inflight < 6)):
-                    m.d.comb += [qp_v.eq(1), qp_x.eq(word[:32].as_signed()), qp_par.eq(par_r.data),
-                                 qp_last.eq(i == row - 1)]
-                    m.d.sync += [i.eq(i + 1), c.eq(c + 1)]
-                    with m.If(c == rg.head_dim - 1):
+                pw = Signal(range(sdepth), name="c_word")
+                m.d.comb += pw.eq(Mux(is_k, i >> lg_p, j >> lg_p))
+                for ll in range(P):
+                    m.d.comb += par_r[ll].addr.eq(pw)
+                vpar = lane_sel(par_r, j)          # V: every channel of the beat is of head j
+                m.d.comb += a_pop.eq(q_inflight < 6)
+                with m.If(rd.data.valid & (q_inflight < 6)):
+                    m.d.comb += [qp_v.eq(1), qp_last.eq(i == row - P)]
+                    for ll in range(P):
+                        m.d.comb += [qp_x[ll].eq(xs[ll]), qp_par[ll].eq(Mux(is_k, par_r[ll].data.as_value(),
+                                                                              vpar.as_value()))]
+                    m.d.sync += [i.eq(i + P), c.eq(c + P)]
+                    with m.If(c == rg.head_dim - P):
                         m.d.sync += [c.eq(0), j.eq(j + 1)]
-                    with m.If(i == row - 1):
-                        m.next = "C_FLUSH"
-            with m.State("C_FLUSH"):     # the row's codes leave the packer
-                with m.If((q_inflight == 0) & ~v1 & ~v2 & ~v3):
-                    m.d.sync += [pk_from_q.eq(0), t.eq(t + 1), rows_left.eq(rows_left - 1)]
-                    with m.If(rows_left == 1):
-                        m.d.sync += [i.eq(0), pk_sel.eq(SEL_PARAM),
-                                     wr_addr.eq(cmd.base + Mux(is_k, rg.k_params + (g0 >> lg_g) * kpar_bytes,
-                                                               rg.v_params + (vq - 1) * vpar_bytes))]
-                        m.next = "P_START"
-                    with m.Else():
-                        m.next = "C_READ"
+                    with m.If(i == row - P):
+                        m.d.sync += [t.eq(t + 1), rows_left.eq(rows_left - 1), i.eq(0), c.eq(0), j.eq(0)]
+                        with m.If(rows_left == 1):
+                            m.next = "C_FLUSH"
+            with m.State("C_FLUSH"):     # the last row's codes leave the packer
+                with m.If((q_inflight == 0) & ~v1 & ~v2 & ~v3 & (wst_left == 0)):
+                    m.d.sync += [pk_from_q.eq(0), i.eq(0), pk_sel.eq(SEL_PARAM),
+                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_params + (g0 >> lg_g) * kpar_bytes,
+                                                           rg.v_params + (vq - 1) * vpar_bytes))]
+                    m.next = "P_START"
             with m.State("P_START"):
                 m.d.comb += wr.start.valid.eq(1)
                 with m.If(wr.start.ready):
                     m.next = "P_WRITE"
             with m.State("P_WRITE"):     # the parameter records, one per statistic
-                m.d.comb += [par_r.addr.eq(i), pk_valid.eq(1), pk_last.eq(i == nparams - 1)]
+                for ll in range(P):
+                    m.d.comb += par_r[ll].addr.eq(i >> lg_p)
+                pr = lane_sel(par_r, i)
+                m.d.comb += [pk_valid.eq(1), pk_last.eq(i == nparams - 1)]
                 e_rec = Signal(signed(8))
-                m.d.comb += e_rec.eq(par_r.data.s - 24)
-                m.d.comb += pk_param.eq(Cat(par_r.data.mn, e_rec, Const(0, 8), par_r.data.man, Const(0, 16 - b)))
+                m.d.comb += e_rec.eq(pr.s - 24)
+                m.d.comb += pk_param.eq(Cat(pr.mn, e_rec, Const(0, 8), pr.man, Const(0, 16 - b)))
                 with m.If(pk.units.ready):
                     m.d.sync += i.eq(i + 1)
                     with m.If(i == nparams - 1):
@@ -648,5 +688,11 @@ class KVUnit(wiring.Component):
                 with m.If(wr.idle & ~wr.start.valid):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
+        # codes pass: one writer transfer per code row (rows are padded to 16 bytes), each
+        # started as soon as the writer has closed the previous one
+        with m.If(wst_left != 0):
+            m.d.comb += wr.start.valid.eq(1)
+            with m.If(wr.start.ready):
+                m.d.sync += [wst_left.eq(wst_left - 1), wr_addr.eq(wr_addr + code_bytes)]
         # READ keeps e + 24 in the parameter memory's ``s``, so both flows read ``s``
         return m

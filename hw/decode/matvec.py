@@ -9,7 +9,8 @@
    per ``act_block``) into on-chip group words;
 2. the weight streamer reads the matrix's code stream and scale stream (planar layout)
    through one AXI4 read port, two burst readers sharing it by ID; reads start when the
-   command is accepted, so the port is busy while the input is being quantized;
+   command is accepted and the readers' FIFOs (``prefetch``) take what arrives, so the port
+   is busy while the input is being quantized;
 3. each cycle one group of 32 weights meets its 32 activation codes: 32 products
    ``a * (code - offset)`` (<= 12 x 9 bits) and an adder tree give ``P`` (26 bits); the
    group term ``rshift_round(mant(d)*man*P, -(exp(d)+e+acc_frac))`` (+ the same with the
@@ -69,8 +70,8 @@ class ActQuantizer(wiring.Component):
     ``m = 2**(b-1)``, ``s = -16``; codes ``clamp(rshift_round(y*R[m], s+b-8), +-qmax)``
     with the reciprocal ROM ``R``; block exponent ``e = s - 24 - frac``, mantissa ``m``.
     The scale of a block (:class:`~hw.decode.funcs.MantScaleUnit`) is computed while the next
-    block arrives (7 cycles), so a
-    vector takes ``length`` cycles to load plus ``length + 7`` to quantize.
+    block arrives (7 cycles) and the block is quantized as soon as its scale is known, while
+    later blocks load, so a vector takes about ``length + act_block + 14`` cycles.
     """
 
     def __init__(self, *, max_dim: int, act_bits: int, norm_act_bits: int, act_block: int,
@@ -138,11 +139,12 @@ class ActQuantizer(wiring.Component):
         with m.If(pend & ~sc_busy):
             m.d.comb += ms.i_valid.eq(1)
             m.d.sync += [sc_busy.eq(1), pend.eq(0), sc_idx.eq(pend_idx)]
+        scaled = Signal(range(blocks_max + 1))   # blocks whose scale is in bmem
         with m.If(ms.o_valid):
             m.d.comb += [b_w.en.eq(1), b_w.addr.eq(sc_idx), b_w.data.r.eq(ms.rcp),
                          b_w.data.e.eq(ms.s - _SCALE_FRAC - self.frac), b_w.data.man.eq(ms.man),
                          b_w.data.sa.eq(Mux(ms.s + b - 8 > 0, ms.s + b - 8, 0))]
-            m.d.sync += sc_busy.eq(0)
+            m.d.sync += [sc_busy.eq(0), scaled.eq(scaled + 1)]
 
         # ---- quantize pass: one element per cycle through 3 stages ---------------------
         j = Signal(16)
@@ -159,14 +161,27 @@ class ActQuantizer(wiring.Component):
         ssum = Signal(signed(self.code_bits + 6))
         m.d.comb += b_r.addr.eq(qblk)
 
-        m.d.sync += v1.eq(0)   # the QUANT state overrides this
+        # LOAD stores the elements and hands each block's maximum to the scale unit; the
+        # quantize pass trails it, one element per cycle, through every block whose scale
+        # is known (``qblk < scaled``)
+        qrun = Signal()                # the quantize pass has elements left
+        m.d.sync += v1.eq(0)           # overridden while the pass issues
+        with m.If(qrun & (qblk < scaled)):
+            m.d.comb += [raw_r.addr.eq(j), raw_r.en.eq(1)]
+            m.d.sync += [v1.eq(1), lane1.eq(j[:5]), g1.eq(j[5:]), blk1.eq(b_r.data),
+                         j.eq(j + 1), qin.eq(qin + 1)]
+            with m.If((qin == blk_len - 1) | (j == length - 1)):
+                m.d.sync += [qin.eq(0), qblk.eq(qblk + 1)]
+            with m.If(j == length - 1):
+                m.d.sync += qrun.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     m.d.sync += [length.eq(self.cmd.payload.length), norm.eq(self.cmd.payload.norm),
                                  i.eq(0), in_blk.eq(0), amax.eq(0), blk_idx.eq(0), self.done.eq(0),
-                                 blk_len.eq(self.act_block if self.act_block else self.cmd.payload.length)]
+                                 blk_len.eq(self.act_block if self.act_block else self.cmd.payload.length),
+                                 j.eq(0), qblk.eq(0), qin.eq(0), ssum.eq(0), scaled.eq(0), qrun.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [self.data.ready.eq(~pend), raw_w.addr.eq(i), raw_w.data.eq(y),
@@ -177,21 +192,9 @@ class ActQuantizer(wiring.Component):
                         m.d.sync += [pend.eq(1), pend_max.eq(new_max), pend_idx.eq(blk_idx),
                                      blk_idx.eq(blk_idx + 1), in_blk.eq(0), amax.eq(0)]
                     with m.If(i == length - 1):
-                        m.next = "WAIT"
-            with m.State("WAIT"):
-                with m.If(~pend & ~sc_busy):
-                    m.d.sync += [j.eq(0), qblk.eq(0), qin.eq(0), ssum.eq(0)]
-                    m.next = "QUANT"
-            with m.State("QUANT"):
-                m.d.comb += [raw_r.addr.eq(j), raw_r.en.eq(1)]
-                m.d.sync += [v1.eq(1), lane1.eq(j[:5]), g1.eq(j[5:]), blk1.eq(b_r.data),
-                             j.eq(j + 1), qin.eq(qin + 1)]
-                with m.If((qin == blk_len - 1) | (j == length - 1)):
-                    m.d.sync += [qin.eq(0), qblk.eq(qblk + 1)]
-                with m.If(j == length - 1):
-                    m.next = "DRAIN"
+                        m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~v1 & ~v1b & ~v2 & ~v3b & ~v4b & ~v3):
+                with m.If(~qrun & ~v1 & ~v1b & ~v2 & ~v3b & ~v4b & ~v3):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
 
@@ -275,12 +278,19 @@ class MatvecUnit(wiring.Component):
     axi : Out(AXI4ReadSignature).
     busy : Out(1). ``weight_stall`` : Out(1): a group could not issue for want of weight
         data (counted by the engine as memory stalls).
+
+    ``prefetch`` = (code beats, scale beats): the depths of the two weight readers' FIFOs
+    (default: ``outstanding x max_burst`` each). Reads start when the command is accepted,
+    so FIFOs deep enough to take what the port delivers while the input is quantized keep
+    the port busy then (:func:`hw.decode.engine.matvec_prefetch`).
     """
 
     def __init__(self, *, max_dim: int, act_bits: int = 8, norm_act_bits: int = 12, act_block: int = 32,
                  act_scale_bits: int = 8, acc_bits: int = 48, acc_frac: int = 24, frac: int = 12,
-                 addr_bits: int = 32, data_bits: int = 128, max_burst: int = 16, outstanding: int = 4):
+                 addr_bits: int = 32, data_bits: int = 128, max_burst: int = 16, outstanding: int = 4,
+                 prefetch: tuple[int, int] | None = None):
         self.max_dim, self.acc_bits, self.acc_frac, self.frac = max_dim, acc_bits, acc_frac, frac
+        self.prefetch = prefetch
         self.addr_bits, self.data_bits = addr_bits, data_bits
         self.max_burst, self.outstanding = max_burst, outstanding
         self.quant = ActQuantizer(max_dim=max_dim, act_bits=act_bits, norm_act_bits=norm_act_bits,
@@ -299,8 +309,9 @@ class MatvecUnit(wiring.Component):
         W, bpb = self.data_bits, self.data_bits // 8
         m.submodules.quant = quant = self.quant
         rd = dict(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst, outstanding=self.outstanding)
-        m.submodules.rcodes = rcodes = BurstReader(**rd)
-        m.submodules.rscales = rscales = BurstReader(**rd)
+        code_depth, scale_depth = self.prefetch or (None, None)
+        m.submodules.rcodes = rcodes = BurstReader(**rd, depth=code_depth)
+        m.submodules.rscales = rscales = BurstReader(**rd, depth=scale_depth)
         m.submodules.arb = arb = ReadArbiter(n=2, addr_bits=self.addr_bits, data_bits=W)
         connect(m, rcodes.axi, arb.m0)
         connect(m, rscales.axi, arb.m1)

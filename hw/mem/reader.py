@@ -23,6 +23,8 @@ class BurstReader(wiring.Component):
     addr_bits, data_bits : AXI4 port widths.
     max_burst : beats per burst (bursts also stop at 4 KiB boundaries).
     outstanding : bursts in flight; the data FIFO holds ``outstanding * max_burst`` beats.
+    depth : optional, beats the data FIFO holds (at least ``max_burst``): a deeper
+        prefetch, as many bursts in flight as its free room allows.
 
     Members
     -------
@@ -39,10 +41,13 @@ class BurstReader(wiring.Component):
     first ``rvalid``.
     """
 
-    def __init__(self, *, addr_bits: int, data_bits: int, max_burst: int, outstanding: int):
+    def __init__(self, *, addr_bits: int, data_bits: int, max_burst: int, outstanding: int,
+                 depth: int | None = None):
+        if depth is not None and depth < max_burst:
+            raise ValueError(f"reader depth {depth}: must hold a whole burst ({max_burst} beats)")
         self.addr_bits, self.data_bits = addr_bits, data_bits
         self.max_burst, self.outstanding = max_burst, outstanding
-        self.depth = max_burst * outstanding
+        self.depth = depth or max_burst * outstanding
         super().__init__({
             "cmd": In(stream.Signature(ReadCommand(addr_bits))),
             "axi": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)),

@@ -23,9 +23,18 @@ def tiny(tmp_path_factory):
     return load_gguf(write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf", seed=8))
 
 
-@pytest.mark.parametrize("kv_bits,k_group,window,stall,lanes", [(8, 4, 0, 0, 16), (4, 2, 1, 20, 4)])
-def test_engine_decode_bit_exact(tiny, kv_bits, k_group, window, stall, lanes, tmp_path):
-    """KV8 with 16 attention lanes (one K/V vector per head), KV4 with 4 lanes."""
+@pytest.fixture(scope="module")
+def tiny_hd32(tmp_path_factory):
+    """head_dim 32 (2 heads sharing 1 KV head): room for 32 attention lanes."""
+    return load_gguf(write_tiny_llama(tmp_path_factory.mktemp("tiny32") / "tiny.gguf", seed=9, heads=2, kv_heads=1))
+
+
+@pytest.mark.parametrize("kv_bits,k_group,window,stall,lanes,model", [
+    (8, 4, 0, 0, 16, "tiny"), (4, 2, 1, 20, 4, "tiny"), (4, 4, 1, 10, 32, "tiny_hd32")])
+def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, tmp_path, request):
+    """KV8 with 16 attention lanes (one K/V vector per head), KV4 with 4 lanes, KV4 with 32
+    lanes (a KV4 row per 128-bit beat, the shipped SmolLM2 engine's lanes)."""
+    tiny = request.getfixturevalue(model)
     hp = tiny.hparams
     ctx = 8
     num = DecodeNumerics(kv_bits=kv_bits, k_group=k_group, kv_window=window)

@@ -53,3 +53,24 @@ def test_unbuildable_clocks_are_clear():
         board_top("ulx3s-85", cfg, clock_mhz=3.2)
     with pytest.raises(LutforgeError, match="UART: a 40 MHz clock cannot make 3e\\+06 baud"):
         board_top("ulx3s-85", cfg, clock_mhz=40, baud=3_000_000)
+
+
+def test_dram_top_elaborates():
+    """ECPIX-5 with its DDR3: LiteDRAM's Verilog in the plan, its pins in the LPF, the design's
+    ports crossing into the controller's clock."""
+    cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=128"])
+    top, plan = _plan("ecpix5-85", cfg, clock_mhz=25, memory="dram")
+    assert "litedram_ecpix5.v" in plan.files
+    lpf, il = plan.files["lutforge_top.lpf"], plan.files["lutforge_top.il"]
+    assert 'LOCATE COMP "ddr3_0__dq__io[15]"' in lpf or "ddr3_0__dq" in lpf
+    assert "axi_bridge" in il and "wb_bridge" in il
+    d = top.describe()
+    assert d["memory"]["kind"] == "dram" and d["memory"]["bytes"] == 512 << 20
+    assert d["memory"]["dram"]["bus_bits"] == 16 and d["memory"]["dram"]["sys_clk_mhz"] == 75
+
+
+def test_dram_port_width_must_match():
+    from ref_model.errors import LutforgeError
+    cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=64"])
+    with pytest.raises(LutforgeError, match="LiteDRAM port is 128 \\(set memory.data_bits=128\\)"):
+        board_top("ecpix5-85", cfg, clock_mhz=25, memory="dram")

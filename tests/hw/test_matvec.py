@@ -42,7 +42,8 @@ def _input(cols: int, g: torch.Generator, norm: bool):
     return x
 
 
-def _run(kind: WeightKind, rows: int, cols: int, seed: int, norm: bool, data_bits: int = 128, acc_frac: int = 24):
+def _run(kind: WeightKind, rows: int, cols: int, seed: int, norm: bool, data_bits: int = 128, acc_frac: int = 24,
+         prefetch=None):
     g = torch.Generator().manual_seed(seed)
     codes, d, m = _matrix(kind, rows, cols, g)
     x = _input(cols, g, norm)
@@ -58,7 +59,7 @@ def _run(kind: WeightKind, rows: int, cols: int, seed: int, norm: bool, data_bit
     mem = AXIMemory(align(saddr + len(sbytes)) + 4096, data_bits, latency=5)
     mem.mem[caddr:caddr + len(cbytes)] = cbytes
     mem.mem[saddr:saddr + len(sbytes)] = sbytes
-    dut = MatvecUnit(max_dim=256, data_bits=data_bits, acc_frac=acc_frac)
+    dut = MatvecUnit(max_dim=256, data_bits=data_bits, acc_frac=acc_frac, prefetch=prefetch)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(mem.read_process(dut.axi), background=True)
@@ -117,4 +118,12 @@ def test_matvec_on_a_64_bit_port():
 def test_matvec_term_rounding_shows():
     """acc_frac = F: every group term's rounding reaches the output (no final shift)."""
     got, want = _run(WeightKind.Q4_1, 12, 96, 11, True, acc_frac=12)
+    assert torch.equal(got, want)
+
+
+def test_matvec_deep_prefetch():
+    """Weight readers with deep FIFOs (the engine's ``matvec_prefetch``): the code stream
+    (320 beats) is longer than its FIFO, every block of the 256-element input is
+    quantized while later blocks load."""
+    got, want = _run(WeightKind.Q4_1, 40, 256, 21, True, prefetch=(256, 64))
     assert torch.equal(got, want)
