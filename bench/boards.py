@@ -20,7 +20,10 @@ a resource grew or an Fmax dropped beyond tolerance (a regression), 0 otherwise.
 when the baseline has it passing.
 
 ``--quick`` builds only the first entry (ULX3S, systolic core). Builds take minutes each
-(one at a time: nextpnr is single-threaded here).
+(one at a time: nextpnr is single-threaded here). ``--report-from MANIFEST`` (repeatable)
+uses a saved ``lutforge build-bitstream`` manifest for the matrix entry with the same board,
+memory, design clock and config hash instead of building it (entries with no manifest are
+built unless ``--no-report`` skips them).
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ RESOURCES = ("lut4", "ff", "dsp", "bram")
 
 #: (board, config, overrides, design clock MHz, memory)
 MATRIX = [
-    ("ulx3s-85", "ulx3s_systolic_8x8", [], 50.0, "bram"),
-    ("ecpix5-85", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "bram"),
+    # the hardware of the shipped ulx3s_systolic_8x8 (which only adds a name, clock and target)
+    ("ulx3s-85", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "bram"),
+    ("ecpix5-85", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "dram"),
     ("butterstick", "systolic_8x8_int8", ["memory.data_bits=128"], 50.0, "bram"),
     ("orangecrab-85", "systolic_8x8_int8", ["memory.data_bits=128"], 48.0, "bram"),
     ("ulx3s-85", "bitserial_8x8", ["memory.data_bits=128"], 50.0, "bram"),
@@ -52,8 +56,9 @@ def entry_key(board: str, config: str, overrides, memory: str) -> str:
     return "/".join([board, config, memory] + list(overrides))
 
 
-def _clock_key(name: str, c: dict) -> str:
-    return c["domain"] if c.get("domain") in ("design", "dram") else name
+def _clock_key(name: str, c: dict, design_mhz: float) -> str:
+    domain = c.get("domain") or ("design" if abs(c["target_mhz"] - design_mhz) < 0.01 * design_mhz else None)
+    return domain if domain in ("design", "dram") else name
 
 
 def summarize(man: dict) -> dict:
@@ -61,7 +66,7 @@ def summarize(man: dict) -> dict:
     return {"resources": {k: man["resources"][k]["used"] for k in RESOURCES},
             "available": {k: man["resources"][k]["available"] for k in RESOURCES},
             # keyed by what the clock drives (nextpnr's net names follow the netlist)
-            "clocks": {_clock_key(n, c): c["achieved_mhz"] for n, c in man["clocks"].items()},
+            "clocks": {_clock_key(n, c, man["clock_mhz"]): c["achieved_mhz"] for n, c in man["clocks"].items()},
             "target_mhz": man["clock_mhz"], "design": man["design"], "config_hash": man["config_hash"],
             "seconds": man["seconds"], "ok": True}
 
@@ -117,6 +122,7 @@ def run(args, json_path: Path) -> int:
     from rtl_gen.config import load_config
 
     matrix = MATRIX[:1] if getattr(args, "quick", False) else MATRIX
+    saved = [json.loads(Path(p).read_text()) for p in (getattr(args, "report_from", None) or [])]
     results = {}
     t0 = time.perf_counter()
     for board, config, overrides, clock, memory in matrix:
@@ -124,6 +130,16 @@ def run(args, json_path: Path) -> int:
         print(f"[bench boards] {key} @ {clock:g} MHz", flush=True)
         try:
             cfg = load_config(config, overrides)
+            man = next((s for s in saved if (s["board"], s["memory"]["kind"], s["config_hash"]) ==
+                        (board, memory, cfg.hash()) and abs(s["clock_mhz"] - clock) < 1e-3), None)
+            if man is not None:
+                results[key] = summarize(man)
+                results[key]["from"] = "saved manifest"
+                print("  from a saved manifest")
+                continue
+            if getattr(args, "no_report", False):
+                print("  skipped (--no-report, no saved manifest)")
+                continue
             man = build_bitstream(board, cfg, Path("build/bench-boards") / key.replace("/", "_").replace("=", "-"),
                                   clock_mhz=clock, memory=memory, log=lambda line: None)
             results[key] = summarize(man)
@@ -137,6 +153,8 @@ def run(args, json_path: Path) -> int:
     changes = compare(results, baseline.get("entries", {}))
     for c in changes:
         print(format_change(c))
+    if not changes:
+        print(f"no change beyond tolerance against {BASELINE.name}" if baseline else "no baseline stored")
     out = {"suite": "boards", "tolerance": {"resources": RESOURCE_TOLERANCE, "fmax": FMAX_TOLERANCE},
            "entries": results, "changes": changes, "baseline": str(BASELINE.name) if baseline else None,
            "seconds": round(time.perf_counter() - t0, 1)}

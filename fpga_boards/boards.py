@@ -26,11 +26,9 @@ import functools
 import importlib
 from dataclasses import dataclass, field
 
-from ref_model.errors import LutforgeError
+from .litedram import BoardError  # the one error class of board problems (re-exported)
 
-
-class BoardError(LutforgeError):
-    """An unknown board, or a design or model that the board cannot hold."""
+__all__ = ["BOARDS", "Board", "BoardError", "Dram", "check_model_fits", "get_board"]
 
 
 @dataclass(frozen=True)
@@ -42,16 +40,13 @@ class Dram:
     ``sys_clk_freq`` win over ``module`` / ``phy`` / ``sys_clk_mhz`` here (those only
     stand in while no description is shipped); ``module``: LiteDRAM module class
     (``litedram.modules``); ``phy``: the LiteDRAM PHY; ``resource``: the platform
-    resource holding its pins; ``sys_clk_mhz``: controller clock;
-    ``controller``: ``litedram`` (a DRAM controller exists for this board) or ``none``
-    (a top holds its working memory in block RAM instead)."""
+    resource holding its pins; ``sys_clk_mhz``: controller clock."""
 
     description: str
     module: str
     phy: str
     resource: str
     sys_clk_mhz: float
-    controller: str = "litedram"
 
 
 @dataclass(frozen=True)
@@ -150,8 +145,7 @@ class Board:
                 "speed": self.speed, "clock_in_mhz": self.clock_in_hz / 1e6,
                 "dram": {"module": self.dram_module_name, "phy": self.dram_phy, "bus_bits": self.dram_bus_bits,
                          "bytes": self.dram_bytes, "sys_clk_mhz": self.dram_sys_clk_mhz,
-                         "peak_mb_per_s": round(self.dram_peak_bytes_per_s / 1e6, 1),
-                         "controller": self.dram.controller},
+                         "peak_mb_per_s": round(self.dram_peak_bytes_per_s / 1e6, 1)},
                 "notes": self.notes}
 
 

@@ -66,7 +66,7 @@ def _label_clocks(clocks: dict, top) -> None:
 
 
 def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = None, baud: int | None = None,
-                    memory: str | None = None, seed: int = 1, timeout_s: float | None = None,
+                    memory: str | None = None, design: str = "auto", seed: int = 1, timeout_s: float | None = None,
                     log=print) -> dict:
     """Build ``cfg`` for ``board`` into ``outdir``; return the manifest (also written as JSON)."""
     from .top import DEFAULT_BAUD
@@ -80,7 +80,7 @@ def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = 
     for stale in ("bit", "manifest.json", "pnr.json", "tim"):
         (outdir / f"{TOP}.{stale}").unlink(missing_ok=True)
 
-    top = board_top(b, cfg, clock_mhz=clock_mhz, baud=baud or DEFAULT_BAUD, memory=memory)
+    top = board_top(b, cfg, clock_mhz=clock_mhz, baud=baud or DEFAULT_BAUD, memory=memory, design=design)
     platform = b.make_platform()
     what = f"{cfg.name} ({top.kind}) on {b.title}"
     log(f"elaborating {what}: design clock {top.clock_mhz:.3f} MHz, memory {top.memory} "

@@ -183,7 +183,7 @@ def cmd_build_bitstream(args) -> int:
     if board is None:
         raise LutforgeError(f"no board: pass --board NAME (config {cfg.name!r} names no target.board)")
     man = build_bitstream(board, cfg, Path(args.output or f"build/{board}"), clock_mhz=args.clock, baud=args.baud,
-                          memory=args.memory, seed=args.seed,
+                          memory=args.memory, design=args.design, seed=args.seed,
                           log=lambda line: print(line, file=sys.stderr))
     print(format_manifest(man))
     out = Path(args.output or f"build/{board}")
@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--memory", choices=["bram", "dram"], default=None,
                     help="working memory: block RAM or the board's DRAM (default: dram for a decode engine, "
                          "bram for a tensor core)")
+    bb.add_argument("--design", choices=["auto", "selftest"], default="auto",
+                    help="auto: the config's engine; selftest: host link + memory + LEDs only (a new board's "
+                         "first bitstream)")
     bb.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     bb.set_defaults(func=cmd_build_bitstream)
 

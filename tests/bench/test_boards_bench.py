@@ -33,3 +33,32 @@ def test_failed_build_is_a_regression():
 def test_matrix_keys_unique():
     keys = [entry_key(b, c, o, m) for b, c, o, _, m in MATRIX]
     assert len(set(keys)) == len(keys)
+
+
+def test_saved_manifest_compared_without_building(tmp_path, monkeypatch):
+    """--report-from: a saved build manifest stands in for its matrix entry; a regression
+    against the baseline makes the exit status 1."""
+    import json
+    from types import SimpleNamespace
+
+    import bench.boards as bb
+    from rtl_gen.config import load_config
+    board, config, overrides, clock, memory = MATRIX[0]
+    man = {"board": board, "memory": {"kind": memory}, "clock_mhz": clock, "design": "gemm",
+           "config_hash": load_config(config, overrides).hash(), "seconds": {},
+           "resources": {k: {"used": v, "available": 100000} for k, v in
+                         {"lut4": 30000, "ff": 12000, "dsp": 64, "bram": 70}.items()},
+           "clocks": {"$glbnet$x": {"achieved_mhz": 64.0, "target_mhz": clock, "met": True}}}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(man))
+    base = tmp_path / "baseline.json"
+    key = entry_key(board, config, overrides, memory)
+    base.write_text(json.dumps({"entries": {key: _entry(lut4=15000, ff=12000, dsp=64, bram=70, fmax=64.0)
+                                            | {"clocks": {"design": 64.0}}}}))
+    monkeypatch.setattr(bb, "BASELINE", base)
+    args = SimpleNamespace(quick=True, report_from=[str(path)], no_report=True, update_baseline=False)
+    out = tmp_path / "boards.json"
+    assert bb.run(args, out) == 1
+    res = json.loads(out.read_text())
+    assert [c["what"] for c in res["changes"]] == ["lut4"]
+    assert res["entries"][key]["clocks"] == {"design": 64.0}

@@ -33,6 +33,37 @@ def test_tensor_core_top_elaborates(board):
     assert d["design"] == "gemm" and d["clock_mhz"] == 40 and d["uart"]["baud"] == 1_000_000
     assert d["memory"] == {"kind": "bram", "bytes": 16384}
     assert lpf.count("LOCATE COMP") >= 3          # clock, UART rx, UART tx (and LEDs)
+    if board == "butterstick":                    # SYZYGY banks powered for the UART pins
+        assert "vccio_ctrl" in lpf and "host_uart" in lpf
+
+
+def test_butterstick_vccio_sequence():
+    """The bank-voltage DAC: 3.3 V is a ~9.5 % duty cycle; enable after the filter settled,
+    power good 1 ms later (simulated at a 100 kHz clock to keep it short)."""
+    from amaranth.sim import Simulator
+
+    from fpga_boards.platforms import ButterStickVccio
+    dut = ButterStickVccio(1e5)
+    assert abs(dut.duty(3.3) - 0.0952) < 1e-3 and 0 < dut.duty(1.0) < 1
+    sim = Simulator(dut)
+    sim.add_clock(1e-5)
+    seen = {}
+
+    async def bench(ctx):
+        n, high = 0, 0
+        async for _, _, en, good, pdm in ctx.tick().sample(dut.en, dut.power_good, dut.pdm):
+            n += 1
+            high += pdm & 1
+            if en and "en" not in seen:
+                seen["en"] = n
+            if good:
+                seen["good"], seen["duty"] = n, high / n
+                return
+    sim.add_testbench(bench)
+    sim.run()
+    boot = int(4 / dut.FILTER_HZ * 1e5)
+    assert abs(seen["en"] - boot) <= 2 and abs(seen["good"] - seen["en"] - 100) <= 2
+    assert abs(seen["duty"] - dut.duty(3.3)) < 0.01
 
 
 def test_yosys_reads_the_top(tmp_path):
