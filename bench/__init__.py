@@ -13,7 +13,7 @@ from pathlib import Path
 RESULTS_DIR = Path(__file__).parent / "results"
 
 #: ``lutforge bench SUITE`` -> module under bench/
-SUITES = ("systolic", "bitserial", "reference", "decode", "lut", "host", "boards")
+SUITES = ("systolic", "bitserial", "reference", "decode", "lut", "host", "boards", "litedram")
 
 
 def run_bench(suite: str, *, json_path: str | None, args) -> int:

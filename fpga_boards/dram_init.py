@@ -125,6 +125,7 @@ class LaneResult:
 @dataclass
 class InitReport:
     board: str
+    phy: str = ""
     steps: int = 0
     writes: int = 0
     reads: int = 0
@@ -137,7 +138,7 @@ class InitReport:
 
     def summary(self) -> str:
         lanes = ", ".join(f"m{lane.module}: bitslip {lane.bitslip} delay {lane.delay}" for lane in self.lanes)
-        lev = f"; read leveling {lanes}" if self.lanes else "; no read leveling (SDR)"
+        lev = f"; read leveling {lanes}" if self.lanes else f"; no read leveling ({self.phy} has none)"
         return (f"{self.board}: DRAM initialised ({self.steps} mode-register steps{lev}; "
                 f"{self.writes} CSR writes, {self.reads} reads, {self.seconds:.1f} s)")
 
@@ -148,7 +149,7 @@ class Csrs:
 
     def __init__(self, ctrl, build: LiteDRAMBuild, *, sleep=time.sleep, report: InitReport | None = None):
         self.ctrl, self.build, self.sleep = ctrl, build, sleep
-        self.report = report or InitReport(build.board)
+        self.report = report or InitReport(build.board, build.phy.name)
 
     def has(self, name: str) -> bool:
         return name in self.build.csr
@@ -181,7 +182,7 @@ class DramInit:
 
     def __init__(self, ctrl, build: LiteDRAMBuild, *, sleep=time.sleep, log=None):
         self.build, self.phy = build, build.phy
-        self.report = InitReport(build.board)
+        self.report = InitReport(build.board, build.phy.name)
         self.csr = Csrs(ctrl, build, sleep=sleep, report=self.report)
         self.log = log or (lambda line: None)
         self.nbytes = self.phy.dfi_databits // 8

@@ -220,7 +220,7 @@ class BoardTop(Elaboratable):
             # The controller runs on its own clock (its PLL, from the board oscillator); the
             # design's AXI4 ports and the link's control window cross into it.
             m.submodules.dram = dram = self.dram
-            dram.connect_board(platform)
+            dram.connect_board(platform)    # the DRAM pins (and OrangeCrab's pseudo power pins held)
             m.domains.dram = cd_dram = ClockDomain("dram", async_reset=True)
             m.d.comb += [dram.clk_in.eq(clk_in), dram.rst.eq(0),
                          cd_dram.clk.eq(dram.user_clk), cd_dram.rst.eq(dram.user_rst)]

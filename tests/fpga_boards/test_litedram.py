@@ -1,6 +1,6 @@
 """LiteDRAM cores generated offline for every board: the shipped YAMLs, the generator run and
 its cache, the Amaranth wrapper against the generated Verilog (Yosys hierarchy check), the
-board pins through amaranth-boards; synthesis area and a placed ECPIX-5 design are slow."""
+board pins through amaranth-boards; synthesis area and each board's placed core are slow."""
 
 import re
 import shutil
@@ -9,12 +9,11 @@ import subprocess
 import pytest
 import yaml
 from amaranth.back import verilog
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import io
 
 import litedram.modules
 import litedram.phy
 from fpga_boards.litedram import BOARDS, BoardError, LiteDRAMCore, generate_litedram, request_dram, yaml_path
+from fpga_boards.litedram_measure import DramOnlyTop, board_platform, place_core, synth_core
 from rtl_gen import toolchain
 
 #: board -> (memtype, module, dram bytes, AXI data bits, sys clock Hz)
@@ -105,36 +104,11 @@ def test_wrapper_id_bits():
         LiteDRAMCore(b, read_id_bits=4)
 
 
-class _Top(Elaboratable):
-    def __init__(self, board):
-        self.board = board
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dram = core = LiteDRAMCore(generate_litedram(self.board))
-        core.connect_board(platform)
-        m.submodules.clk = clk = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
-        m.d.comb += core.clk_in.eq(clk.i)
-        return m
-
-
-def _platforms():
-    from amaranth_boards.butterstick import ButterStickPlatform
-    from amaranth_boards.ecpix5 import ECPIX585Platform
-    from amaranth_boards.ulx3s import ULX3S_85F_Platform
-    try:  # the OrangeCrab platform with the r0.2 DDR3 pins (boards-build)
-        from fpga_boards.platforms import OrangeCrabR02_85F
-    except ImportError:
-        OrangeCrabR02_85F = None
-    return {"ecpix5": ECPIX585Platform, "butterstick": ButterStickPlatform, "orangecrab": OrangeCrabR02_85F,
-            "ulx3s": ULX3S_85F_Platform}
-
-
 def _platform(board):
-    p = _platforms()[board]
-    if p is None:
+    try:
+        return board_platform(board)
+    except ImportError:  # the OrangeCrab platform with the r0.2 DDR3 pins is fpga_boards.platforms
         pytest.skip("no OrangeCrab platform with the r0.2 DDR3 pins here (fpga_boards.platforms)")
-    return p()
 
 
 def test_orangecrab_r01_pins_refused():
@@ -152,7 +126,7 @@ PINS = {"ecpix5": 44 + 1, "butterstick": 51 + 1, "orangecrab": 47 + 8 + 1, "ulx3
 def test_board_pins(board):
     """connect_board on the amaranth-boards platform: every DRAM pin constrained once (the
     p pin of a differential pair), the core's Verilog added to the build."""
-    plan = _platform(board).prepare(_Top(board), name="top")
+    plan = _platform(board).prepare(DramOnlyTop(board), name="top")
     lpf = plan.files["top.lpf"]
     assert len(re.findall(r"^LOCATE COMP", lpf, re.M)) == PINS[board]
     assert f"litedram_{board}.v" in plan.files
@@ -167,17 +141,12 @@ def test_board_pins(board):
 @pytest.mark.slow
 @pytest.mark.parametrize("board", BOARDS)
 def test_synth_area(board, tmp_path):
-    """synth_ecp5 of the core alone (about 45 s): LUT4 / FF counts (ECPIX-5 ~3.0k / 2.0k)."""
-    b = generate_litedram(board)
-    shutil.copy(b.verilog, tmp_path / "core.v")
-    p = subprocess.run([toolchain.yosys(), "-q", "-p", f"read_verilog core.v; synth_ecp5 -top {b.module}; "
-                        "tee -o stat.txt stat"], cwd=tmp_path, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-3000:]
-    stat = (tmp_path / "stat.txt").read_text()
-    luts = int(re.search(r"(\d+)\s+LUT4", stat).group(1))
-    ffs = int(re.search(r"(\d+)\s+TRELLIS_FF", stat).group(1))
-    print(f"{board}: {luts} LUT4, {ffs} FF")
-    assert 800 < luts < 4000 and 500 < ffs < 3000
+    """synth_ecp5 of the core alone (10-35 s): LUT4 / FF counts (ECPIX-5 ~3.0k / 2.0k)."""
+    r = synth_core(board, tmp_path)
+    print(f"{board}: {r['lut4']} LUT4, {r['ff']} FF")
+    assert 800 < r["lut4"] < 4000 and 500 < r["ff"] < 3000
+    if board != "ulx3s":   # the ECP5 DDR3 PHY's cells
+        assert r["cells"]["DQSBUFM"] == 2 and r["cells"]["EHXPLLL"] == 1
 
 
 @pytest.mark.slow
@@ -185,19 +154,13 @@ def test_synth_area(board, tmp_path):
 def test_place(board, tmp_path):
     """The core with its pins on each board through Yosys, nextpnr-ecp5 and ecppack (30-60 s):
     the I/O cells place on the board's DRAM pins and every clock meets its constraint (the
-    DDR3 cores' system clock is made by their PLL: 75 MHz, OrangeCrab 48 MHz)."""
-    plan = _platform(board).prepare(_Top(board), name="top")
-    plan.extract(tmp_path / "build")
-    p = subprocess.run(["sh", "build_top.sh"], cwd=tmp_path / "build", capture_output=True, text=True,
-                       # OrangeCrab's plan also suffixes a DFU image; only the bitstream matters here
-                       env={**__import__("os").environ, **toolchain.amaranth_tool_env(), "DFU_SUFFIX": "true"})
-    assert p.returncode == 0, p.stderr[-3000:]
-    tim = (tmp_path / "build" / "top.tim").read_text()
-    clocks = re.findall(r"Max frequency for clock\s+'(\S+)': ([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)", tim)
-    final = {name: (float(f), verdict, float(want)) for name, f, verdict, want in clocks}   # last report wins
-    print(f"{board} placed: " + ", ".join(f"{n.strip('$')} {f:.1f} MHz (want {w:.0f})" for n, (f, v, w) in final.items()))
-    assert final and all(v == "PASS" for _, v, _ in final.values())
-    if board != "ulx3s":
-        sys_clk = [f for n, (f, _, w) in final.items() if n.endswith("sys_clk")]
-        assert sys_clk and sys_clk[0] >= generate_litedram(board).sys_clk_hz / 1e6
-    assert (tmp_path / "build" / "top.bit").stat().st_size > 100_000
+    DDR3 cores' system clock is made by their PLL: 75 MHz, OrangeCrab 48 MHz; ULX3S's by the
+    wrapper's: 50 MHz)."""
+    _platform(board)
+    r = place_core(board, tmp_path)
+    print(f"{board} placed: " + ", ".join(f"{n} {c['fmax_mhz']:.1f} MHz (want {c['target_mhz']:.0f})"
+                                          for n, c in r["clocks"].items()))
+    assert r["clocks"] and all(c["met"] for c in r["clocks"].values())
+    sys_clk = [c for n, c in r["clocks"].items() if n.endswith(("sys_clk", "sdrio_clk"))]
+    assert sys_clk and sys_clk[0]["target_mhz"] == pytest.approx(generate_litedram(board).sys_clk_hz / 1e6, rel=1e-3)
+    assert r["bitstream_bytes"] > 100_000
