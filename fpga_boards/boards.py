@@ -58,6 +58,7 @@ class Board:
     uart: tuple[str, int] | None        # platform resource of the host link's UART
     uart_pins: dict | None = None       # (rx, tx, connector) when the board has no UART resource
     loader: tuple[str, ...] = ()        # openFPGALoader arguments that select the board/cable
+    dfu: bool = False                   # programmed through a USB DFU bootloader (flash only, no SRAM load)
     platform_kwargs: dict = field(default_factory=dict)
     leds: str = "led"                   # "led" (LEDResources) or "rgb_led"
     notes: str = ""
@@ -168,13 +169,14 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("butterstick", "ButterStick r1.0 (85F)", "butterstick:ButterStickPlatform",
           Dram("butterstick", "MT41K256M16", "ECP5DDRPHY", "ddr3", 75.0),
           uart=None, uart_pins={"connector": ("syzygy", 0), "rx": "S16", "tx": "S17"},
-          loader=("-c", "dirtyJtag"), leds="none",
+          loader=("--dfu", "--vid", "0x1209", "--pid", "0x5af1", "--altsetting", "0"), dfu=True, leds="none",
           notes="no UART on the board: the host link's UART is on SYZYGY port 0 (S16 rx, S17 tx), "
-                "e.g. through a 3.3 V USB-serial adapter; the Ethernet link is not built yet"),
+                "e.g. through a 3.3 V USB-serial adapter; programmed over its USB DFU bootloader (1209:5af1); "
+                "the Ethernet link is not built yet"),
     Board("orangecrab-85", "OrangeCrab r0.2 85F", "fpga_boards.platforms:OrangeCrabR02_85F",
           Dram("orangecrab", "MT41K64M16", "ECP5DDRPHY", "ddr3", 48.0),
           uart=None, uart_pins={"connector": ("io", 0), "rx": "0", "tx": "1"},
-          loader=("-b", "orangeCrab"), leds="rgb_led",
+          loader=("-b", "orangeCrab"), dfu=True, leds="rgb_led",
           notes="no UART on the board: the host link's UART is on the feather header (pins 0 rx, 1 tx); "
                 "programmed over its USB DFU bootloader; DDR3 pins corrected to r0.2 (fpga_boards/platforms.py)"),
     Board("ulx3s-85", "Radiona ULX3S 85F", "ulx3s:ULX3S_85F_Platform",

