@@ -174,7 +174,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
                 "e.g. through a 3.3 V USB-serial adapter; programmed over its USB DFU bootloader (1209:5af1); "
                 "the Ethernet link is not built yet"),
     Board("orangecrab-85", "OrangeCrab r0.2 85F", "fpga_boards.platforms:OrangeCrabR02_85F",
-          Dram("orangecrab", "MT41K64M16", "ECP5DDRPHY", "ddr3", 48.0),
+          Dram("orangecrab", "MT41K256M16", "ECP5DDRPHY", "ddr3", 48.0),
           uart=None, uart_pins={"connector": ("io", 0), "rx": "0", "tx": "1"},
           loader=("-b", "orangeCrab"), dfu=True, leds="rgb_led",
           notes="no UART on the board: the host link's UART is on the feather header (pins 0 rx, 1 tx); "

