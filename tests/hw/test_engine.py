@@ -23,6 +23,9 @@ def _i32(mem, addr, n):
     return torch.from_numpy(np.frombuffer(bytes(mem[addr:addr + 4 * n]), dtype="<i4").astype(np.int64))
 
 
+# A whole decode in the Python simulator takes minutes; the default run decodes the same
+# kind of model under Verilator (tests/cosim/test_decode_engine.py, every layer compared).
+@pytest.mark.slow
 @pytest.mark.parametrize("kv_bits,k_group", [(8, 2)])
 def test_engine_decodes_tiny_model(tmp_path, kv_bits, k_group):
     model = load_gguf(write_tiny_llama(tmp_path / "tiny.gguf", seed=5))
