@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.host.wishbone import WishboneSignature
 from hw.mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
+from ref_model.cache import cache_root
 from ref_model.errors import LutforgeError, ToolchainError
 from rtl_gen import toolchain
 
@@ -60,11 +61,6 @@ POSTPROCESS_VERSION = 1
 
 class BoardError(LutforgeError):
     """A board name or board-side argument that is not supported."""
-
-
-def _cache_root() -> Path:
-    # The same root as sim/verilator.py's builds (fpga_boards does not import sim).
-    return Path(os.environ.get("LUTFORGE_CACHE", Path.home() / ".cache" / "lutforge"))
 
 
 def yaml_path(board: str) -> Path:
@@ -342,7 +338,7 @@ def generate_litedram(board: str, *, sim: bool = False, force: bool = False) -> 
     Verilog (:func:`_clean_verilog`) and moves the result into the cache
     folder in one rename, so concurrent callers never see half a build. About 1 s."""
     path = yaml_path(board)
-    folder = _cache_root() / "litedram" / f"{board}{'-sim' if sim else ''}-{cache_key(board, sim)}"
+    folder = cache_root() / "litedram" / f"{board}{'-sim' if sim else ''}-{cache_key(board, sim)}"
     if force and folder.exists():
         shutil.rmtree(folder)
     if not (folder / "csr.json").exists():

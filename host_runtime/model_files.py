@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ref_model.cache import cache_root
 from ref_model.models.gguf_model import LlamaGGUF, ModelFileError, load_gguf
 
 __all__ = ["load_model", "convert_checkpoint", "hf_permute"]
@@ -56,7 +57,7 @@ def hf_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("LUTFORGE_CACHE", Path.home() / ".cache" / "lutforge")) / "models"
+    return cache_root() / "models"
 
 
 def _weight_files(folder: Path) -> list[Path]:

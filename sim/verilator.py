@@ -23,6 +23,7 @@ from pathlib import Path
 import cocotb
 from cocotb_tools import runner as cocotb_runner
 
+from ref_model.cache import cache_root
 from ref_model.errors import SimulationError, ToolchainError
 from rtl_gen import toolchain
 
@@ -34,10 +35,6 @@ BUILD_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                "-Wno-lint", "-Wno-style"]
 #: C++ optimisation of the generated model (Verilator's default is -Os).
 OPT_FAST = "-O2"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LUTFORGE_CACHE", Path.home() / ".cache" / "lutforge"))
 
 
 @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from amaranth.hdl import Signal
 from amaranth.sim import Simulator
 
 from hw.decode.isa import Buf, Instr, KVLayout, Op, Reg
@@ -47,8 +48,19 @@ def test_kv_unit_64bit_port(lanes, kv_bits, k_group, window, tokens):
     _run(kv_bits, k_group, window, tokens, lanes, 16, data_bits=64, check_read=True)
 
 
-def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read):
-    nkv, ctx = 2, 16
+def test_kv_append_quantizes_a_beat_per_cycle():
+    """The K-group quantization takes a beat (4 channels at 128 bits) per cycle: the APPEND
+    that completes a group of 16 rows of 128 channels costs, beyond one that does not,
+    about 2 passes x 16 rows x 32 beats + a scale and a parameter record per channel."""
+    cycles = _run(4, 16, 0, 16, 16, 64, data_bits=128, check_read=False, nkv=2, max_kv_dim=128)
+    extra = cycles[15] - cycles[14]
+    row, k_group, per_beat = 128, 16, 4
+    bound = 2 * k_group * row // per_beat + 2 * row + 150
+    assert extra < bound, f"K-group quantization took {extra} cycles (one channel per cycle would be ~{2 * k_group * row})"
+
+
+def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read, nkv=2, max_kv_dim=64):
+    ctx = 16
     L = KVLayout(ctx, nkv, hd, kv_bits, k_group, window)
     num = DecodeNumerics(kv_bits=kv_bits, k_group=k_group, kv_window=window)
     size = BASE + L.size + 4096
@@ -63,7 +75,7 @@ def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read):
     rows[2][0, 5] = (1 << 31) - 1
     rows[3][1, :] = -7                                  # a constant V row: range 0
 
-    dut = KVUnit(max_kv_dim=64, scale_bits=num.kv_scale_bits, lanes=lanes, max_kv_heads=4, data_bits=data_bits)
+    dut = KVUnit(max_kv_dim=max_kv_dim, scale_bits=num.kv_scale_bits, lanes=lanes, max_kv_heads=4, data_bits=data_bits)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(mem.read_process(dut.axi_r), background=True)
@@ -72,6 +84,8 @@ def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read):
               "max_ctx": ctx, "v_raw": regs[Reg.KV_V_RAW], "k_codes": regs[Reg.KV_K_CODES],
               "k_params": regs[Reg.KV_K_PARAMS], "v_codes": regs[Reg.KV_V_CODES], "v_params": regs[Reg.KV_V_PARAMS]}
     failures = []
+    append_cycles = []
+    cycle_count = Signal(32)
 
     async def send(ctx_, port, values):
         for v in values:
@@ -92,9 +106,11 @@ def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read):
             ctx_.set(dut.cmd.valid, 1)
             await ctx_.tick().until(dut.cmd.ready)
             ctx_.set(dut.cmd.valid, 0)
+            t0 = ctx_.get(cycle_count)
             await send(ctx_, dut.k_in, k_row.tolist())
             await send(ctx_, dut.v_in, v_row.tolist())
             await ctx_.tick().until(~dut.busy)
+            append_cycles.append(ctx_.get(cycle_count) - t0)
             ref.regs[Reg.POS] = pos
             ref.bufs[Buf.K], ref.bufs[Buf.V] = k_row, v_row
             ref.execute(Instr(Op.KV_APPEND, src=Buf.K, src2=Buf.V, addr=BASE))
@@ -130,6 +146,12 @@ def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read):
                 failures.append(f"pos {pos}: READ rows differ: {len(bad)} words, first {bad[:4]}")
                 return
 
+    async def count(ctx_):
+        async for _ in ctx_.tick():
+            ctx_.set(cycle_count, ctx_.get(cycle_count) + 1)
+
+    sim.add_testbench(count, background=True)
     sim.add_testbench(bench)
     sim.run()
     assert not failures, failures
+    return append_cycles
