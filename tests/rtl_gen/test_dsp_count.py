@@ -1,6 +1,6 @@
 """rtl_gen.dsp_count: the per-unit MULT18X18D estimate from the elaborated design."""
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
