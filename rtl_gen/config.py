@@ -385,6 +385,18 @@ class DecodeConfig(_Strict):
 
     limits: DecodeLimits
     numerics: dict[str, int | str] = {}
+    #: channels per cycle of the KV read / attention path; the attention unit holds
+    #: ``heads/kv_heads x lanes`` 18 x 32-bit multipliers (2 MULT18X18D each) and its score
+    #: and value phases take ``n*kv_heads*head_dim/lanes`` cycles each. Default: the most
+    #: the head_dim allows (:func:`ref_model.decode.attention_lanes`, up to 32).
+    lanes: Annotated[int, Field(ge=1, le=32, description="attention lanes: channels per cycle of the KV read / "
+                                "attention path (power of two dividing head_dim, at least memory.data_bits/32); "
+                                "fewer lanes = fewer DSP multipliers, slower attention. Default: the most the "
+                                "head_dim allows (up to 32)")] | None = None
+    #: matvec lanes (of 32) whose 12 x 9-bit product is built from LUTs instead of taking a
+    #: whole MULT18X18D: trades ~200 LUT4 per lane for one DSP (same numerics and timing)
+    matvec_lut_lanes: Annotated[int, Field(ge=0, le=32, description="matvec lanes (of 32) whose product is "
+                                           "built from LUTs instead of a DSP block (about 200 LUT4 each)")] = 0
 
     @model_validator(mode="after")
     def _numerics_valid(self):
@@ -393,6 +405,9 @@ class DecodeConfig(_Strict):
             num = DecodeNumerics.from_dict(dict(self.numerics))
         except ConfigError as e:
             raise ValueError(str(e)) from None
+        if self.lanes is not None and (self.lanes & (self.lanes - 1) or self.limits.head_dim % self.lanes):
+            raise ValueError(f"decode.lanes={self.lanes} must be a power of two dividing limits.head_dim="
+                             f"{self.limits.head_dim}; allowed: 1, 2, 4, ... up to 32")
         if num.k_group & (num.k_group - 1):
             raise ValueError(f"numerics.k_group={num.k_group} is not a power of two; allowed: 1, 2, 4, ... 1024")
         if num.act_scale_bits < 2 or num.kv_scale_bits < 2:
@@ -427,6 +442,9 @@ class AcceleratorConfig(_Strict):
         if self.decode is not None and self.memory.data_bits not in (64, 128):
             raise ValueError(f"memory.data_bits={self.memory.data_bits}: the decode engine needs a 64- or "
                              f"128-bit port; allowed: 64, 128")
+        if self.decode is not None and self.decode.lanes is not None and self.decode.lanes < self.memory.data_bits // 32:
+            raise ValueError(f"decode.lanes={self.decode.lanes}: the KV unit reads whole {self.memory.data_bits}-bit "
+                             f"beats of int32 channels; allowed: at least {self.memory.data_bits // 32}")
         return self
 
     @model_validator(mode="after")

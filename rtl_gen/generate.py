@@ -41,7 +41,9 @@ def engine_limits(cfg: AcceleratorConfig):
         raise LutforgeError(f"config {cfg.name!r} has no decode section (a decode engine needs decode.limits)")
     lim = cfg.decode.limits
     return EngineLimits(dim=lim.dim, ffn=lim.ffn, heads=lim.heads, kv_heads=lim.kv_heads, head_dim=lim.head_dim,
-                        vocab=lim.vocab, ctx=lim.context, lanes=attention_lanes(lim.head_dim))
+                        vocab=lim.vocab, ctx=lim.context,
+                        lanes=cfg.decode.lanes or attention_lanes(lim.head_dim),
+                        matvec_lut_lanes=cfg.decode.matvec_lut_lanes)
 
 
 def elaborate_decode(cfg: AcceleratorConfig) -> wiring.Component:

@@ -34,6 +34,7 @@ from ..mem.writer import BurstWriter
 from .attention import AttentionUnit
 from .isa import GROUP, INSTR_BITS, MODE_NORM_INPUT, Buf, InstrLayout, Op, Reg
 from .kv import KVUnit
+from .lutmul import lut_mul
 from .matvec import MatvecUnit, _f16
 from .vector import ArgmaxUnit, ElementwiseUnit, RmsNormUnit, RopeUnit, sat32
 
@@ -51,9 +52,11 @@ class EngineLimits:
     """Buffer sizes and unit limits of one engine (from the config's decode section)."""
 
     def __init__(self, *, dim: int, ffn: int, heads: int, kv_heads: int, head_dim: int, vocab: int, ctx: int,
-                 lanes: int = 1):
+                 lanes: int = 1, matvec_lut_lanes: int = 0):
         #: channels per cycle of the KV read and attention path (power of two dividing head_dim)
         self.lanes = lanes
+        #: matvec lanes whose product is built from LUTs instead of a DSP block (0..32)
+        self.matvec_lut_lanes = matvec_lut_lanes
         self.dim, self.ffn, self.heads, self.kv_heads = dim, ffn, heads, kv_heads
         self.head_dim, self.vocab, self.ctx = head_dim, vocab, ctx
 
@@ -146,7 +149,8 @@ class DecodeEngine(wiring.Component):
         mv = MatvecUnit(max_dim=max(L.dim, L.ffn), act_bits=N.act_bits, norm_act_bits=N.norm_act_bits,
                         act_block=N.act_block, act_scale_bits=N.act_scale_bits, acc_bits=N.acc_bits,
                         acc_frac=N.acc_frac, frac=F,
-                        prefetch=matvec_prefetch(L, max_burst=self.max_burst, outstanding=self.outstanding), **rdp)
+                        prefetch=matvec_prefetch(L, max_burst=self.max_burst, outstanding=self.outstanding),
+                        lut_lanes=L.matvec_lut_lanes, **rdp)
         norm = RmsNormUnit(frac=F, gain_frac=N.norm_gain_frac, ss_shift=N.ss_shift, rsqrt_table=T["rsqrt"])
         rope = RopeUnit(max_head_dim=L.head_dim, sin_table=T["sin"])
         elem = ElementwiseUnit(frac=F, sigmoid_table=T["sigmoid"])
@@ -392,7 +396,7 @@ class DecodeEngine(wiring.Component):
             with m.State("ROPE"):
                 m.d.comb += [rope.cmd.valid.eq(~started_unit), rope.cmd.payload.heads.eq(ins.rows),
                              rope.cmd.payload.head_dim.eq(ins.cols), rope.cmd.payload.pos.eq(pos),
-                             chan_a.start.eq(rope.cmd.valid & rope.cmd.ready), chan_a.count.eq(ins.rows * ins.cols),
+                             chan_a.start.eq(rope.cmd.valid & rope.cmd.ready), chan_a.count.eq(lut_mul(ins.rows, ins.cols, len(chan_a.count))),
                              wr_go.eq(~words_started), wr_addr.eq(ins.addr), wr_count.eq(ins.cols >> 1),
                              wr_sel.eq(3)]
                 connect_stream(m, chan_a.out, rope.x)
@@ -446,8 +450,8 @@ class DecodeEngine(wiring.Component):
                 m.d.comb += [kv.cmd.valid.eq(~started_unit), kv.cmd.payload.read.eq(0),
                              kv.cmd.payload.base.eq(ins.addr), kv.cmd.payload.pos.eq(pos),
                              chan_a.start.eq(kv.cmd.valid & kv.cmd.ready), chan_b.start.eq(kv.cmd.valid & kv.cmd.ready),
-                             chan_a.count.eq(reg(Reg.N_KV_HEADS) * reg(Reg.HEAD_DIM)),
-                             chan_b.count.eq(reg(Reg.N_KV_HEADS) * reg(Reg.HEAD_DIM))]
+                             chan_a.count.eq(lut_mul(reg(Reg.N_KV_HEADS), reg(Reg.HEAD_DIM), len(chan_a.count))),
+                             chan_b.count.eq(lut_mul(reg(Reg.N_KV_HEADS), reg(Reg.HEAD_DIM), len(chan_b.count)))]
                 connect_stream(m, chan_a.out, kv.k_in)
                 connect_stream(m, chan_b.out, kv.v_in)
                 with m.If(kv.cmd.valid & kv.cmd.ready):
@@ -465,7 +469,7 @@ class DecodeEngine(wiring.Component):
                              att.cmd.valid.eq(~started_unit), att.cmd.payload.heads.eq(ins.rows),
                              att.cmd.payload.kv_heads.eq(reg(Reg.N_KV_HEADS)), att.cmd.payload.head_dim.eq(hd),
                              att.cmd.payload.n.eq(pos + 1), att.cmd.payload.c.eq(cval),
-                             chan_a.start.eq(~started_unit), chan_a.count.eq(ins.rows * ins.cols),
+                             chan_a.start.eq(~started_unit), chan_a.count.eq(lut_mul(ins.rows, ins.cols, len(chan_a.count))),
                              w_valid.eq(att.o_valid), w_data.eq(att.y)]
                 connect_stream(m, chan_a.out, att.q)
                 connect_stream(m, kv.k_out, att.k)
@@ -476,7 +480,7 @@ class DecodeEngine(wiring.Component):
             # EMBED: Q8_0 row TOKEN: its f16 scales, then its int8 codes -> dst
             with m.State("EMBED_SCALES"):
                 ng = ins.cols >> 5
-                m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(ins.addr2 + reg(Reg.TOKEN) * (ng << 1)),
+                m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(ins.addr2 + lut_mul(reg(Reg.TOKEN), ng << 1, len(wr_addr))),
                              wr_count.eq(ng), wr_sel.eq(1), words.ready.eq(1),
                              esw.en.eq(words.valid), esw.addr.eq(e_i), esw.data.eq(words.payload[:16])]
                 with m.If(wr_started):
@@ -487,7 +491,7 @@ class DecodeEngine(wiring.Component):
                         m.d.sync += [e_i.eq(0), started_unit.eq(0)]
                         m.next = "EMBED_CODES"
             with m.State("EMBED_CODES"):
-                m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(ins.addr + reg(Reg.TOKEN) * ins.cols),
+                m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(ins.addr + lut_mul(reg(Reg.TOKEN), ins.cols, len(wr_addr))),
                              wr_count.eq(ins.cols), wr_sel.eq(0), words.ready.eq(1), esr.addr.eq(e_i >> 5)]
                 md, ed = _f16(m, esr.data, "emb")
                 code = Signal(signed(8))

@@ -47,6 +47,7 @@ from ..mem.reader import BurstReader
 from ..mem.writer import BurstWriter
 from .attention import lane_vector
 from .funcs import MantScaleUnit, bit_length
+from .lutmul import lut_mul
 
 #: Unit widths of the (un)packers and their select codes.
 UNITS = (2, 4, 8, 32, 64)
@@ -239,7 +240,7 @@ class KVUnit(wiring.Component):
         is_k = Signal()            # the pass works on K (per channel) rather than V (per head)
 
         def slot_addr(part_off, tok):
-            return cmd.base + part_off + (tok & ring_mask) * raw_bytes
+            return cmd.base + part_off + lut_mul(tok & ring_mask, raw_bytes)
 
         # ---- transfer helpers --------------------------------------------------------
         # APPEND reads a pass's raw rows (the whole K group: its ring slots are contiguous,
@@ -456,12 +457,12 @@ class KVUnit(wiring.Component):
                     nbytes = Signal(24)
                     with m.Switch(iw.st):
                         with m.Case(SEG_PARAMS):
-                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_params + iw.tt * vpar_bytes,
-                                                                   rg.k_params + (iw.tt >> lg_g) * kpar_bytes))
-                            m.d.comb += nbytes.eq(Mux(iw.isv, iw.nt * vpar_bytes, kpar_bytes))
+                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_params + lut_mul(iw.tt, vpar_bytes),
+                                                                   rg.k_params + lut_mul(iw.tt >> lg_g, kpar_bytes)))
+                            m.d.comb += nbytes.eq(Mux(iw.isv, lut_mul(iw.nt, vpar_bytes), kpar_bytes))
                         with m.Case(SEG_CODES):
-                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_codes, rg.k_codes) + iw.tt * code_bytes)
-                            m.d.comb += nbytes.eq(iw.nt * code_bytes)
+                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_codes, rg.k_codes) + lut_mul(iw.tt, code_bytes))
+                            m.d.comb += nbytes.eq(lut_mul(iw.nt, code_bytes))
                         with m.Case(SEG_RAW):
                             m.d.sync += iss_addr.eq(slot_addr(Mux(iw.isv, rg.v_raw, 0), iw.tt))
                             m.d.comb += nbytes.eq(raw_bytes)
@@ -480,12 +481,12 @@ class KVUnit(wiring.Component):
                     m.d.sync += [cmd.eq(self.cmd.payload), self.busy.eq(1)]
                     m.next = "SIZE"
             with m.State("SIZE"):
-                m.d.sync += [row.eq(rg.kv_heads * rg.head_dim), n.eq(cmd.pos + 1)]
+                m.d.sync += [row.eq(lut_mul(rg.kv_heads, rg.head_dim)), n.eq(cmd.pos + 1)]
                 m.next = "SIZE2"
             with m.State("SIZE2"):
                 vq_raw = Signal(signed(16))
                 m.d.comb += vq_raw.eq(n - rg.kv_window)
-                m.d.sync += [raw_bytes.eq(row << 2), code_bytes_used.eq((row * rg.kv_bits) >> 3), rbeats.eq(row >> lg_p),
+                m.d.sync += [raw_bytes.eq(row << 2), code_bytes_used.eq(lut_mul(row, rg.kv_bits) >> 3), rbeats.eq(row >> lg_p),
                              nrv.eq(row >> lg_l), nvh.eq(rg.head_dim >> lg_l),
                              vq.eq(Mux(~q | (vq_raw < 0), 0, vq_raw)),
                              kq.eq(Mux(~q | (vq_raw < 0), 0, (vq_raw >> lg_g) << lg_g))]
@@ -586,7 +587,7 @@ class KVUnit(wiring.Component):
                 with m.If(rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0), pk_sel.eq(sel_code), pk_from_q.eq(1),
                                  wst_left.eq(rows_left),
-                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_codes, rg.v_codes) + t * code_bytes)]
+                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_codes, rg.v_codes) + lut_mul(t, code_bytes))]
                     m.next = "C_ROW"
             with m.State("C_ROW"):
                 pw = Signal(range(sdepth), name="c_word")
@@ -610,8 +611,8 @@ class KVUnit(wiring.Component):
             with m.State("C_FLUSH"):     # the last row's codes leave the packer
                 with m.If((q_inflight == 0) & ~v1 & ~v2 & ~v3 & (wst_left == 0)):
                     m.d.sync += [pk_from_q.eq(0), i.eq(0), pk_sel.eq(SEL_PARAM),
-                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_params + (g0 >> lg_g) * kpar_bytes,
-                                                           rg.v_params + (vq - 1) * vpar_bytes))]
+                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_params + lut_mul(g0 >> lg_g, kpar_bytes),
+                                                           rg.v_params + lut_mul(vq - 1, vpar_bytes)))]
                     m.next = "P_START"
             with m.State("P_START"):
                 m.d.comb += wr.start.valid.eq(1)

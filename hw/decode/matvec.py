@@ -34,6 +34,7 @@ from ..mem.axi4 import AXI4ReadSignature
 from ..mem.gearbox import UnitUnpacker
 from ..mem.reader import BurstReader, ReadArbiter
 from .funcs import MantScaleUnit
+from .lutmul import lut_mul
 from .isa import WeightKind
 
 GROUP = 32
@@ -288,8 +289,11 @@ class MatvecUnit(wiring.Component):
     def __init__(self, *, max_dim: int, act_bits: int = 8, norm_act_bits: int = 12, act_block: int = 32,
                  act_scale_bits: int = 8, acc_bits: int = 48, acc_frac: int = 24, frac: int = 12,
                  addr_bits: int = 32, data_bits: int = 128, max_burst: int = 16, outstanding: int = 4,
-                 prefetch: tuple[int, int] | None = None):
+                 prefetch: tuple[int, int] | None = None, lut_lanes: int = 0):
         self.max_dim, self.acc_bits, self.acc_frac, self.frac = max_dim, acc_bits, acc_frac, frac
+        #: lanes whose code x weight product is built from LUTs (:func:`.lutmul.lut_mul`)
+        #: instead of a DSP block: the DSP budget of an ECP5-85 (same numerics, same timing)
+        self.lut_lanes = lut_lanes
         self.prefetch = prefetch
         self.addr_bits, self.data_bits = addr_bits, data_bits
         self.max_burst, self.outstanding = max_burst, outstanding
@@ -359,7 +363,7 @@ class MatvecUnit(wiring.Component):
                     m.d.sync += [cmd.eq(self.cmd.payload), issued.eq(0), self.busy.eq(1)]
                     m.next = "SIZE"
             with m.State("SIZE"):   # sizes of the two streams (one multiply, registered)
-                m.d.sync += groups.eq(cmd.rows * gpr)
+                m.d.sync += groups.eq(lut_mul(cmd.rows, gpr))
                 m.next = "SIZE2"
             with m.State("SIZE2"):
                 m.d.sync += [code_bytes.eq(Mux(cb_sel == 2, groups << 5, Mux(cb_sel == 1, groups << 4, groups << 3))),
@@ -434,7 +438,7 @@ class MatvecUnit(wiring.Component):
                     m.d.comb += w.eq(c4 - offset)
                 with m.Default():
                     m.d.comb += w.eq(c8.as_signed())
-            m.d.sync += [w1.eq(w), p.eq(qw.a[k] * w1)]
+            m.d.sync += [w1.eq(w), p.eq(lut_mul(qw.a[k], w1) if k < self.lut_lanes else qw.a[k] * w1)]
         md, ed = _f16(m, sc1[:16], "d")
         mm, em = _f16(m, sc1[16:32], "m")
         side = Signal(2)             # valid, last: travel with every stage

@@ -30,10 +30,11 @@ def tiny_hd32(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kv_bits,k_group,window,stall,lanes,model", [
-    (8, 4, 0, 0, 16, "tiny"), (4, 2, 1, 20, 4, "tiny"), (4, 4, 1, 10, 32, "tiny_hd32")])
+    (8, 4, 0, 0, 16, "tiny"), (8, 4, 0, 0, 4, "tiny"), (4, 2, 1, 20, 4, "tiny"), (4, 4, 1, 10, 32, "tiny_hd32")])
 def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, tmp_path, request):
-    """KV8 with 16 attention lanes (one K/V vector per head), KV4 with 4 lanes, KV4 with 32
-    lanes (a KV4 row per 128-bit beat, the shipped SmolLM2 engine's lanes)."""
+    """KV8 with 16 attention lanes (one K/V vector per head), KV8 with 4 (the shipped
+    decode_tiny engine: one beat of int32 channels per vector), KV4 with 4 lanes, KV4 with 32
+    lanes (a KV4 row per 128-bit beat)."""
     tiny = request.getfixturevalue(model)
     hp = tiny.hparams
     ctx = 8
@@ -41,7 +42,9 @@ def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, 
     ref = IntLlama(tiny, num, max_context=ctx)
     prog = compile_decode(ref, trace=True, context=ctx)
     limits = EngineLimits(dim=hp.dim, ffn=hp.ffn_dim, heads=hp.n_heads, kv_heads=hp.n_kv_heads,
-                          head_dim=hp.head_dim, vocab=hp.vocab_size, ctx=ctx, lanes=lanes)
+                          head_dim=hp.head_dim, vocab=hp.vocab_size, ctx=ctx, lanes=lanes,
+                          # the shipped decode_tiny engine: half the matvec products in LUTs
+                          matvec_lut_lanes=16 if (kv_bits, lanes) == (8, 4) else 0)
     sim = SimMemoryConfig(latency=12, size_bytes=1 << 20, stall_percent=stall, refresh_period=500 if stall else 0,
                           refresh_cycles=20 if stall else 0)
     g = torch.Generator().manual_seed(kv_bits)

@@ -57,10 +57,12 @@ def test_ecpix5_tensor_core_on_ddr3_bitstream(tmp_path):
 
 
 @pytest.mark.slow
-def test_ecpix5_decode_does_not_fit_yet(tmp_path):
-    """decode_tiny's engine needs more MULT18X18D than an ECP5-85 has: the build stops after
-    Yosys with the overflow, and no bitstream is written (about 20 minutes of Yosys)."""
+def test_ecpix5_decode_bitstream(tmp_path):
+    """ECPIX-5 85F: decode_tiny's engine (4 attention lanes, 16 matvec lanes in LUTs: 148
+    MULT18X18D after Yosys' DSP mapping) + host link + LiteDRAM DDR3 at 15 MHz (tens of
+    minutes; the engine before those changes stopped at the fit check with 295)."""
     cfg = load_config("ecpix5_decode_tiny")
-    with pytest.raises(ToolchainError, match=r"does not fit LFE5UM5G-85F: needs \d+ DSP multipliers"):
-        build_bitstream("ecpix5-85", cfg, tmp_path, log=print)
-    assert not (tmp_path / "lutforge_top.bit").exists()
+    man = build_bitstream("ecpix5-85", cfg, tmp_path, log=print)
+    _check_manifest(tmp_path, man, "ecpix5-85")
+    assert man["resources"]["dsp"]["used"] <= 156
+    assert man["memory"]["kind"] == "dram" and man["memory"]["bytes"] == 512 << 20

@@ -43,7 +43,7 @@ def _input(cols: int, g: torch.Generator, norm: bool):
 
 
 def _run(kind: WeightKind, rows: int, cols: int, seed: int, norm: bool, data_bits: int = 128, acc_frac: int = 24,
-         prefetch=None):
+         prefetch=None, lut_lanes=0):
     g = torch.Generator().manual_seed(seed)
     codes, d, m = _matrix(kind, rows, cols, g)
     x = _input(cols, g, norm)
@@ -59,7 +59,7 @@ def _run(kind: WeightKind, rows: int, cols: int, seed: int, norm: bool, data_bit
     mem = AXIMemory(align(saddr + len(sbytes)) + 4096, data_bits, latency=5)
     mem.mem[caddr:caddr + len(cbytes)] = cbytes
     mem.mem[saddr:saddr + len(sbytes)] = sbytes
-    dut = MatvecUnit(max_dim=256, data_bits=data_bits, acc_frac=acc_frac, prefetch=prefetch)
+    dut = MatvecUnit(max_dim=256, data_bits=data_bits, acc_frac=acc_frac, prefetch=prefetch, lut_lanes=lut_lanes)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(mem.read_process(dut.axi), background=True)
@@ -126,4 +126,12 @@ def test_matvec_deep_prefetch():
     (320 beats) is longer than its FIFO, every block of the 256-element input is
     quantized while later blocks load."""
     got, want = _run(WeightKind.Q4_1, 40, 256, 21, True, prefetch=(256, 64))
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("kind", [WeightKind.Q8_0, WeightKind.Q4_0, WeightKind.TERNARY])
+def test_matvec_lut_lanes(kind):
+    """Lanes whose product is built from LUTs (lut_mul) give the same bits: signed 8-bit,
+    offset 4-bit and 2-bit codes times signed 12-bit norm codes."""
+    got, want = _run(kind, 3, 64, 31 + int(kind), True, lut_lanes=20)
     assert torch.equal(got, want)

@@ -95,3 +95,20 @@ def test_yaml_roundtrip_of_dump(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert load_config(p).hash() == cfg.hash()
+
+
+def test_decode_lanes():
+    """decode.lanes picks the attention lanes (the engine's multiplier count); default: the
+    most the head_dim allows; a bad value is one clear line."""
+    from rtl_gen.generate import engine_limits
+    assert engine_limits(load_config("decode_tiny")).lanes == 4
+    assert engine_limits(load_config("decode_tiny", ["decode.lanes=null"])).lanes == 16
+    assert engine_limits(load_config("decode_smollm2", ["decode.lanes=8"])).lanes == 8
+    for bad, words in (("3", "power of two dividing limits.head_dim=16"), ("32", "power of two dividing"),
+                       ("2", "at least 4")):
+        with pytest.raises(ConfigError) as err:
+            load_config("decode_tiny", [f"decode.lanes={bad}"])
+        assert f"decode.lanes={bad}" in str(err.value) and words in str(err.value), str(err.value)
+        assert "\n" not in str(err.value)
+    assert engine_limits(load_config("decode_tiny")).matvec_lut_lanes == 16
+    assert engine_limits(load_config("decode_smollm2")).matvec_lut_lanes == 0

@@ -1,0 +1,38 @@
+"""lut_mul: exact products without a $mul cell (so Yosys cannot put them in a DSP)."""
+
+import random
+
+import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Module, Signal, signed
+from amaranth.sim import Simulator
+
+from hw.decode.lutmul import lut_mul
+
+
+@pytest.mark.parametrize("sa,sb,width", [(False, False, None), (True, False, None), (False, True, None),
+                                         (True, True, None), (False, False, 10), (True, True, 7)])
+def test_lut_mul_exact(sa, sb, width):
+    a = Signal(signed(12) if sa else 12)
+    b = Signal(signed(9) if sb else 9)
+    y = Signal(signed(40))
+    m = Module()
+    m.d.comb += y.eq(lut_mul(a, b, width))
+    assert "$mul" not in rtlil.convert(m, ports=[a, b, y])
+    rng = random.Random(1)
+    lo_a, hi_a = (-2048, 2047) if sa else (0, 4095)
+    lo_b, hi_b = (-256, 255) if sb else (0, 511)
+    cases = [(x, z) for x in (lo_a, hi_a, 0, 1) for z in (lo_b, hi_b, 0, 1)]
+    cases += [(rng.randint(lo_a, hi_a), rng.randint(lo_b, hi_b)) for _ in range(200)]
+
+    async def bench(ctx):
+        for x, z in cases:
+            ctx.set(a, x)
+            ctx.set(b, z)
+            want = x * z if width is None else (x * z) % (1 << width)
+            got = ctx.get(y) if width is None else ctx.get(y) % (1 << width)
+            assert got == want, (x, z, got, want)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
