@@ -20,6 +20,7 @@ from hw.decode.engine import EngineCounters
 from hw.host.link import HostLink
 
 from .axi_memory import AXIMemory
+from .byte_stream_bench import add_byte_stream_benches
 
 HASH = bytes.fromhex("0011223344556677")
 MEM = 1 << 12
@@ -113,36 +114,10 @@ def _simulate(stream: bytes, *, ctrl: bool, expect_len: int, seed: int = 0, max_
                 ctx.set(wb.ack, 1)
             acked = True
 
-    async def driver(ctx):
-        for b in stream:
-            while rnd.random() > 0.8:
-                ctx.set(dut.rx.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.rx.payload, b)
-            ctx.set(dut.rx.valid, 1)
-            await ctx.tick().until(dut.rx.ready)
-        ctx.set(dut.rx.valid, 0)
-
-    async def monitor(ctx):
-        while True:
-            ready = rnd.random() < 0.7
-            ctx.set(dut.tx.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.tx.valid, dut.tx.payload)
-            if valid and ready:
-                out.append(payload)
-
-    async def main(ctx):
-        cycles = 0
-        while len(out) < expect_len and cycles < max_cycles:
-            await ctx.tick().repeat(64)
-            cycles += 64
-        await ctx.tick().repeat(300)
-
     if ctrl:
         sim.add_testbench(slave, background=True)
-    sim.add_testbench(driver, background=True)
-    sim.add_testbench(monitor, background=True)
-    sim.add_testbench(main)
+    add_byte_stream_benches(sim, dut, stream, out, rnd=rnd, p_rx=0.8, p_tx=0.7, expect_len=expect_len,
+                            max_cycles=max_cycles, tail_cycles=300)
     sim.run()
     return bytes(out), regs, log
 

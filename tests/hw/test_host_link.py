@@ -20,6 +20,7 @@ from hw.host.crc import CRC_INIT, crc32_step, crc32_step_int
 from hw.host.link import HostLink
 
 from .axi_memory import AXIMemory
+from .byte_stream_bench import add_byte_stream_benches
 
 HASH = bytes.fromhex("0123456789abcdef")
 MEM = 1 << 14
@@ -138,35 +139,9 @@ def _simulate(stream: bytes, *, seed: int, data_bits: int, engine_cycles: int, p
                     ctx.set(dut.busy, 0)
                     ctx.set(dut.next_token, _next_token(tok, pos))
 
-    async def driver(ctx):
-        for b in stream:
-            while rnd.random() > p_rx:
-                ctx.set(dut.rx.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.rx.payload, b)
-            ctx.set(dut.rx.valid, 1)
-            await ctx.tick().until(dut.rx.ready)
-        ctx.set(dut.rx.valid, 0)
-
-    async def monitor(ctx):
-        while True:
-            ready = rnd.random() < p_tx
-            ctx.set(dut.tx.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.tx.valid, dut.tx.payload)
-            if valid and ready:
-                out.append(payload)
-
-    async def main(ctx):
-        cycles = 0
-        while len(out) < expect_len and cycles < max_cycles:
-            await ctx.tick().repeat(64)
-            cycles += 64
-        await ctx.tick().repeat(600)            # nothing more may come
-
     sim.add_testbench(engine, background=True)
-    sim.add_testbench(driver, background=True)
-    sim.add_testbench(monitor, background=True)
-    sim.add_testbench(main)
+    add_byte_stream_benches(sim, dut, stream, out, rnd=rnd, p_rx=p_rx, p_tx=p_tx, expect_len=expect_len,
+                            max_cycles=max_cycles, tail_cycles=600)   # 600: nothing more may come
     sim.run()
     return bytes(out), mem, starts, bad_sharing
 
