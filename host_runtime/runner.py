@@ -67,14 +67,15 @@ def run_model(cfg, model, prompt: str, *, target: str = "sim://", tokens: int = 
               temperature: float = 0.0, seed: int = 0, context: int | None = None, verify: bool = True,
               force_upload: bool = False, load_kv: str | None = None, save_kv: str | None = None,
               progress: bool = False, on_text: Callable[[str], None] | None = None,
-              timeout: float = 2.0, retries: int = 5) -> RunResult:
+              timeout: float = 2.0, retries: int = 5, memory_bytes: int | None = None,
+              memory_name: str = "the device") -> RunResult:
     """Generate ``tokens`` after ``prompt`` with ``model`` (a loaded
     :class:`~ref_model.models.gguf_model.LlamaGGUF`) on the device at ``target``."""
     from ref_model.models.generate import generate
     t0 = time.perf_counter()
     with connect(target, cfg, timeout=timeout, retries=retries) as link:
         s = Session.open(link, cfg, model, context=context, progress=progress, verify=verify,
-                         force_upload=force_upload)
+                         force_upload=force_upload, memory_bytes=memory_bytes, memory_name=memory_name)
         cache = s.restore_kv(KVSnapshot.load(load_kv)) if load_kv else None
         resumed = len(cache.tokens) if cache else 0
         on_cache = (lambda c: s.save_kv(c).save(save_kv)) if save_kv else None

@@ -138,6 +138,14 @@ class KVSnapshot:
             raise SessionError(f"KV snapshot {p} has a bad header ({e})") from None
 
 
+def check_image_fits(image_bytes: int, memory_bytes: int | None, memory_name: str = "the device") -> None:
+    """Refuse a compiled image (weights, KV cache, program) larger than the device's memory."""
+    if memory_bytes is not None and image_bytes > memory_bytes:
+        raise SessionError(f"the model's image needs {image_bytes / 2**20:.1f} MiB of memory; {memory_name} has "
+                           f"{memory_bytes / 2**20:.0f} MiB ({image_bytes - memory_bytes:,} bytes over): use a board "
+                           f"with more memory, a smaller model or a shorter --context")
+
+
 class Session:
     """A compiled model on a device behind ``link``. Use :meth:`open` to compile, connect
     and upload in one step.
@@ -160,10 +168,13 @@ class Session:
     # ------------------------------------------------------------------ set-up ------
     @classmethod
     def open(cls, link: Link, cfg, model, *, context: int | None = None, progress: bool = False,
-             verify: bool = True, force_upload: bool = False) -> "Session":
+             verify: bool = True, force_upload: bool = False, memory_bytes: int | None = None,
+             memory_name: str = "the device") -> "Session":
         """Compile ``model`` (:class:`ref_model.models.gguf_model.LlamaGGUF`) for the
         decode engine of ``cfg`` (its decode section: limits and numerics), check the
-        device behind ``link``, upload (or find) the image."""
+        device behind ``link``, upload (or find) the image. ``memory_bytes``: the device's
+        external memory (a board's DRAM), when known: an image that does not fit is refused
+        before anything is sent."""
         from ref_model.models.int_llama import IntLlama
         if cfg.decode is None:
             raise SessionError(f"config {cfg.name!r} has no decode section: it builds no decode engine to run a model on")
@@ -171,6 +182,7 @@ class Session:
         ctx = context or min(limits.max_context, model.hparams.context_length)
         decoder = IntLlama(model, cfg.decode.decode_numerics(), max_context=ctx)
         prog = compile_decode(decoder, limits, context=ctx)
+        check_image_fits(prog.image.size, memory_bytes, memory_name)
         s = cls(link, prog, model, decoder, config_hash=cfg.hash_bytes())
         s.check_device(cfg.name)
         s.upload_stats = s.upload(progress=progress, verify=verify, force=force_upload)

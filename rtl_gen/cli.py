@@ -100,6 +100,12 @@ def cmd_run(args) -> int:
     _threads(args)
     cfg = load_config(args.config, args.overrides)
     model = load_model(args.model)
+    memory = {}
+    if cfg.target.board and not args.target.startswith(("sim:", "isa:")):
+        # A bitstream of this config runs on that board: its DRAM bounds the image.
+        from fpga_boards.boards import get_board
+        board = get_board(cfg.target.board)
+        memory = dict(memory_bytes=board.dram_bytes, memory_name=f"{board.title} ({board.dram_module_name})")
 
     def show(piece: str) -> None:
         sys.stdout.write(piece)
@@ -109,7 +115,7 @@ def cmd_run(args) -> int:
                   temperature=args.temperature, seed=args.seed, context=args.context, verify=not args.no_verify,
                   force_upload=args.force_upload, load_kv=args.load_kv, save_kv=args.save_kv,
                   progress=sys.stderr.isatty() or args.progress, on_text=show, timeout=args.timeout,
-                  retries=args.retries)
+                  retries=args.retries, **memory)
     print()
     g, up = r.generation, r.upload
     size, rate = (f"{up.bytes / 1e6:.1f} MB", f"{up.bytes_per_s / 1e6:.2f} MB/s") if up.bytes >= 1e6 else \

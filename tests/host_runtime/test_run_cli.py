@@ -60,3 +60,23 @@ def test_run_bad_requests(capsys, tiny_path, args, message):
     assert rc == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
+
+
+def test_image_larger_than_the_board_memory_is_refused_before_sending(tiny_path):
+    """A board's DRAM bounds the image: refused with the shortfall, nothing sent (no link)."""
+    from host_runtime.session import Session, SessionError
+    cfg = load_config("decode_tiny", ["decode.limits.context=32"])
+    with pytest.raises(SessionError) as e:
+        Session.open(None, cfg, load_gguf(tiny_path), memory_bytes=4096, memory_name="Test board (4 KiB)")
+    msg = str(e.value)
+    assert msg.startswith("the model's image needs ") and "Test board (4 KiB) has 0 MiB" in msg
+    assert "bytes over): use a board with more memory" in msg
+
+
+def test_run_on_a_board_config_checks_its_memory(capsys, tiny_path):
+    """A config built for a board (target.board) runs over a real link with that board's DRAM
+    as the bound; the tiny model fits ECPIX-5's 512 MiB, so the run gets as far as the link."""
+    rc = main(["run", "--config", "ecpix5_decode_tiny", "--model", str(tiny_path), "--prompt", "hi",
+               "--target", "serial:///dev/lutforge-no-such-port"])
+    _, err = capsys.readouterr()
+    assert rc == 1 and "cannot open the port" in err and "Traceback" not in err
