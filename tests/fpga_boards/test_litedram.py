@@ -105,10 +105,7 @@ def test_wrapper_id_bits():
 
 
 def _platform(board):
-    try:
-        return board_platform(board)
-    except ImportError:  # the OrangeCrab platform with the r0.2 DDR3 pins is fpga_boards.platforms
-        pytest.skip("no OrangeCrab platform with the r0.2 DDR3 pins here (fpga_boards.platforms)")
+    return board_platform(board)
 
 
 def test_orangecrab_r01_pins_refused():
