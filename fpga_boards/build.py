@@ -58,7 +58,7 @@ def _label_clocks(clocks: dict, top) -> None:
     """Name each nextpnr clock net by what it clocks (its net name follows whatever signal
     the global buffer took): ``design`` (the PLL's design clock), ``dram`` (the DRAM
     controller's system clock), else ``other``."""
-    dram_mhz = top.board.dram_sys_clk_mhz if top.memory == "dram" else None
+    dram_mhz = top.dram_mhz
     for c in clocks.values():
         t = c["target_mhz"]
         c["domain"] = ("design" if abs(t - top.clock_mhz) < 0.01 * top.clock_mhz else

@@ -57,6 +57,11 @@ GENERATOR_PACKAGES = ("litedram", "litex", "migen")
 #: Version of what this module does to the generator's output (:func:`_clean_verilog`); part
 #: of the cache key.
 POSTPROCESS_VERSION = 1
+#: The YAML a cached core was generated from, kept in its folder.
+USED_YAML = "litedram.yml"
+#: ``memory.dram_mhz`` range: the ECP5 DDR3 PHY's PLL and LiteDRAM's timings are sane here
+#: (LiteX runs OrangeCrab's DDR3 at 48 MHz and ECPIX-5's at 75 MHz).
+MIN_DRAM_MHZ, MAX_DRAM_MHZ = 25.0, 100.0
 
 
 class BoardError(LutforgeError):
@@ -275,7 +280,8 @@ def load_build(board: str, folder: Path, *, sim: bool = False) -> LiteDRAMBuild:
     csr = {name: CsrRegister(name, r["addr"], r["size"], r["type"])
            for name, r in csr_json["csr_registers"].items()}
     defines, steps = _parse_phy_header((folder / "software" / "include" / "generated" / "sdram_phy.h").read_text())
-    cfg = _read_yaml(yaml_path(board))
+    used = folder / USED_YAML       # the YAML the core was generated from (absent in old caches)
+    cfg = _read_yaml(used if used.exists() else yaml_path(board))
     sys_clk = float(cfg["sys_clk_freq"])
     return LiteDRAMBuild(board=board, folder=folder, verilog=verilog, module=module, csr=csr,
                          constants=csr_json.get("constants", {}), phy=_phy_info(defines),
@@ -301,8 +307,8 @@ def generator_versions() -> dict[str, str]:
         raise ToolchainError(f"the PyPI package {e.name!r} is not installed; run: pip install -e .") from None
 
 
-def cache_key(board: str, sim: bool = False) -> str:
-    h = hashlib.sha256(yaml_path(board).read_bytes() + (b"\0sim" if sim else b""))
+def cache_key(yaml_text: str, sim: bool = False) -> str:
+    h = hashlib.sha256(yaml_text.encode() + (b"\0sim" if sim else b""))
     h.update(json.dumps({**generator_versions(), "postprocess": POSTPROCESS_VERSION}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -327,18 +333,39 @@ main()
 """
 
 
-def generate_litedram(board: str, *, sim: bool = False, force: bool = False) -> LiteDRAMBuild:
+def board_yaml_text(board: str, sys_clk_mhz: float | None = None) -> str:
+    """The YAML ``litedram_gen`` is given for ``board``: the shipped file, or with
+    ``sys_clk_mhz`` its ``sys_clk_freq`` replaced (a design's ``memory.dram_mhz``: a large
+    design next to the controller may need a slower DRAM clock to meet timing; the DDR3
+    clock is twice it, the peak bandwidth scales with it)."""
+    path = yaml_path(board)
+    text = path.read_text()
+    if sys_clk_mhz is None:
+        return text
+    if not MIN_DRAM_MHZ <= sys_clk_mhz <= MAX_DRAM_MHZ:
+        raise BoardError(f"DRAM controller clock {sys_clk_mhz:g} MHz is out of range "
+                         f"(allowed: {MIN_DRAM_MHZ:g} to {MAX_DRAM_MHZ:g} MHz)")
+    import yaml
+    cfg = _read_yaml(path)
+    cfg["sys_clk_freq"] = float(sys_clk_mhz) * 1e6
+    return (f"# {path.name} with sys_clk_freq = {sys_clk_mhz:g} MHz (memory.dram_mhz)\n"
+            + yaml.safe_dump(cfg, sort_keys=False))
+
+
+def generate_litedram(board: str, *, sim: bool = False, force: bool = False,
+                      sys_clk_mhz: float | None = None) -> LiteDRAMBuild:
     """Generate (or take from the cache) the LiteDRAM core of ``board``.
 
     ``sim=True`` asks ``litedram_gen --sim`` for the same controller with LiteDRAM's DRAM
     model (``SDRAMPHYModel``: a DFI PHY over a memory array) in place of the FPGA PHY and
     pins, for simulation (``litedram_<board>_sim``; its CSRs have no read leveling).
 
-    Runs ``litedram_gen --name litedram_<board> <board>.yml`` in a scratch folder, fixes the
+    Runs ``litedram_gen --name litedram_<board> <board>.yml`` (:func:`board_yaml_text`) in a scratch folder, fixes the
     Verilog (:func:`_clean_verilog`) and moves the result into the cache
     folder in one rename, so concurrent callers never see half a build. About 1 s."""
-    path = yaml_path(board)
-    folder = cache_root() / "litedram" / f"{board}{'-sim' if sim else ''}-{cache_key(board, sim)}"
+    text = board_yaml_text(board, sys_clk_mhz)
+    clk = "" if sys_clk_mhz is None else f"-{sys_clk_mhz:g}mhz"
+    folder = cache_root() / "litedram" / f"{board}{'-sim' if sim else ''}{clk}-{cache_key(text, sim)}"
     if force and folder.exists():
         shutil.rmtree(folder)
     if not (folder / "csr.json").exists():
@@ -346,6 +373,8 @@ def generate_litedram(board: str, *, sim: bool = False, force: bool = False) -> 
         with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{board}-") as tmp:
             out = Path(tmp) / "out"
             module = module_name(board, sim)
+            path = Path(tmp) / USED_YAML
+            path.write_text(text)
             args = ["--name", module, "--output-dir", str(out), str(path)]
             cmd = [sys.executable, "-c", _SIM_SHIM, "--sim", *args] if sim else [toolchain.litedram_gen(), *args]
             # cwd: LiteX writes git.h from the repository around cwd; the scratch folder has none.
@@ -355,6 +384,7 @@ def generate_litedram(board: str, *, sim: bool = False, force: bool = False) -> 
                 tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
                 raise ToolchainError(f"litedram_gen failed for {board} (exit {proc.returncode}):\n{tail}")
             shutil.copy(Path(tmp) / "litedram_gen.log", out / "litedram_gen.log")
+            shutil.copy(path, out / USED_YAML)
             v = out / "gateware" / f"{module}.v"
             v.write_text(_clean_verilog(v.read_text(), module))
             try:

@@ -147,13 +147,25 @@ class BoardTop(Elaboratable):
         except ImportError:
             raise BoardError(f"{self.board.title}: this build has no LiteDRAM integration "
                              f"(fpga_boards/litedram.py); use memory=bram") from None
-        return generate_litedram(self.board.dram.description)
+        return generate_litedram(self.board.dram.description, sys_clk_mhz=self.cfg.memory.dram_mhz)
 
     def describe(self) -> dict:
         return {"design": self.kind, "clock_mhz": round(self.clock_mhz, 4),
                 "pll": vars(self.pll.params), "uart": {"baud": round(self.baud), "divisor": self.divisor},
                 "memory": {"kind": self.memory, "bytes": self.mem_bytes,
-                           **({"dram": self.board.describe()["dram"]} if self.memory == "dram" else {})}}
+                           **({"dram": self.dram_describe()} if self.memory == "dram" else {})}}
+
+    @property
+    def dram_mhz(self) -> float | None:
+        """The DRAM controller's clock of this build (``memory.dram_mhz`` or the board's)."""
+        return self.dram_build.sys_clk_hz / 1e6 if self.memory == "dram" else None
+
+    def dram_describe(self) -> dict:
+        d = dict(self.board.describe()["dram"])
+        scale = self.dram_mhz / d["sys_clk_mhz"]
+        d["sys_clk_mhz"] = self.dram_mhz
+        d["peak_mb_per_s"] = round(d["peak_mb_per_s"] * scale, 1)
+        return d
 
     # ---- pins ----------------------------------------------------------------------
     def _uart(self, m, platform):
