@@ -128,3 +128,16 @@ def test_udp_top_synthesizes(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     cells = json.loads((tmp_path / "cells.json").read_text())
     assert "\\lutforge_top" in cells["modules"] and "\\liteeth_ecpix5" in cells["modules"], sorted(cells["modules"])[:8]
+
+
+def test_udp_dram_top_elaborates():
+    """ECPIX-5 with DDR3 and the UDP link: three clocks (design, DRAM controller, Ethernet),
+    the link's external CSR window still reaches LiteDRAM's control registers."""
+    cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=128"])
+    top = board_top("ecpix5-85", cfg, clock_mhz=25, memory="dram", link="udp")
+    plan = get_board("ecpix5-85").make_platform().prepare(top, name="lutforge_top")
+    assert "litedram_ecpix5.v" in plan.files and "liteeth_ecpix5.v" in plan.files
+    il = plan.files["lutforge_top.il"]
+    assert "axi_bridge" in il and "wb_bridge" in il and "udp_bridge" in il
+    d = top.describe()
+    assert d["memory"]["kind"] == "dram" and d["link"]["kind"] == "udp"
