@@ -175,7 +175,7 @@ class LiteEthUdp(wiring.Component):
 
     def connect_board(self, platform) -> None:
         """Request the board's ``eth_rgmii`` pins (raw: the core's PHY instantiates the ECP5
-        I/O cells, ``IDDRX1F`` / ``ODDRX1F`` / ``DELAYF``, itself) and wire them."""
+        I/O cells, ``IDDRX1F`` / ``ODDRX1F`` / ``DELAYG``, itself) and wire them."""
         res = platform.request("eth_rgmii", 0, dir="-")
         for sub, pad in _RGMII_PINS.items():
             port = getattr(res, sub, None)
