@@ -85,8 +85,3 @@ def openfpgaloader() -> str:
 def litedram_gen() -> str:
     """``litedram_gen``: LiteDRAM's standalone core generator (``litedram_gen CONFIG.yml``)."""
     return _script("litedram_gen")
-
-
-def liteeth_gen() -> str:
-    """``liteeth_gen``: LiteEth's standalone core generator (``liteeth_gen CONFIG.yml``)."""
-    return _script("liteeth_gen")

@@ -110,3 +110,13 @@ def test_datagrams_from_elsewhere_are_ignored():
         finally:
             other.close()
             t.close()
+
+
+def test_sim_board_udp_bad_arguments_are_clear(capsys):
+    from rtl_gen.cli import main
+    assert main(["sim-board", "decode_tiny", "--udp", "--uart"]) == 1
+    assert "--udp and --uart are two transports" in capsys.readouterr().err
+    assert main(["sim-board", "decode_tiny", "--loss", "0.1"]) == 1
+    assert "--loss only applies with --udp" in capsys.readouterr().err
+    assert main(["sim-board", "decode_tiny", "--udp", "--loss", "1.5"]) == 1
+    assert "a probability in [0, 1)" in capsys.readouterr().err
