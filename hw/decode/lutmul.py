@@ -7,24 +7,68 @@ sum of shifted partial products, which Yosys maps to LUTs (its ``mul2dsp`` pass 
 ``$mul`` cells). Numerics: exact, ``a*b`` with Amaranth's signedness rules; ``width``
 keeps the low ``width`` bits only (the operands are truncated first: the low bits of a
 product depend only on the low bits of its operands). Combinational, no latency.
+
+The partial products are summed as a balanced tree (``ceil(log2 n)`` adders deep, not a
+chain of ``n``): a chain of 16 carry-chain adders was a 40 ns path on ECP5.
+:func:`lut_mul_pipe` is the same product with a register after every adder level, for
+products of operands that stay put for a few cycles (command fields): its result is
+right ``latency`` cycles after the operands settle.
 """
 
-from amaranth.hdl import Mux, Value
+from amaranth.hdl import Mux, Signal, Value
 
 
-def lut_mul(a, b, width: int | None = None) -> Value:
+def _terms(a, b, width):
     a, b = Value.cast(a), Value.cast(b)
     if width is not None:
         a, b = a[:width], b[:width]
     if len(b) > len(a):          # fewer partial products: one per bit of the narrower operand
         a, b = b, a
     n = len(b)
-    total = None
+    terms = []
     for i in range(n):
         term = Mux(b[i], a << i, 0)
         if b.shape().signed and i == n - 1:     # a two's-complement top bit weighs -2^(n-1)
             term = -term
-        total = term if total is None else total + term
-    if total is None:
-        total = Value.cast(0)
-    return total[:width] if width is not None else total
+        terms.append(term[:width] if width is not None else term)
+    return terms
+
+
+def _level(terms, width):
+    nxt = []
+    for k in range(0, len(terms) - 1, 2):
+        s = terms[k] + terms[k + 1]
+        nxt.append(s[:width] if width is not None else s)
+    if len(terms) % 2:
+        nxt.append(terms[-1])
+    return nxt
+
+
+def lut_mul(a, b, width: int | None = None) -> Value:
+    terms = _terms(a, b, width)
+    if not terms:
+        return Value.cast(0)
+    while len(terms) > 1:
+        terms = _level(terms, width)
+    return terms[0][:width] if width is not None else terms[0]
+
+
+def lut_mul_pipe(m, a, b, width: int | None = None, name: str = "pmul") -> tuple[Value, int]:
+    """``lut_mul(a, b, width)`` with a register after every adder level of the tree
+    (``ceil(log2 n)`` levels, at least 1): returns ``(product, latency)``; the product is
+    that of the operands of ``latency`` cycles before."""
+    terms = _terms(a, b, width)
+    if not terms:
+        return Value.cast(0), 0
+    latency = 0
+    while True:
+        regs = []
+        for k, t in enumerate(terms if len(terms) == 1 else _level(terms, width)):
+            r = Signal(t.shape(), name=f"{name}_l{latency}_{k}")
+            m.d.sync += r.eq(t)
+            regs.append(r)
+        terms, latency = regs, latency + 1
+        if len(terms) == 1:
+            break
+    out = terms[0]
+    return (out[:width] if width is not None else out), latency
