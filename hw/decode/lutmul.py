@@ -72,3 +72,21 @@ def lut_mul_pipe(m, a, b, width: int | None = None, name: str = "pmul") -> tuple
             break
     out = terms[0]
     return (out[:width] if width is not None else out), latency
+
+
+def settled_mul(m, a, b, width: int | None = None, name: str = "smul") -> tuple[Value, Value]:
+    """:func:`lut_mul_pipe` of operands that a controller holds still until the product is
+    there: returns ``(product, ok)``; ``ok`` is high while ``product == lut_mul(a, b, width)``
+    of the current ``a`` and ``b`` (they have not changed for the pipeline's latency).
+    One such multiplier can serve several FSM states, each putting its operands on
+    ``a``/``b`` and waiting for ``ok`` (a few cycles) before using the product."""
+    p, lat = lut_mul_pipe(m, a, b, width, name)
+    a_prev, b_prev = Signal.like(Value.cast(a), name=f"{name}_a_prev"), Signal.like(Value.cast(b), name=f"{name}_b_prev")
+    m.d.sync += [a_prev.eq(a), b_prev.eq(b)]
+    same = Signal(name=f"{name}_same")
+    m.d.comb += same.eq((a_prev == a) & (b_prev == b))
+    cnt = Signal(range(lat + 1), name=f"{name}_cnt")
+    m.d.sync += cnt.eq(Mux(same, Mux(cnt == lat, lat, cnt + 1), 0))
+    ok = Signal(name=f"{name}_ok")
+    m.d.comb += ok.eq(same & (cnt >= lat - 1))
+    return p, ok

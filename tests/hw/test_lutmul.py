@@ -72,3 +72,30 @@ def test_lut_mul_pipe_exact(sa, sb, width):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_settled_mul_ok_only_when_settled():
+    """``ok`` never claims a stale product: random operand holds of 1..6 cycles."""
+    from hw.decode.lutmul import settled_mul
+    a, b = Signal(15), Signal(16)
+    m = Module()
+    p, ok = settled_mul(m, a, b, 32)
+    rng = random.Random(3)
+
+    async def bench(ctx):
+        seen = 0
+        for _ in range(60):
+            x, z = rng.randrange(1 << 15), rng.randrange(1 << 16)
+            ctx.set(a, x)
+            ctx.set(b, z)
+            for k in range(rng.randint(1, 6)):
+                if ctx.get(ok):
+                    assert ctx.get(p) == (x * z) % (1 << 32), (x, z)
+                    seen += 1
+                await ctx.tick()
+        assert seen > 20
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
