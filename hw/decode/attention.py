@@ -69,6 +69,20 @@ def _shift_round(m: Module, v, amt, width: int, name: str) -> Signal:
     return out
 
 
+def _shift_round_reg(m: Module, v, amt, width: int, name: str) -> Signal:
+    """:func:`_shift_round` in two register stages (latency 2): the rounding add, then the
+    shift (both in one cycle were a long path)."""
+    half = Signal(width, name=f"{name}_half")
+    m.d.comb += half.eq(Mux(amt > 0, Const(1, width) << (amt - 1).as_unsigned()[:7], 0))
+    vh_e = v + half
+    vh, v1 = Signal(vh_e.shape(), name=f"{name}_vh"), Signal.like(v, name=f"{name}_v1")
+    pos, ra, la = Signal(name=f"{name}_pos"), Signal(7, name=f"{name}_ra"), Signal(7, name=f"{name}_la")
+    m.d.sync += [vh.eq(vh_e), v1.eq(v), pos.eq(amt > 0), ra.eq(amt.as_unsigned()[:7]), la.eq((-amt).as_unsigned()[:7])]
+    out = Signal(signed(width + 8), name=name)
+    m.d.sync += out.eq(Mux(pos, vh >> ra, v1 << la))
+    return out
+
+
 class AttentionUnit(wiring.Component):
     """See the module docstring.
 
@@ -191,11 +205,13 @@ class AttentionUnit(wiring.Component):
 
         # pipeline valid flags (for the drains)
         qc_v = Signal()
+        qc_v2 = [Signal(name=f"qc_v2_{k}") for k in range(2)]   # the code's shift stages
         s_v = [Signal(name=f"s_v{k}") for k in range(7)]
         e_v = Signal()
-        p_v = [Signal(name=f"p_v{k}") for k in range(2)]
-        v_v = [Signal(name=f"v_v{k}") for k in range(2)]
-        o_v = Signal()
+        p_v = [Signal(name=f"p_v{k}") for k in range(5)]
+        v_v = [Signal(name=f"v_v{k}") for k in range(3)]
+        o_v, o_v1 = Signal(), Signal()
+        s_x = [Signal(name=f"s_x{k}") for k in range(3)]   # the extra score stages (see below)
         for sig in [qc_v, e_v, o_v] + s_v + p_v + v_v:
             m.d.sync += sig.eq(0)
 
@@ -208,14 +224,17 @@ class AttentionUnit(wiring.Component):
         klast = [Signal(name=f"klast{k}") for k in range(4)]
         kj = [Signal(6, name=f"kj{k}") for k in range(7)]
         vvec1 = Signal(lane_vector(L))
-        vfirst = [Signal(name=f"vfirst{k}") for k in range(2)]
-        vaddr = [Signal(range(VW + 1), name=f"vaddr{k}") for k in range(2)]
+        vfirst = [Signal(name=f"vfirst{k}") for k in range(3)]
+        vaddr = [Signal(range(VW + 1), name=f"vaddr{k}") for k in range(3)]
         e_j = Signal(6)
-        p_a = [Signal(range(KV * T + 1), name=f"p_a{k}") for k in range(2)]
+        p_a = [Signal(range(KV * T + 1), name=f"p_a{k}") for k in range(5)]
         p_j = Signal(6)
         o_r, o_l = Signal(range(R + 1)), Signal(range(L))
         ex_done = Signal()
         rc_done = Signal()
+        qs_ph = Signal(2)
+        qs_a, qs_ah = Signal(32), Signal(34)
+        qs_s0 = Signal(signed(8))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -252,29 +271,38 @@ class AttentionUnit(wiring.Component):
                             m.d.sync += h.eq(0)
                             m.next = "Q_SHIFT"
             with m.State("Q_SHIFT"):  # per head: the power-of-two shift, kept by (r, j)
-                a = amax[h]
-                bl = bit_length(m, a, 32, "q_bl")
-                s0 = Signal(signed(8))
-                m.d.comb += s0.eq(Mux(a == 0, -16, bl - 7))
-                over = Signal()
-                half = Signal(33)
-                m.d.comb += half.eq(Mux(s0 > 0, Const(1, 33) << (s0 - 1).as_unsigned()[:5], 0))
-                m.d.comb += over.eq((s0 > 0) & (((a + half) >> s0.as_unsigned()[:5]) > 127))
-                m.d.sync += [shb[r][j].eq(s0 + over), h.eq(h + 1), r.eq(r + 1)]
-                with m.If(last_r):
-                    m.d.sync += [r.eq(0), j.eq(j + 1)]
-                with m.If(h == cmd.heads - 1):
-                    m.d.sync += [i.eq(0)] + clear_counters()
-                    m.next = "Q_CODE"
+                # four register steps per head (the head's maximum, its bit length, the
+                # rounding add, the check): one combinational path was far too long
+                m.d.sync += qs_ph.eq(qs_ph + 1)
+                with m.Switch(qs_ph):
+                    with m.Case(0):
+                        m.d.sync += qs_a.eq(amax[h])
+                    with m.Case(1):
+                        bl = bit_length(m, qs_a, 32, "q_bl")
+                        m.d.sync += qs_s0.eq(Mux(qs_a == 0, -16, bl - 7))
+                    with m.Case(2):
+                        half = Signal(33)
+                        m.d.comb += half.eq(Mux(qs_s0 > 0, Const(1, 33) << (qs_s0 - 1).as_unsigned()[:5], 0))
+                        m.d.sync += qs_ah.eq(qs_a + half)
+                    with m.Case(3):
+                        over = Signal()
+                        m.d.comb += over.eq((qs_s0 > 0) & ((qs_ah >> qs_s0.as_unsigned()[:5]) > 127))
+                        m.d.sync += [shb[r][j].eq(qs_s0 + over), h.eq(h + 1), r.eq(r + 1)]
+                        with m.If(last_r):
+                            m.d.sync += [r.eq(0), j.eq(j + 1)]
+                        with m.If(h == cmd.heads - 1):
+                            m.d.sync += [i.eq(0)] + clear_counters()
+                            m.next = "Q_CODE"
             with m.State("Q_CODE"):   # codes rshift_round(q, sh) into the K-row layout
                 m.d.comb += qr.addr.eq(i)
                 m.d.sync += [qc_v.eq(1), qc_x.eq(qr.data), qc_s.eq(shb[r][j]), qc_a.eq(vbase + cv),
                              qc_lane.eq(Cat(lane[:lg_l], r[:max((R - 1).bit_length(), 1)]) if L > 1 else r),
                              i.eq(i + 1), lane.eq(lane + 1)]
                 walk_heads("Q_CODE_DRAIN")
-            with m.State("Q_CODE_DRAIN"):
-                m.d.sync += clear_counters()
-                m.next = "SCORE"
+            with m.State("Q_CODE_DRAIN"):   # the last codes go through the shift stages
+                with m.If(~qc_v & ~qc_v2[0] & ~qc_v2[1]):
+                    m.d.sync += clear_counters()
+                    m.next = "SCORE"
             with m.State("SCORE"):    # one K vector per cycle for all heads of its group
                 m.d.comb += [self.k.ready.eq(1), qcr.addr.eq(vi)]
                 with m.If(self.k.valid):
@@ -287,7 +315,7 @@ class AttentionUnit(wiring.Component):
                             with m.If(last_t):
                                 m.next = "SCORE_DRAIN"
             with m.State("SCORE_DRAIN"):
-                with m.If(Cat(*s_v) == 0):
+                with m.If(Cat(*s_v, *s_x) == 0):
                     m.d.sync += clear_counters()
                     m.next = "EXP"
             with m.State("EXP"):      # p = exp_neg(S - max) for every (j, t), all banks at once
@@ -343,16 +371,20 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [o_v.eq(1), o_r.eq(r), o_l.eq(lane), lane.eq(lane + 1)]
                 walk_heads("OUT_DRAIN")
             with m.State("OUT_DRAIN"):
-                with m.If(~o_v):
+                with m.If(~o_v & ~o_v1):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"
 
         # ---- Q codes: the shifted query, written to its byte lane ----------------------
-        code = _shift_round(m, qc_x, qc_s, 33, "qcode_v")
-        m.d.comb += [qcw.addr.eq(qc_a), qcw.data.eq(Cat(*([code[:8]] * (R * L)))),
-                     qcw.en.eq(Mux(qc_v, Const(1, R * L) << qc_lane, 0))]
+        code = _shift_round_reg(m, qc_x, qc_s, 33, "qcode_v")
+        qc_a2 = [Signal.like(qc_a, name=f"qc_a2_{k}") for k in range(2)]
+        qc_lane2 = [Signal.like(qc_lane, name=f"qc_lane2_{k}") for k in range(2)]
+        m.d.sync += [qc_v2[0].eq(qc_v), qc_a2[0].eq(qc_a), qc_lane2[0].eq(qc_lane),
+                     qc_v2[1].eq(qc_v2[0]), qc_a2[1].eq(qc_a2[0]), qc_lane2[1].eq(qc_lane2[0])]
+        m.d.comb += [qcw.addr.eq(qc_a2[1]), qcw.data.eq(Cat(*([code[:8]] * (R * L)))),
+                     qcw.en.eq(Mux(qc_v2[1], Const(1, R * L) << qc_lane2[1], 0))]
 
         # ---- the multipliers: one array of par_heads x lanes, shared by the score phase
         # (int8 query code x K channel) and the value phase (17-bit P x V channel); the two
@@ -363,15 +395,19 @@ class AttentionUnit(wiring.Component):
             pval = srs[rr_].data.as_unsigned()[:17]
             for ll in range(L):
                 qa = qcr.data[(rr_ * L + ll) * 8:(rr_ * L + ll + 1) * 8].as_signed()
+                # operands registered (a block RAM's output through the mux into the two
+                # MULT18X18D of an 18 x 32 product was a long path): products one cycle later
                 ma = Signal(signed(18), name=f"mul_a{rr_}_{ll}")
                 mb = Signal(signed(32), name=f"mul_b{rr_}_{ll}")
-                m.d.comb += [ma.eq(Mux(v_v[0], pval, qa)), mb.eq(Mux(v_v[0], vvec1[ll], kvec1[ll]))]
+                m.d.sync += [ma.eq(Mux(v_v[0], pval, qa)), mb.eq(Mux(v_v[0], vvec1[ll], kvec1[ll]))]
                 m.d.sync += mul[rr_][ll].eq(ma * mb)
 
         # ---- score pipeline ---------------------------------------------------------------
         # S1: products of the group's codes with the K vector
         prod = [[mul[rr_][ll][:40].as_signed() for ll in range(L)] for rr_ in range(R)]
-        m.d.sync += [s_v[1].eq(s_v[0]), klast[1].eq(klast[0]), kj[1].eq(kj[0])]
+        s_pre, klast_pre, kj_pre = s_x[0], Signal(), Signal(6)
+        m.d.sync += [s_pre.eq(s_v[0]), klast_pre.eq(klast[0]), kj_pre.eq(kj[0]),
+                     s_v[1].eq(s_pre), klast[1].eq(klast_pre), kj[1].eq(kj_pre)]
         # S2: adder tree per head
         psum = [Signal(signed(SCORE_BITS), name=f"ps{rr_}") for rr_ in range(R)]
         for rr_ in range(R):
@@ -396,9 +432,12 @@ class AttentionUnit(wiring.Component):
         # S5: S = sat32(rshift_round(s*C, 2F - sh))
         sval = [Signal(signed(32), name=f"sval{rr_}") for rr_ in range(R)]
         for rr_ in range(R):
-            m.d.sync += sval[rr_].eq(sat32(m, _shift_round(m, sc[rr_], amt[rr_], SCORE_BITS + 26, f"ssh{rr_}"),
+            # the shift in two register stages, then the saturation
+            m.d.sync += sval[rr_].eq(sat32(m, _shift_round_reg(m, sc[rr_], amt[rr_], SCORE_BITS + 26, f"ssh{rr_}"),
                                            f"s_sat{rr_}"))
-        m.d.sync += [s_v[5].eq(s_v[4]), kj[5].eq(kj[4])]
+        kj5a, kj5b = Signal(6), Signal(6)
+        m.d.sync += [s_x[1].eq(s_v[4]), kj5a.eq(kj[4]), s_x[2].eq(s_x[1]), kj5b.eq(kj5a),
+                     s_v[5].eq(s_x[2]), kj[5].eq(kj5b)]
         # S6: store at j*T + t, running max (scores finalize in (t, j) order)
         s_ptr = Signal(range(KV * T + 1))
         s_t = Signal(self.ctx_bits)
@@ -415,10 +454,14 @@ class AttentionUnit(wiring.Component):
                     m.d.sync += smax[rr_][kj[5]].eq(sval[rr_])
 
         # ---- exp: one (j, t) of every bank per cycle ----------------------------------------
+        e_v2 = Signal()
+        m.d.sync += e_v2.eq(e_v)
         for rr_, ex in enumerate(exs):
             dd = Signal(signed(34), name=f"ed{rr_}")
-            m.d.comb += [dd.eq(srs[rr_].data - smax[rr_][e_j]), ex.i_valid.eq(e_v),
-                         ex.x.eq(sat32(m, dd, f"ed_sat{rr_}"))]
+            dx = Signal(signed(32), name=f"ed_x{rr_}")   # registered: the block RAM's output
+            m.d.comb += dd.eq(srs[rr_].data - smax[rr_][e_j])
+            m.d.sync += dx.eq(sat32(m, dd, f"ed_sat{rr_}"))
+            m.d.comb += [ex.i_valid.eq(e_v2), ex.x.eq(dx)]
         # results return in issue order: their own (j, t) pointer
         x_ptr = Signal(range(KV * T + 1))
         x_base = Signal(range(KV * T + 1))
@@ -449,35 +492,43 @@ class AttentionUnit(wiring.Component):
             m.d.sync += [c_r.eq(0), c_j.eq(0), rc_done.eq(0)]
 
         # ---- P = rshift_round(p*m, r - 16) --------------------------------------------------
+        # stages: p and (m, r) registered; p*m; the shift in two stages; write back
         pm = [Signal(48, name=f"pm{rr_}") for rr_ in range(R)]
         psh = [Signal(signed(9), name=f"psh{rr_}") for rr_ in range(R)]
         for rr_ in range(R):
-            m.d.sync += [pm[rr_].eq(srs[rr_].data.as_unsigned()[:17] * rmb[rr_][p_j]),
-                         psh[rr_].eq(rsb[rr_][p_j] - 16)]
-        m.d.sync += [p_v[1].eq(p_v[0]), p_a[1].eq(p_a[0])]
+            pa, pb = Signal(17, name=f"pa{rr_}"), Signal(24, name=f"pb{rr_}")
+            psh_a = Signal(signed(9), name=f"psh_a{rr_}")
+            m.d.sync += [pa.eq(srs[rr_].data.as_unsigned()[:17]), pb.eq(rmb[rr_][p_j]),
+                         psh_a.eq(rsb[rr_][p_j] - 16)]
+            m.d.sync += [pm[rr_].eq(pa * pb), psh[rr_].eq(psh_a)]
+        for k in range(1, 5):
+            m.d.sync += [p_v[k].eq(p_v[k - 1]), p_a[k].eq(p_a[k - 1])]
         for rr_ in range(R):
-            with m.If(p_v[1]):
-                pv = _shift_round(m, pm[rr_], psh[rr_], 48, f"pp{rr_}")
-                m.d.comb += [sws[rr_].addr.eq(p_a[1]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
+            pv = _shift_round_reg(m, pm[rr_], psh[rr_], 48, f"pp{rr_}")
+            with m.If(p_v[4]):
+                m.d.comb += [sws[rr_].addr.eq(p_a[4]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
 
         # ---- value pipeline ----------------------------------------------------------------
         # V1: P (read at the vector's acceptance) times the V vector; the accumulator word is
         # read now, so that V2's sum meets it (transparent read: a word written in V2 is
         # seen by the next vector's read of it)
         vprod = mul
-        m.d.sync += [v_v[1].eq(v_v[0]), vaddr[1].eq(vaddr[0]), vfirst[1].eq(vfirst[0])]
-        with m.If(v_v[0]):
-            m.d.comb += [o.addr.eq(vaddr[0]) for o in ors]
+        for k in range(1, 3):
+            m.d.sync += [v_v[k].eq(v_v[k - 1]), vaddr[k].eq(vaddr[k - 1]), vfirst[k].eq(vfirst[k - 1])]
+        with m.If(v_v[1]):
+            m.d.comb += [o.addr.eq(vaddr[1]) for o in ors]
         # V2: accumulate (the first token starts from zero: no clearing pass)
         for rr_ in range(R):
-            with m.If(v_v[1]):
-                m.d.comb += [ows[rr_].addr.eq(vaddr[1]), ows[rr_].en.eq(1)]
+            with m.If(v_v[2]):
+                m.d.comb += [ows[rr_].addr.eq(vaddr[2]), ows[rr_].en.eq(1)]
                 for ll in range(L):
-                    m.d.comb += ows[rr_].data[ll].eq(Mux(vfirst[1], 0, ors[rr_].data[ll]) + vprod[rr_][ll])
+                    m.d.comb += ows[rr_].data[ll].eq(Mux(vfirst[2], 0, ors[rr_].data[ll]) + vprod[rr_][ll])
 
         # ---- out: sat32(rshift_round(o, 16)) of bank o_r, lane o_l --------------------------
         banks = Array(Array(o.data[ll] for ll in range(L)) for o in ors)
-        with m.If(o_v):
-            m.d.sync += self.y.eq(sat32(m, rr(banks[o_r][o_l], 16), "o_sat"))
-        m.d.sync += self.o_valid.eq(o_v)
+        o_w = Signal(signed(ACC_BITS))    # the selected word, registered
+        m.d.sync += [o_w.eq(banks[o_r][o_l]), o_v1.eq(o_v)]
+        with m.If(o_v1):
+            m.d.sync += self.y.eq(sat32(m, rr(o_w, 16), "o_sat"))
+        m.d.sync += self.o_valid.eq(o_v1)
         return m

@@ -47,7 +47,7 @@ from ..mem.reader import BurstReader
 from ..mem.writer import BurstWriter
 from .attention import lane_vector
 from .funcs import MantScaleUnit, bit_length
-from .lutmul import lut_mul
+from .lutmul import lut_mul, settled_mul
 
 #: Unit widths of the (un)packers and their select codes.
 UNITS = (2, 4, 8, 32, 64)
@@ -212,11 +212,15 @@ class KVUnit(wiring.Component):
         cmul = Signal(25)
         m.d.comb += cmul.eq(Mux(rg.kv_bits == 2, ((1 << 25) // 3 + 1) >> 1,
                                 Mux(rg.kv_bits == 4, ((1 << 25) // 15 + 1) >> 1, ((1 << 25) // 255 + 1) >> 1)))
+        # log2(k_group) and the ring mask depend on the registers only (SET long before any
+        # KV command): registered, with the ring's sum one stage earlier (a priority encoder
+        # of the register sum straight into the slot-address product was a long path)
         lg_g = Signal(4)
-        m.d.comb += lg_g.eq(bit_length(m, rg.k_group, 11, "lg_g_bl") - 1)
+        m.d.sync += lg_g.eq(bit_length(m, rg.k_group, 11, "lg_g_bl") - 1)
+        ring_len = Signal(15)
+        m.d.sync += ring_len.eq(rg.k_group + rg.kv_window - 1)
         ring_mask = Signal(15)
-        m.d.comb += ring_mask.eq(Mux(q, (Const(1, 16) << bit_length(m, rg.k_group + rg.kv_window - 1, 15, "ring_bl")) - 1,
-                                     0x7FFF))
+        m.d.sync += ring_mask.eq(Mux(q, (Const(1, 16) << bit_length(m, ring_len, 15, "ring_bl")) - 1, 0x7FFF))
 
         # sizes (registered at command start: multiplies)
         row = Signal(range(R + 1))
@@ -239,8 +243,21 @@ class KVUnit(wiring.Component):
         wst_left = Signal(12)      # codes pass: code rows whose writer transfer is not started yet
         is_k = Signal()            # the pass works on K (per channel) rather than V (per head)
 
-        def slot_addr(part_off, tok):
-            return cmd.base + part_off + lut_mul(tok & ring_mask, raw_bytes)
+        # the address and size products (token x row bytes, ...): two pipelined multipliers
+        # shared by the states that need them; each state puts its operands on (mA_a, mA_b)
+        # / (mB_a, mB_b) and acts once ``okA`` / ``okB`` say the product is there (a few
+        # cycles per command or READ segment; combinational, a 15 x 16 product chained
+        # into the reader's address was a long path)
+        mA_a, mA_b, mB_a, mB_b = Signal(15), Signal(17), Signal(15), Signal(17)
+        pA, okA = settled_mul(m, mA_a, mA_b, self.addr_bits, "mulA")
+        pB, okB = settled_mul(m, mB_a, mB_b, self.addr_bits, "mulB")
+
+        def slot_mul(tok):
+            """Put ``(tok & ring_mask) * raw_bytes`` on multiplier A."""
+            return [mA_a.eq(tok & ring_mask), mA_b.eq(raw_bytes)]
+
+        def slot_addr(part_off):
+            return cmd.base + part_off + pA
 
         # ---- transfer helpers --------------------------------------------------------
         # APPEND reads a pass's raw rows (the whole K group: its ring slots are contiguous,
@@ -253,7 +270,7 @@ class KVUnit(wiring.Component):
         iss_valid = Signal()
         iss_addr = Signal(self.addr_bits)
         iss_beats = Signal(24)
-        m.d.comb += [rd.cmd.payload.addr.eq(Mux(reading, iss_addr, slot_addr(a_part, t))),
+        m.d.comb += [rd.cmd.payload.addr.eq(Mux(reading, iss_addr, slot_addr(a_part))),
                      rd.cmd.payload.beats.eq(Mux(reading, iss_beats, a_beats)),
                      rd.cmd.valid.eq(Mux(reading, iss_valid, a_go))]
         wr_addr = Signal(self.addr_bits)
@@ -457,17 +474,22 @@ class KVUnit(wiring.Component):
                     nbytes = Signal(24)
                     with m.Switch(iw.st):
                         with m.Case(SEG_PARAMS):
-                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_params + lut_mul(iw.tt, vpar_bytes),
-                                                                   rg.k_params + lut_mul(iw.tt >> lg_g, kpar_bytes)))
-                            m.d.comb += nbytes.eq(Mux(iw.isv, lut_mul(iw.nt, vpar_bytes), kpar_bytes))
+                            m.d.comb += [mA_a.eq(Mux(iw.isv, iw.tt, iw.tt >> lg_g)),
+                                         mA_b.eq(Mux(iw.isv, vpar_bytes, kpar_bytes)),
+                                         mB_a.eq(iw.nt), mB_b.eq(vpar_bytes)]
+                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_params, rg.k_params) + pA)
+                            m.d.comb += nbytes.eq(Mux(iw.isv, pB, kpar_bytes))
                         with m.Case(SEG_CODES):
-                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_codes, rg.k_codes) + lut_mul(iw.tt, code_bytes))
-                            m.d.comb += nbytes.eq(lut_mul(iw.nt, code_bytes))
+                            m.d.comb += [mA_a.eq(iw.tt), mA_b.eq(code_bytes), mB_a.eq(iw.nt), mB_b.eq(code_bytes)]
+                            m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_codes, rg.k_codes) + pA)
+                            m.d.comb += nbytes.eq(pB)
                         with m.Case(SEG_RAW):
-                            m.d.sync += iss_addr.eq(slot_addr(Mux(iw.isv, rg.v_raw, 0), iw.tt))
+                            m.d.comb += slot_mul(iw.tt)
+                            m.d.sync += iss_addr.eq(slot_addr(Mux(iw.isv, rg.v_raw, 0)))
                             m.d.comb += nbytes.eq(raw_bytes)
                     m.d.sync += iss_beats.eq(nbytes >> (W // 8).bit_length() - 1)
-                    m.next = "I_ISSUE"
+                    with m.If(okA & okB):
+                        m.next = "I_ISSUE"
             with m.State("I_ISSUE"):
                 m.d.comb += iss_valid.eq(1)
                 with m.If(rd.cmd.ready):
@@ -498,8 +520,10 @@ class KVUnit(wiring.Component):
                     m.d.comb += iss_start.eq(1)
                     m.next = "R_RUN"
                 with m.Else():
-                    m.d.sync += [wr_addr.eq(slot_addr(0, cmd.pos)), pk_sel.eq(SEL_WORD), i.eq(0)]
-                    m.next = "A_RAWK"
+                    m.d.comb += slot_mul(cmd.pos)
+                    m.d.sync += [wr_addr.eq(slot_addr(0)), pk_sel.eq(SEL_WORD), i.eq(0)]
+                    with m.If(okA):
+                        m.next = "A_RAWK"
 
             # ======================= APPEND ==========================================
             for name, src, nxt in (("A_RAWK", self.k_in, "A_RAWV_START"), ("A_RAWV", self.v_in, "A_QCHECK")):
@@ -515,8 +539,10 @@ class KVUnit(wiring.Component):
                             m.d.sync += [i.eq(0), started.eq(0)]
                             m.next = nxt
             with m.State("A_RAWV_START"):
-                m.d.sync += wr_addr.eq(slot_addr(rg.v_raw, cmd.pos))
-                m.next = "A_RAWV"
+                m.d.comb += slot_mul(cmd.pos)
+                m.d.sync += wr_addr.eq(slot_addr(rg.v_raw))
+                with m.If(okA):
+                    m.next = "A_RAWV"
             with m.State("A_QCHECK"):
                 # V: the token pos - window leaves the window now (vq grew by one)
                 vnew = Signal()
@@ -539,8 +565,8 @@ class KVUnit(wiring.Component):
             # ---- stats pass: min/max per channel (K) or per head (V) over raw rows -----
             # a beat (P channels of one row, all of one head) per cycle
             with m.State("S_READ"):
-                m.d.comb += a_go.eq(1)
-                with m.If(rd.cmd.ready):
+                m.d.comb += slot_mul(t) + [a_go.eq(okA)]
+                with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0)]
                     m.next = "S_ROW"
             with m.State("S_ROW"):
@@ -583,11 +609,11 @@ class KVUnit(wiring.Component):
             # ---- codes pass: re-read the raw rows, quantize (a beat per cycle), write the
             # code rows (the row starts are handed to the writer as it takes them, below)
             with m.State("C_READ"):
-                m.d.comb += a_go.eq(1)
-                with m.If(rd.cmd.ready):
+                m.d.comb += slot_mul(t) + [mB_a.eq(t), mB_b.eq(code_bytes), a_go.eq(okA & okB)]
+                with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0), pk_sel.eq(sel_code), pk_from_q.eq(1),
                                  wst_left.eq(rows_left),
-                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_codes, rg.v_codes) + lut_mul(t, code_bytes))]
+                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_codes, rg.v_codes) + pB)]
                     m.next = "C_ROW"
             with m.State("C_ROW"):
                 pw = Signal(range(sdepth), name="c_word")
@@ -609,10 +635,10 @@ class KVUnit(wiring.Component):
                         with m.If(rows_left == 1):
                             m.next = "C_FLUSH"
             with m.State("C_FLUSH"):     # the last row's codes leave the packer
-                with m.If((q_inflight == 0) & ~v1 & ~v2 & ~v3 & (wst_left == 0)):
+                m.d.comb += [mA_a.eq(Mux(is_k, g0 >> lg_g, vq - 1)), mA_b.eq(Mux(is_k, kpar_bytes, vpar_bytes))]
+                with m.If((q_inflight == 0) & ~v1 & ~v2 & ~v3 & (wst_left == 0) & okA):
                     m.d.sync += [pk_from_q.eq(0), i.eq(0), pk_sel.eq(SEL_PARAM),
-                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_params + lut_mul(g0 >> lg_g, kpar_bytes),
-                                                           rg.v_params + lut_mul(vq - 1, vpar_bytes)))]
+                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_params, rg.v_params) + pA)]
                     m.next = "P_START"
             with m.State("P_START"):
                 m.d.comb += wr.start.valid.eq(1)

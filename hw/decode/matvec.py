@@ -443,11 +443,17 @@ class MatvecUnit(wiring.Component):
         mm, em = _f16(m, sc1[16:32], "m")
         side = Signal(2)             # valid, last: travel with every stage
         m.d.sync += side.eq(Cat(v1, last1))
+        # d2: the decoded f16 scales registered (their decode straight into the multiplier
+        # was the 72 MHz path); d3: mantissa products and shift amounts
+        md2, mm2 = Signal(signed(12)), Signal(signed(12))
+        ed2, em2, qe2 = Signal(signed(7)), Signal(signed(7)), Signal(signed(8))
+        man2 = Signal(len(qw.man))
+        m.d.sync += [md2.eq(md), mm2.eq(mm), ed2.eq(ed), em2.eq(em), qe2.eq(qw.e), man2.eq(qw.man)]
         kd, km = Signal(signed(25)), Signal(signed(25))
         shd, shm = Signal(signed(10)), Signal(signed(10))
         s2 = Signal(signed(self.quant.code_bits + 6))
-        m.d.sync += [kd.eq(md * qw.man), km.eq(Mux(asym, mm * qw.man, 0)),
-                     shd.eq(-(ed + qw.e + self.acc_frac)), shm.eq(-(em + qw.e + self.acc_frac)), s2.eq(qw.s)]
+        m.d.sync += [kd.eq(md2 * man2), km.eq(Mux(asym, mm2 * man2, 0)),
+                     shd.eq(-(ed2 + qe2 + self.acc_frac)), shm.eq(-(em2 + qe2 + self.acc_frac)), s2.eq(qw.s)]
 
         def later(sig, n, name):
             """``sig`` delayed by ``n`` registers."""
@@ -468,18 +474,17 @@ class MatvecUnit(wiring.Component):
         P5 = tree[0]
         shifts = {}
         for name, sh, yb in (("d", shd, pbits + 25), ("m", shm, len(s2) + 25)):
-            # d3: decode the shift amount; d5: the rounding half
-            pos = Signal(name=f"pos_{name}")
-            right = Signal(range(yb + 2), name=f"right_{name}")
-            left = Signal(range(self.acc_bits + 1), name=f"left_{name}")
-            m.d.sync += [pos.eq(sh > 0), right.eq(Mux(sh > yb + 1, yb + 1, Mux(sh > 0, sh, 0))),
-                         left.eq(Mux(-sh >= self.acc_bits, self.acc_bits, Mux(sh < 0, -sh, 0)))]
-            pos4, right4, left4 = later(pos, 1, f"pos4_{name}"), later(right, 1, f"right4_{name}"), later(left, 1, f"left4_{name}")
+            # d4: decode the shift amount (from d3); d5: the rounding half
+            pos4 = Signal(name=f"pos_{name}")
+            right4 = Signal(range(yb + 2), name=f"right_{name}")
+            left4 = Signal(range(self.acc_bits + 1), name=f"left_{name}")
+            m.d.sync += [pos4.eq(sh > 0), right4.eq(Mux(sh > yb + 1, yb + 1, Mux(sh > 0, sh, 0))),
+                         left4.eq(Mux(-sh >= self.acc_bits, self.acc_bits, Mux(sh < 0, -sh, 0)))]
             half5 = Signal(yb + 2, name=f"half5_{name}")
             m.d.sync += half5.eq(Mux(right4 == 0, 0, Const(1, yb + 2) << (right4 - 1)[:len(right4)]))
             shifts[name] = (later(pos4, 1, f"pos5_{name}"), later(right4, 1, f"right5_{name}"),
                             later(left4, 1, f"left5_{name}"), half5, yb)
-        kd5, km5, s5 = later(kd, 3, "kd"), later(km, 3, "km"), later(s2, 3, "s")
+        kd5, km5, s5 = later(kd, 2, "kd"), later(km, 2, "km"), later(s2, 3, "s")
         # d6: the scale products
         yd6 = Signal(signed(pbits + 25))
         ym6 = Signal(signed(len(s2) + 25))
