@@ -8,7 +8,7 @@ interfaces (``o_valid`` + data, no ready): their consumer is an on-chip buffer w
 port that takes one word per cycle, so no unit ever waits on its output.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -305,8 +305,10 @@ class ElementwiseUnit(wiring.Component):
         m.d.comb += [sg.i_valid.eq(run & op), sg.x.eq(sat32(m, g16, "g16"))]
         u_late = delay(m, self.b.payload, sg.LATENCY, "u")
         # SigmoidUnit's own valid chain: anything still inside it keeps the unit busy
-        m.d.comb += pipe_busy.eq(delay(m, run & op, 1, "in1") | delay(m, run & op, 2, "in2") |
-                                 delay(m, run & op, 3, "in3") | delay(m, run & op, 4, "in4"))
+        inflight = [run & op]
+        for k in range(1, sg.LATENCY):
+            inflight.append(delay(m, inflight[-1], 1, f"in{k}"))
+        m.d.comb += pipe_busy.eq(Cat(*inflight[1:]).any())
         p6 = Signal(signed(66))
         m.d.sync += [v6.eq(sg.o_valid), p6.eq(sg.silu * u_late)]
         r7 = Signal(signed(66))
