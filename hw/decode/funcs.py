@@ -424,9 +424,11 @@ class MantScaleUnit(_Unit):
 
     ``r = amax*cmul``; ``s = bit_length(r) - b``; ``man = ceil(r/2**s)`` (a carry to
     ``2**b`` gives ``man/2``, ``s+1``); ``amax = 0``: ``man = 2**(b-1)``, ``s = -16``.
-    Needs ``s > 0`` for non-zero ``amax`` (true for ``cmul >= 2**(b+1)``). Latency 6."""
+    Needs ``s > 0`` for non-zero ``amax`` (true for ``cmul >= 2**(b+1)``). Latency 9: the
+    32 x 25 product is split (:meth:`Pipe.mul`: two MULT18X18D, the 7-bit pieces in LUTs)
+    and registered before the bit length, each shift and add in a stage of its own."""
 
-    LATENCY = 6
+    LATENCY = 9
 
     def __init__(self, scale_bits: int):
         self.b = scale_bits
@@ -438,21 +440,14 @@ class MantScaleUnit(_Unit):
         b = self.b
         self._valid_chain(m)
         (rom,) = _rom(m, "rom", scale_rom(b), 1)
-        r1 = Signal(57)
-        z1 = Signal()
-        m.d.sync += [r1.eq(self.amax * self.cmul), z1.eq(self.amax == 0)]
-        bl = bit_length(m, r1, 57, "bl")
-        r2, z2 = Signal(57), Signal()
-        s2 = Signal(signed(8))
-        m.d.sync += [r2.eq(r1), z2.eq(z1), s2.eq(bl - b)]
-        up = Signal(range(64))
-        m.d.comb += up.eq(Mux(s2 > 0, s2, 0))
-        rp3, z3 = Signal(58), Signal()
-        s3, up3 = Signal(signed(8)), Signal(range(64))
-        m.d.sync += [rp3.eq(r2 + (Const(1, 57) << up) - 1), z3.eq(z2), s3.eq(s2), up3.eq(up)]
-        man4, z4 = Signal(b + 1), Signal()
-        s4 = Signal(signed(8))
-        m.d.sync += [man4.eq(rp3 >> up3), z4.eq(z3), s4.eq(s3)]
+        P = Pipe(m)
+        z1 = P.reg(self.amax == 0, 0, "z1")
+        r, k = P.mul(self.amax, self.cmul, 0, "r", 57, lut_bits=7)
+        s2 = P.reg(bit_length(m, r, 57, "bl") - b, k, "s2", signed(8))
+        up = P.reg(Mux(s2 > 0, s2, 0), k + 1, "up", range(64))
+        rp = P.reg(P.at(r, k + 2) + (Const(1, 57) << up) - 1, k + 2, "rp", 58)
+        man4 = P.reg(rp >> P.at(up, k + 3), k + 3, "man4", b + 1)
+        z4, s4 = P.at(z1, k + 4), P.at(s2, k + 4)
         man5 = Signal(b)
         s5 = Signal(signed(8))
         with m.If(z4):
@@ -464,4 +459,5 @@ class MantScaleUnit(_Unit):
         m.d.comb += rom.addr.eq(man5)
         m.d.sync += [self.man.eq(man5), self.s.eq(s5)]
         m.d.comb += self.rcp.eq(rom.data)   # the synchronous ROM read lines up with the registers
+        assert k + 6 == self.LATENCY, k + 6
         return m
