@@ -517,6 +517,33 @@ class KVUnit(wiring.Component):
                     m.d.comb += iw.adv.eq(1)
                     m.next = "I_CALC"
 
+        # stats pass pipeline: ST1 the beat registered; ST2 its extremes (V: one head's
+        # channels) registered; then the read-modify-write of the statistics (the beat's
+        # min/max chain into the compare with the stored statistic was one long path)
+        st1_v, st1_fresh, st1_k, st2_v, st2_fresh = Signal(), Signal(), Signal(), Signal(), Signal()
+        st1_sw, st2_sw = Signal(range(sdepth)), Signal(range(sdepth))
+        st1_x = [Signal(signed(32), name=f"st1_x{ll}") for ll in range(P)]
+        st1_en = [Signal(name=f"st1_en{ll}") for ll in range(P)]
+        st2_lo = [Signal(signed(32), name=f"st2_lo{ll}") for ll in range(P)]
+        st2_hi = [Signal(signed(32), name=f"st2_hi{ll}") for ll in range(P)]
+        st2_en = [Signal(name=f"st2_en{ll}") for ll in range(P)]
+        m.d.sync += [st1_v.eq(0), st2_v.eq(st1_v), st2_sw.eq(st1_sw), st2_fresh.eq(st1_fresh)]
+        lo_t, hi_t = list(st1_x), list(st1_x)
+        while len(lo_t) > 1:        # a tree: min/max do not depend on the order
+            lo_t = [Mux(lo_t[k + 1] < lo_t[k], lo_t[k + 1], lo_t[k]) for k in range(0, len(lo_t), 2)]
+            hi_t = [Mux(hi_t[k + 1] > hi_t[k], hi_t[k + 1], hi_t[k]) for k in range(0, len(hi_t), 2)]
+        for ll in range(P):
+            m.d.sync += [st2_lo[ll].eq(Mux(st1_k, st1_x[ll], lo_t[0])), st2_hi[ll].eq(Mux(st1_k, st1_x[ll], hi_t[0])),
+                         st2_en[ll].eq(st1_en[ll])]
+        with m.If(st2_v):
+            for ll in range(P):
+                lo, hi = st2_lo[ll], st2_hi[ll]
+                m.d.comb += [mn_r[ll].addr.eq(st2_sw), mx_r[ll].addr.eq(st2_sw),
+                             mn_w[ll].addr.eq(st2_sw), mx_w[ll].addr.eq(st2_sw),
+                             mn_w[ll].en.eq(st2_en[ll]), mx_w[ll].en.eq(st2_en[ll]),
+                             mn_w[ll].data.eq(Mux(st2_fresh | (lo < mn_r[ll].data), lo, mn_r[ll].data)),
+                             mx_w[ll].data.eq(Mux(st2_fresh | (hi > mx_r[ll].data), hi, mx_r[ll].data))]
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -593,21 +620,13 @@ class KVUnit(wiring.Component):
             with m.State("S_ROW"):
                 sw = Signal(range(sdepth), name="s_word")
                 m.d.comb += [sw.eq(Mux(is_k, i >> lg_p, j >> lg_p)), a_pop.eq(1)]
-                bmin, bmax = xs[0], xs[0]        # V: the beat's extremes (one head's channels)
-                for x in xs[1:]:
-                    bmin, bmax = Mux(x < bmin, x, bmin), Mux(x > bmax, x, bmax)
                 fresh = Signal()   # the first value of this statistic in the pass
                 m.d.comb += fresh.eq(Mux(is_k, first, c == 0))
                 with m.If(rd.data.valid):
-                    for ll in range(P):
-                        lo = Signal(signed(32), name=f"s_lo{ll}")
-                        hi = Signal(signed(32), name=f"s_hi{ll}")
-                        m.d.comb += [lo.eq(Mux(is_k, xs[ll], bmin)), hi.eq(Mux(is_k, xs[ll], bmax))]
-                        en = is_k | lane_hit(j, ll)
-                        m.d.comb += [mn_r[ll].addr.eq(sw), mx_r[ll].addr.eq(sw),
-                                     mn_w[ll].addr.eq(sw), mx_w[ll].addr.eq(sw), mn_w[ll].en.eq(en), mx_w[ll].en.eq(en),
-                                     mn_w[ll].data.eq(Mux(fresh | (lo < mn_r[ll].data), lo, mn_r[ll].data)),
-                                     mx_w[ll].data.eq(Mux(fresh | (hi > mx_r[ll].data), hi, mx_r[ll].data))]
+                    # the beat enters the stats pipeline (below)
+                    m.d.sync += [st1_v.eq(1), st1_sw.eq(sw), st1_fresh.eq(fresh), st1_k.eq(is_k)]
+                    m.d.sync += [st1_x[ll].eq(xs[ll]) for ll in range(P)]
+                    m.d.sync += [st1_en[ll].eq(is_k | lane_hit(j, ll)) for ll in range(P)]
                     m.d.sync += [i.eq(i + P), c.eq(c + P)]
                     with m.If(c == rg.head_dim - P):
                         m.d.sync += [c.eq(0), j.eq(j + 1)]
@@ -615,7 +634,10 @@ class KVUnit(wiring.Component):
                         m.d.sync += [first.eq(0), t.eq(t + 1), rows_left.eq(rows_left - 1), i.eq(0), c.eq(0), j.eq(0)]
                         with m.If(rows_left == 1):
                             m.d.sync += [ms_idx.eq(0), nparams.eq(Mux(is_k, row, rg.kv_heads))]
-                            m.next = "S_SCALE"
+                            m.next = "S_DRAIN"
+            with m.State("S_DRAIN"):    # the last beats' statistics are written
+                with m.If(~st1_v & ~st2_v):
+                    m.next = "S_SCALE"
             with m.State("S_SCALE"):    # one statistic per cycle into the scale unit
                 for ll in range(P):
                     m.d.comb += [mn_r[ll].addr.eq(i >> lg_p), mx_r[ll].addr.eq(i >> lg_p)]
