@@ -62,6 +62,9 @@ class Board:
     platform_kwargs: dict = field(default_factory=dict)
     leds: str = "led"                   # "led" (LEDResources) or "rgb_led"
     notes: str = ""
+    #: The stem of the board's LiteEth description (``fpga_boards/liteeth/NAME.yml``): the
+    #: board has Ethernet and can carry the host link over UDP (``link="udp"``).
+    ethernet: str | None = None
 
     # ---- the platform --------------------------------------------------------------
     def platform_class(self):
@@ -147,7 +150,7 @@ class Board:
                 "dram": {"module": self.dram_module_name, "phy": self.dram_phy, "bus_bits": self.dram_bus_bits,
                          "bytes": self.dram_bytes, "sys_clk_mhz": self.dram_sys_clk_mhz,
                          "peak_mb_per_s": round(self.dram_peak_bytes_per_s / 1e6, 1)},
-                "notes": self.notes}
+                "ethernet": self.ethernet, "notes": self.notes}
 
 
 @functools.cache
@@ -164,15 +167,16 @@ def _litedram_yml(stem: str) -> dict | None:
 BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ecpix5-85", "LambdaConcept ECPIX-5 85F", "ecpix5:ECPIX585Platform",
           Dram("ecpix5", "MT41K256M16", "ECP5DDRPHY", "ddr3", 75.0),
-          uart=("uart", 0), loader=("-b", "ecpix5"), leds="rgb_led",
-          notes="UART over the FT2232's second channel (the JTAG cable's USB port)"),
+          uart=("uart", 0), loader=("-b", "ecpix5"), leds="rgb_led", ethernet="ecpix5",
+          notes="UART over the FT2232's second channel (the JTAG cable's USB port); or the host link over "
+                "UDP on its gigabit Ethernet port (--link udp)"),
     Board("butterstick", "ButterStick r1.0 (85F)", "butterstick:ButterStickPlatform",
           Dram("butterstick", "MT41K256M16", "ECP5DDRPHY", "ddr3", 75.0),
           uart=None, uart_pins={"connector": ("syzygy", 0), "rx": "S16", "tx": "S17"},
           loader=("--dfu", "--vid", "0x1209", "--pid", "0x5af1", "--altsetting", "0"), dfu=True, leds="none",
           notes="no UART on the board: the host link's UART is on SYZYGY port 0 (S16 rx, S17 tx), "
                 "e.g. through a 3.3 V USB-serial adapter; programmed over its USB DFU bootloader (1209:5af1); "
-                "the Ethernet link is not built yet"),
+                "or the host link over UDP on its gigabit Ethernet port (--link udp)", ethernet="butterstick"),
     Board("orangecrab-85", "OrangeCrab r0.2 85F", "fpga_boards.platforms:OrangeCrabR02_85F",
           Dram("orangecrab", "MT41K256M16", "ECP5DDRPHY", "ddr3", 48.0),
           uart=None, uart_pins={"connector": ("io", 0), "rx": "0", "tx": "1"},

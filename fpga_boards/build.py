@@ -58,16 +58,18 @@ def _label_clocks(clocks: dict, top) -> None:
     """Name each nextpnr clock net by what it clocks (its net name follows whatever signal
     the global buffer took): ``design`` (the PLL's design clock), ``dram`` (the DRAM
     controller's system clock), else ``other``."""
-    dram_mhz = top.board.dram_sys_clk_mhz if top.memory == "dram" else None
+    dram_mhz = top.dram_mhz
+    eth_mhz = top.eth_mhz if top.link == "udp" else None
     for c in clocks.values():
         t = c["target_mhz"]
         c["domain"] = ("design" if abs(t - top.clock_mhz) < 0.01 * top.clock_mhz else
-                       "dram" if dram_mhz and abs(t - dram_mhz) < 0.01 * dram_mhz else "other")
+                       "dram" if dram_mhz and abs(t - dram_mhz) < 0.01 * dram_mhz else
+                       "eth" if eth_mhz and abs(t - eth_mhz) < 0.01 * eth_mhz else "other")
 
 
 def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = None, baud: int | None = None,
                     memory: str | None = None, design: str = "auto", seed: int = 1, timeout_s: float | None = None,
-                    log=print) -> dict:
+                    link: str = "uart", log=print) -> dict:
     """Build ``cfg`` for ``board`` into ``outdir``; return the manifest (also written as JSON)."""
     from .top import DEFAULT_BAUD
     b = get_board(board)
@@ -80,11 +82,12 @@ def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = 
     for stale in ("bit", "manifest.json", "pnr.json", "tim"):
         (outdir / f"{TOP}.{stale}").unlink(missing_ok=True)
 
-    top = board_top(b, cfg, clock_mhz=clock_mhz, baud=baud or DEFAULT_BAUD, memory=memory, design=design)
+    top = board_top(b, cfg, clock_mhz=clock_mhz, baud=baud or DEFAULT_BAUD, memory=memory, design=design,
+                    link=link)
     platform = b.make_platform()
     what = f"{cfg.name} ({top.kind}) on {b.title}"
     log(f"elaborating {what}: design clock {top.clock_mhz:.3f} MHz, memory {top.memory} "
-        f"({top.mem_bytes:,} bytes), UART {top.baud:,.0f} baud")
+        f"({top.mem_bytes:,} bytes), {_link_text(top.describe())}")
     plan = platform.prepare(top, name=TOP, script_after_synth="tee -q -o stat.json stat -json")
     plan.execute_local(str(bdir), run_script=False)
 
@@ -151,6 +154,13 @@ def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = 
     return manifest
 
 
+def _link_text(man: dict) -> str:
+    link = man.get("link", {"kind": "uart"})
+    if link["kind"] == "udp":
+        return f"UDP link {link['target']} (Ethernet clock {link['eth_clock_mhz']:g} MHz)"
+    return f"UART {man['uart']['baud']:,} baud"
+
+
 def format_manifest(man: dict) -> str:
     """A short table of a build manifest."""
     out = [f"{man['config']} ({man['design']}, config {man['config_hash']}) on {man['board_title']} "
@@ -162,7 +172,7 @@ def format_manifest(man: dict) -> str:
     for n, c in man["clocks"].items():
         out.append(f"  Fmax {c.get('domain', '?')} clock ({n}): {c['achieved_mhz']:.1f} MHz (target {c['target_mhz']:g} MHz, "
                    f"{'met' if c['met'] else 'FAILED'})")
-    out.append(f"  memory: {man['memory']['kind']} {man['memory']['bytes']:,} bytes; UART {man['uart']['baud']:,} baud")
+    out.append(f"  memory: {man['memory']['kind']} {man['memory']['bytes']:,} bytes; {_link_text(man)}")
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in man["seconds"].items())
     out.append(f"  time: {secs}")
     return "\n".join(out)

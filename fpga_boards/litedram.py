@@ -25,16 +25,11 @@ The generated core has no CPU: its user port stays blocked (``init_done`` low) u
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Instance, Module, Signal
@@ -43,9 +38,11 @@ from amaranth.lib.wiring import In, Out
 
 from hw.host.wishbone import WishboneSignature
 from hw.mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
-from ref_model.cache import cache_root
-from ref_model.errors import LutforgeError, ToolchainError
+from ref_model.errors import ToolchainError
 from rtl_gen import toolchain
+
+from .litex_gen import BoardError, cache_folder, clean_verilog, package_versions, read_yaml, run_cached, verilog_ports
+from .litex_gen import cache_key as _cache_key
 
 #: Boards with a shipped LiteDRAM YAML.
 BOARDS = ("ecpix5", "butterstick", "orangecrab", "ulx3s")
@@ -57,10 +54,11 @@ GENERATOR_PACKAGES = ("litedram", "litex", "migen")
 #: Version of what this module does to the generator's output (:func:`_clean_verilog`); part
 #: of the cache key.
 POSTPROCESS_VERSION = 1
-
-
-class BoardError(LutforgeError):
-    """A board name or board-side argument that is not supported."""
+#: The YAML a cached core was generated from, kept in its folder.
+USED_YAML = "litedram.yml"
+#: ``memory.dram_mhz`` range: the ECP5 DDR3 PHY's PLL and LiteDRAM's timings are sane here
+#: (LiteX runs OrangeCrab's DDR3 at 48 MHz and ECPIX-5's at 75 MHz).
+MIN_DRAM_MHZ, MAX_DRAM_MHZ = 25.0, 100.0
 
 
 def yaml_path(board: str) -> Path:
@@ -172,40 +170,8 @@ class LiteDRAMBuild:
                 "input_clk_hz": self.input_clk_hz, "verilog": str(self.verilog)}
 
 
-_PORT_RE = re.compile(r"^\s*(input|output|inout)\s+wire\s+(?:\[(\d+):0\]\s+)?(\w+)\s*,?\s*$", re.M)
-
-
-def _verilog_ports(text: str, module: str) -> dict[str, tuple[str, int]]:
-    start = text.index(f"module {module} (")
-    header = text[start:text.index(");", start)]
-    return {name: (d, int(msb) + 1 if msb else 1) for d, msb, name in _PORT_RE.findall(header)}
-
-
-def _clean_verilog(text: str, module: str) -> str:
-    """Two fixes of what LiteX 2024.12 writes, neither changing the logic.
-
-    * It repeats some ``assign`` statements verbatim (the bank machines' FIFO outputs, the
-      DFI write data and mask), which Yosys and Verilator report as multiple drivers; the
-      repeats are dropped.
-    * It lowers the PHY's tristate buffers to ``TRELLIS_IO`` with the pad bound as an
-      *input* (``i_B``), so the core's header declares DQ/DQS ``input``; in a design where the
-      core is a submodule that would make the pad undrivable. Every port bound to a
-      bidirectional ``TRELLIS_IO`` pad is re-declared ``inout``."""
-    lines, prev = [], None
-    for line in text.splitlines(keepends=True):
-        if not (line.startswith("assign ") and line == prev):
-            lines.append(line)
-        prev = line
-    text = "".join(lines)
-    pads = set()
-    for block in re.finditer(r"TRELLIS_IO #\(\s*//[^\n]*\n\s*\.DIR \(\"BIDIR\"\)\s*\)[^;]*?\.B \((\w+)", text):
-        pads.add(block.group(1))
-    start = text.index(f"module {module} (")
-    end = text.index(");", start)
-    header = text[start:end]
-    for pad in pads:
-        header = re.sub(rf"^(\s*)input(\s+wire\s+(?:\[\d+:0\]\s+)?{pad}\s*,?\s*)$", r"\1inout\2", header, flags=re.M)
-    return text[:start] + header + text[end:]
+_verilog_ports = verilog_ports
+_clean_verilog = clean_verilog
 
 
 _DEFINE_RE = re.compile(r"^#define\s+(\w+)(?:\s+(\S+))?\s*$", re.M)
@@ -275,7 +241,8 @@ def load_build(board: str, folder: Path, *, sim: bool = False) -> LiteDRAMBuild:
     csr = {name: CsrRegister(name, r["addr"], r["size"], r["type"])
            for name, r in csr_json["csr_registers"].items()}
     defines, steps = _parse_phy_header((folder / "software" / "include" / "generated" / "sdram_phy.h").read_text())
-    cfg = _read_yaml(yaml_path(board))
+    used = folder / USED_YAML       # the YAML the core was generated from (absent in old caches)
+    cfg = _read_yaml(used if used.exists() else yaml_path(board))
     sys_clk = float(cfg["sys_clk_freq"])
     return LiteDRAMBuild(board=board, folder=folder, verilog=verilog, module=module, csr=csr,
                          constants=csr_json.get("constants", {}), phy=_phy_info(defines),
@@ -284,27 +251,15 @@ def load_build(board: str, folder: Path, *, sim: bool = False) -> LiteDRAMBuild:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise BoardError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(cfg, dict):
-        raise BoardError(f"{path}: a LiteDRAM config is a mapping of keys, not {type(cfg).__name__}")
-    return cfg
+    return read_yaml(path, "LiteDRAM")
 
 
 def generator_versions() -> dict[str, str]:
-    try:
-        return {p: metadata.version(p) for p in GENERATOR_PACKAGES}
-    except metadata.PackageNotFoundError as e:
-        raise ToolchainError(f"the PyPI package {e.name!r} is not installed; run: pip install -e .") from None
+    return package_versions(GENERATOR_PACKAGES)
 
 
-def cache_key(board: str, sim: bool = False) -> str:
-    h = hashlib.sha256(yaml_path(board).read_bytes() + (b"\0sim" if sim else b""))
-    h.update(json.dumps({**generator_versions(), "postprocess": POSTPROCESS_VERSION}, sort_keys=True).encode())
-    return h.hexdigest()[:16]
+def cache_key(yaml_text: str, sim: bool = False) -> str:
+    return _cache_key(yaml_text.encode() + (b"\0sim" if sim else b""), GENERATOR_PACKAGES, POSTPROCESS_VERSION)
 
 
 #: ``litedram_gen --sim`` imports ``get_sdram_phy_settings`` from ``litex.tools.litex_sim``, a
@@ -327,41 +282,45 @@ main()
 """
 
 
-def generate_litedram(board: str, *, sim: bool = False, force: bool = False) -> LiteDRAMBuild:
+def board_yaml_text(board: str, sys_clk_mhz: float | None = None) -> str:
+    """The YAML ``litedram_gen`` is given for ``board``: the shipped file, or with
+    ``sys_clk_mhz`` its ``sys_clk_freq`` replaced (a design's ``memory.dram_mhz``: a large
+    design next to the controller may need a slower DRAM clock to meet timing; the DDR3
+    clock is twice it, the peak bandwidth scales with it)."""
+    path = yaml_path(board)
+    text = path.read_text()
+    if sys_clk_mhz is None:
+        return text
+    if not MIN_DRAM_MHZ <= sys_clk_mhz <= MAX_DRAM_MHZ:
+        raise BoardError(f"DRAM controller clock {sys_clk_mhz:g} MHz is out of range "
+                         f"(allowed: {MIN_DRAM_MHZ:g} to {MAX_DRAM_MHZ:g} MHz)")
+    import yaml
+    cfg = _read_yaml(path)
+    cfg["sys_clk_freq"] = float(sys_clk_mhz) * 1e6
+    return (f"# {path.name} with sys_clk_freq = {sys_clk_mhz:g} MHz (memory.dram_mhz)\n"
+            + yaml.safe_dump(cfg, sort_keys=False))
+
+
+def generate_litedram(board: str, *, sim: bool = False, force: bool = False,
+                      sys_clk_mhz: float | None = None) -> LiteDRAMBuild:
     """Generate (or take from the cache) the LiteDRAM core of ``board``.
 
     ``sim=True`` asks ``litedram_gen --sim`` for the same controller with LiteDRAM's DRAM
     model (``SDRAMPHYModel``: a DFI PHY over a memory array) in place of the FPGA PHY and
     pins, for simulation (``litedram_<board>_sim``; its CSRs have no read leveling).
 
-    Runs ``litedram_gen --name litedram_<board> <board>.yml`` in a scratch folder, fixes the
+    Runs ``litedram_gen --name litedram_<board> <board>.yml`` (:func:`board_yaml_text`) in a scratch folder, fixes the
     Verilog (:func:`_clean_verilog`) and moves the result into the cache
     folder in one rename, so concurrent callers never see half a build. About 1 s."""
-    path = yaml_path(board)
-    folder = cache_root() / "litedram" / f"{board}{'-sim' if sim else ''}-{cache_key(board, sim)}"
+    text = board_yaml_text(board, sys_clk_mhz)
+    clk = "" if sys_clk_mhz is None else f"-{sys_clk_mhz:g}mhz"
+    folder = cache_folder("litedram", f"{board}{'-sim' if sim else ''}{clk}", cache_key(text, sim))
     if force and folder.exists():
         shutil.rmtree(folder)
-    if not (folder / "csr.json").exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{board}-") as tmp:
-            out = Path(tmp) / "out"
-            module = module_name(board, sim)
-            args = ["--name", module, "--output-dir", str(out), str(path)]
-            cmd = [sys.executable, "-c", _SIM_SHIM, "--sim", *args] if sim else [toolchain.litedram_gen(), *args]
-            # cwd: LiteX writes git.h from the repository around cwd; the scratch folder has none.
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-            (Path(tmp) / "litedram_gen.log").write_text(proc.stdout + proc.stderr)
-            if proc.returncode != 0 or not (out / "csr.json").exists():
-                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
-                raise ToolchainError(f"litedram_gen failed for {board} (exit {proc.returncode}):\n{tail}")
-            shutil.copy(Path(tmp) / "litedram_gen.log", out / "litedram_gen.log")
-            v = out / "gateware" / f"{module}.v"
-            v.write_text(_clean_verilog(v.read_text(), module))
-            try:
-                os.rename(out, folder)
-            except OSError:
-                if not (folder / "csr.json").exists():  # lost a race only if the winner finished
-                    raise
+    module = module_name(board, sim)
+    args = ["--name", module, "--output-dir", "out", USED_YAML]
+    cmd = [sys.executable, "-c", _SIM_SHIM, "--sim", *args] if sim else [toolchain.litedram_gen(), *args]
+    run_cached(folder, cmd, what=f"litedram_gen for {board}", module=module, files={USED_YAML: text})
     return load_build(board, folder, sim=sim)
 
 

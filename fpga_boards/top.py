@@ -6,7 +6,11 @@ holds:
 * a PLL (:class:`fpga_boards.pll.EcpPll`) that makes the design clock (``sync``) from the
   board's oscillator; the design is held in reset until it locks;
 * the hosted design (:class:`hw.host.hosted.HostedEngine`): the host link on the board's
-  UART (8N1, ``baud``) and the engine: the decode engine for a config with a ``decode``
+  UART (8N1, ``baud``; ``link="uart"``, the default) or, on a board with Ethernet
+  (``Board.ethernet``: ECPIX-5, ButterStick; ``link="udp"``), over UDP: the board's LiteEth
+  core (:class:`fpga_boards.liteeth.LiteEthUdp`, its own 125 MHz clock domain ``eth`` from a
+  second PLL) and :class:`hw.host.udp.UdpLinkBridge` (datagrams <-> the link's byte
+  streams, across the two clocks); and the engine: the decode engine for a config with a ``decode``
   section, else the config's tensor core as a :class:`fpga_boards.gemm_engine.GemmEngine`
   (or, ``design="selftest"``, :class:`fpga_boards.selftest.SelftestEngine`);
 * memory: ``bram`` (:class:`HostedBram`: an :class:`fpga_boards.bram.AxiBram` of
@@ -15,8 +19,9 @@ holds:
   :class:`fpga_boards.cdc.AxiAsyncBridge`, its control registers on the link's external
   CSR window);
 * LEDs where the board has plain ones: heartbeat (about 1 Hz), ready (PLL locked, and the
-  DRAM initialised), busy (the engine runs), error (sticky: an engine error or a UART
-  framing error since configuration).
+  DRAM initialised), busy (the engine runs), error (sticky: an engine error, a UART
+  framing error or, over UDP, a datagram byte dropped on a full receive FIFO, since
+  configuration).
 
 :func:`board_top` returns the top and a description of its clocks and memory for the
 build manifest.
@@ -42,6 +47,8 @@ DEFAULT_BAUD = 1_000_000
 #: Default block-RAM working memory of a tensor-core top.
 DEFAULT_BRAM_BYTES = 64 * 1024
 MEMORY_KINDS = ("bram", "dram")
+#: Host link transports: the UART (every board), UDP over Ethernet (boards with ``ethernet``).
+LINKS = ("uart", "udp")
 DESIGNS = ("auto", "selftest")
 
 
@@ -84,9 +91,10 @@ class HostedBram(wiring.Component):
         return m
 
 
-def hosted_design(cfg, *, divisor: int, mem_size: int, design: str = "auto", ctrl: bool = False):
+def hosted_design(cfg, *, divisor: int | None, mem_size: int, design: str = "auto", ctrl: bool = False):
     """(kind, HostedEngine): the config's engine (or the self-test one) behind the host link
-    on UART pins at ``divisor`` clock cycles per bit, ``mem_size`` bytes of memory."""
+    on UART pins at ``divisor`` clock cycles per bit (None: byte streams, for the UDP
+    bridge), ``mem_size`` bytes of memory."""
     from hw.host.hosted import HostedEngine
     kind, engine = engine_for(cfg, design)
     return kind, HostedEngine(engine, config_hash=cfg.hash_bytes(), mem_size=mem_size,
@@ -96,21 +104,27 @@ def hosted_design(cfg, *, divisor: int, mem_size: int, design: str = "auto", ctr
 
 class BoardTop(Elaboratable):
     def __init__(self, board: Board, cfg, *, clock_mhz: float, baud: int = DEFAULT_BAUD, memory: str = "bram",
-                 bram_bytes: int = DEFAULT_BRAM_BYTES, design: str = "auto"):
+                 bram_bytes: int = DEFAULT_BRAM_BYTES, design: str = "auto", link: str = "uart"):
         try:
             self._setup(board, cfg, clock_mhz=clock_mhz, baud=baud, memory=memory, bram_bytes=bram_bytes,
-                        design=design)
+                        design=design, link=link)
         except Exception:
             self._MustUse__silence = True           # refused: no "created but never used" warning
             raise
 
-    def _setup(self, board, cfg, *, clock_mhz, baud, memory, bram_bytes, design):
+    def _setup(self, board, cfg, *, clock_mhz, baud, memory, bram_bytes, design, link):
         from hw.host.uart import divisor_for
         if memory not in MEMORY_KINDS:
             raise BoardError(f"memory {memory!r}: allowed: {', '.join(MEMORY_KINDS)}")
         if design not in DESIGNS:
             raise BoardError(f"design {design!r}: allowed: {', '.join(DESIGNS)}")
-        self.board, self.cfg, self.memory = board, cfg, memory
+        if link not in LINKS:
+            raise BoardError(f"link {link!r}: allowed: {', '.join(LINKS)}")
+        if link == "udp" and board.ethernet is None:
+            from .boards import BOARDS
+            raise BoardError(f"{board.title} has no Ethernet: link=udp (--link udp) is for "
+                             f"{', '.join(b.name for b in BOARDS.values() if b.ethernet)}; use the UART (--link uart)")
+        self.board, self.cfg, self.memory, self.link = board, cfg, memory, link
         # every check that can fail comes before the first component is made (an unused
         # component warns)
         self.clock_mhz = pll_params(board.clock_in_hz / 1e6, clock_mhz).f_out_mhz
@@ -125,9 +139,20 @@ class BoardTop(Elaboratable):
                                  f"(set memory.data_bits={self.dram_build.data_bits})")
         else:
             self.mem_bytes = bram_bytes
+        if link == "udp":
+            from .liteeth import generate_liteeth
+            self.eth_build = generate_liteeth(board.ethernet)
+            self.eth_mhz = pll_params(board.clock_in_hz / 1e6, self.eth_build.clk_hz / 1e6).f_out_mhz
         self.pll = EcpPll(board.clock_in_hz / 1e6, clock_mhz)
-        self.kind, self.hosted = hosted_design(cfg, divisor=self.divisor, mem_size=self.mem_bytes, design=design,
-                                               ctrl=(memory == "dram"))
+        self.kind, self.hosted = hosted_design(cfg, divisor=self.divisor if link == "uart" else None,
+                                               mem_size=self.mem_bytes, design=design, ctrl=(memory == "dram"))
+        if link == "udp":
+            from hw.host.udp import UdpLinkBridge
+
+            from .liteeth import LiteEthUdp
+            self.eth_pll = EcpPll(board.clock_in_hz / 1e6, self.eth_build.clk_hz / 1e6)
+            self.eth = LiteEthUdp(self.eth_build)
+            self.udp_bridge = UdpLinkBridge(eth_domain="eth", host_domain="sync")
         r, w = self.hosted.axi_r.signature, self.hosted.axi_w.signature
         if memory == "dram":
             from .cdc import AxiAsyncBridge, WishboneAsyncBridge
@@ -137,9 +162,13 @@ class BoardTop(Elaboratable):
             self.axi_bridge = AxiAsyncBridge(addr_bits=r.addr_bits, data_bits=r.data_bits, read_id_bits=r.id_bits,
                                              write_id_bits=w.id_bits, s_domain="sync", m_domain="dram")
             self.wb_bridge = WishboneAsyncBridge(s_domain="sync", m_domain="dram")
-        else:
+        elif link == "uart":
             self.dram = None
             self.core = HostedBram(self.hosted, bram_bytes=bram_bytes)
+        else:
+            from .bram import AxiBram
+            self.dram = None
+            self.bram = AxiBram(size_bytes=bram_bytes, addr_bits=r.addr_bits, data_bits=r.data_bits, id_bits=r.id_bits)
 
     def _dram_build(self):
         try:
@@ -147,13 +176,31 @@ class BoardTop(Elaboratable):
         except ImportError:
             raise BoardError(f"{self.board.title}: this build has no LiteDRAM integration "
                              f"(fpga_boards/litedram.py); use memory=bram") from None
-        return generate_litedram(self.board.dram.description)
+        return generate_litedram(self.board.dram.description, sys_clk_mhz=self.cfg.memory.dram_mhz)
 
     def describe(self) -> dict:
-        return {"design": self.kind, "clock_mhz": round(self.clock_mhz, 4),
+        link = {"kind": self.link}
+        if self.link == "udp":
+            e = self.eth_build
+            link.update(ip_address=e.ip_address, udp_port=e.udp_port, mac_address=f"{e.mac_address:012x}",
+                        eth_clock_mhz=round(self.eth_mhz, 4), eth_pll=vars(self.eth_pll.params),
+                        target=f"udp://{e.ip_address}:{e.udp_port}")
+        return {"design": self.kind, "clock_mhz": round(self.clock_mhz, 4), "link": link,
                 "pll": vars(self.pll.params), "uart": {"baud": round(self.baud), "divisor": self.divisor},
                 "memory": {"kind": self.memory, "bytes": self.mem_bytes,
-                           **({"dram": self.board.describe()["dram"]} if self.memory == "dram" else {})}}
+                           **({"dram": self.dram_describe()} if self.memory == "dram" else {})}}
+
+    @property
+    def dram_mhz(self) -> float | None:
+        """The DRAM controller's clock of this build (``memory.dram_mhz`` or the board's)."""
+        return self.dram_build.sys_clk_hz / 1e6 if self.memory == "dram" else None
+
+    def dram_describe(self) -> dict:
+        d = dict(self.board.describe()["dram"])
+        scale = self.dram_mhz / d["sys_clk_mhz"]
+        d["sys_clk_mhz"] = self.dram_mhz
+        d["peak_mb_per_s"] = round(d["peak_mb_per_s"] * scale, 1)
+        return d
 
     # ---- pins ----------------------------------------------------------------------
     def _uart(self, m, platform):
@@ -190,6 +237,31 @@ class BoardTop(Elaboratable):
             outs.append(buf.o)
         return outs
 
+    def _udp(self, m, platform, clk_in):
+        """The UDP link: the LiteEth core on its own PLL clock (domain ``eth``), the bridge
+        into the design's domain. Returns the sticky ``rx_overflow`` flag, in ``sync``."""
+        m.submodules.eth_pll = ep = self.eth_pll
+        m.d.comb += ep.clk_in.eq(clk_in)
+        m.domains.eth = cd_eth = ClockDomain("eth")
+        m.d.comb += cd_eth.clk.eq(ep.clk_out)
+        platform.add_clock_constraint(cd_eth.clk, self.eth_mhz * 1e6)
+        m.submodules.eth_reset_sync = ResetSynchronizer(~ep.locked, domain="eth")
+        m.submodules.eth = eth = self.eth
+        eth.connect_board(platform)
+        m.d.comb += [eth.clk.eq(cd_eth.clk), eth.rst.eq(cd_eth.rst)]
+        m.submodules.udp_bridge = br = self.udp_bridge
+        h = self.hosted
+        connect(m, eth.rx, br.udp_rx)
+        connect(m, br.udp_tx, eth.tx)
+        connect(m, br.host_rx, h.rx)
+        connect(m, h.tx, br.host_tx)
+        m.d.comb += h.flush.eq(0)
+        overflow, overflow_sync = Signal(), Signal()
+        with m.If(br.rx_overflow):
+            m.d.eth += overflow.eq(1)
+        m.submodules.overflow_sync = FFSynchronizer(overflow, overflow_sync)
+        return overflow_sync
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
@@ -209,14 +281,25 @@ class BoardTop(Elaboratable):
             m.submodules.vccio_pdm = pdm = io.Buffer("o", ctl.pdm)
             m.submodules.vccio_en = en = io.Buffer("o", ctl.en)
             m.d.comb += [pdm.o.eq(vccio.pdm), en.o.eq(vccio.en)]
-        rx, tx = self._uart(m, platform)
+        link_error = Signal()
+        if self.link == "uart":
+            rx, tx = self._uart(m, platform)
+        else:
+            link_error = self._udp(m, platform, clk_in)
         ready = Signal()
-        if self.memory == "bram":
+        if self.memory == "bram" and self.link == "uart":
             m.submodules.core = core = self.core
             m.d.comb += [core.uart_rx.eq(rx), tx.eq(core.uart_tx), ready.eq(~ResetSignal())]
+        elif self.memory == "bram":
+            m.submodules.hosted = h
+            m.submodules.bram = bram = self.bram
+            connect(m, h.axi_r, bram.axi_r)
+            connect(m, h.axi_w, bram.axi_w)
+            m.d.comb += ready.eq(~ResetSignal())
         else:
             m.submodules.hosted = h
-            m.d.comb += [h.uart_rx.eq(rx), tx.eq(h.uart_tx)]
+            if self.link == "uart":
+                m.d.comb += [h.uart_rx.eq(rx), tx.eq(h.uart_tx)]
             # The controller runs on its own clock (its PLL, from the board oscillator); the
             # design's AXI4 ports and the link's control window cross into it.
             m.submodules.dram = dram = self.dram
@@ -240,7 +323,7 @@ class BoardTop(Elaboratable):
         heartbeat = Signal(max(1, int(self.clock_mhz * 1e6).bit_length() - 1))
         m.d.sync += heartbeat.eq(heartbeat + 1)
         error = Signal()
-        with m.If(h.framing_error | h.engine.error):
+        with m.If((h.framing_error if self.link == "uart" else link_error) | h.engine.error):
             m.d.sync += error.eq(1)
         for out, value in zip(self._leds(m, platform), (heartbeat[-1], ready, h.busy, error)):
             m.d.comb += out.eq(value)
@@ -248,10 +331,12 @@ class BoardTop(Elaboratable):
 
 
 def board_top(board: str | Board, cfg, *, clock_mhz: float | None = None, baud: int = DEFAULT_BAUD,
-              memory: str | None = None, bram_bytes: int = DEFAULT_BRAM_BYTES, design: str = "auto") -> BoardTop:
+              memory: str | None = None, bram_bytes: int = DEFAULT_BRAM_BYTES, design: str = "auto",
+              link: str = "uart") -> BoardTop:
     """The top for ``cfg`` on ``board``. ``clock_mhz``: the design clock (default
     ``cfg.clock.mhz``); ``memory``: ``bram`` or ``dram`` (default: ``dram`` for a decode
-    engine, ``bram`` for a tensor core)."""
+    engine, ``bram`` for a tensor core); ``link``: ``uart`` (default) or ``udp`` (boards with
+    Ethernet)."""
     b = get_board(board) if isinstance(board, str) else board
     if memory is None:
         memory = "dram" if cfg.decode is not None else "bram"
@@ -259,7 +344,7 @@ def board_top(board: str | Board, cfg, *, clock_mhz: float | None = None, baud: 
         raise BoardError("a decode engine streams a model's weights from DRAM: use memory=dram")
     try:
         return BoardTop(b, cfg, clock_mhz=cfg.clock.mhz if clock_mhz is None else clock_mhz, baud=baud,
-                        memory=memory, bram_bytes=bram_bytes, design=design)
+                        memory=memory, bram_bytes=bram_bytes, design=design, link=link)
     except LutforgeError:
         raise
     except ValueError as e:

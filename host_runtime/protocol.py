@@ -66,6 +66,18 @@ MEM_ALIGN = 16
 MEM_CHUNK = (MAX_PAYLOAD - 8) // MEM_ALIGN * MEM_ALIGN
 
 
+def mem_chunk(max_frame: int | None = None) -> int:
+    """Data bytes per WRITE_MEM / READ_MEM frame for a transport whose frames are at most
+    ``max_frame`` bytes (:data:`MEM_CHUNK` = 4080 for a stream; 1440 for a 1472-byte UDP
+    datagram: a write's address and a read response's status byte fit beside it)."""
+    if max_frame is None:
+        return MEM_CHUNK
+    n = min(MEM_CHUNK, (max_frame - HEADER_BYTES - 4 - 8) // MEM_ALIGN * MEM_ALIGN)
+    if n < MEM_ALIGN:
+        raise ValueError(f"a transport whose frames are at most {max_frame} bytes cannot carry memory commands")
+    return n
+
+
 class ProtocolError(LutforgeError):
     """The link failed: retries exhausted, version mismatch, device error, bad reply."""
 
@@ -208,7 +220,12 @@ class FrameDecoder:
 
 class Transport:
     """A byte stream to a device. ``send`` writes bytes; ``recv(timeout)`` returns the
-    bytes available within ``timeout`` seconds (possibly none); ``close`` ends it."""
+    bytes available within ``timeout`` seconds (possibly none); ``close`` ends it.
+    ``max_frame``: the largest frame (header, payload and CRC) the transport carries in
+    one piece (a UDP datagram), or None (a stream: any frame); :class:`Link` sizes its
+    memory frames to it (:func:`mem_chunk`)."""
+
+    max_frame: int | None = None
 
     def send(self, data: bytes) -> None:  # pragma: no cover (interface)
         raise NotImplementedError
@@ -332,17 +349,25 @@ class Link:
             raise ProtocolError(f"{what}: address {addr:#x} and length {length} must be multiples of "
                                 f"{MEM_ALIGN} bytes (MEM_ALIGN); pad the data or align the region")
 
+    @property
+    def chunk(self) -> int:
+        """Memory bytes per frame: :data:`MEM_CHUNK`, less on a transport with a
+        ``max_frame`` (UDP: 1440, so a frame and its response each fit one datagram)."""
+        return mem_chunk(getattr(self.transport, "max_frame", None))
+
     def write_mem(self, addr: int, data: bytes) -> None:
         """Write ``data`` at byte address ``addr`` (both multiples of :data:`MEM_ALIGN`),
-        in frames of :data:`MEM_CHUNK` bytes, ``window`` frames in flight."""
+        in frames of :attr:`chunk` bytes, ``window`` frames in flight."""
         self._check_aligned("WRITE_MEM", addr, len(data))
-        self._pipelined(Op.WRITE_MEM, [struct.pack("<Q", addr + off) + data[off:off + MEM_CHUNK]
-                                       for off in range(0, len(data), MEM_CHUNK)])
+        c = self.chunk
+        self._pipelined(Op.WRITE_MEM, [struct.pack("<Q", addr + off) + data[off:off + c]
+                                       for off in range(0, len(data), c)])
 
     def read_mem(self, addr: int, length: int) -> bytes:
         """Read ``length`` bytes at ``addr`` (both multiples of :data:`MEM_ALIGN`)."""
         self._check_aligned("READ_MEM", addr, length)
-        reqs = [(addr + off, min(MEM_CHUNK, length - off)) for off in range(0, length, MEM_CHUNK)]
+        c = self.chunk
+        reqs = [(addr + off, min(c, length - off)) for off in range(0, length, c)]
         out = self._pipelined(Op.READ_MEM, [struct.pack("<QI", a, n) for a, n in reqs])
         for (a, n), r in zip(reqs, out):
             if len(r) != n:

@@ -4,7 +4,8 @@
   loopback, or a Unix socket);
 * ``tcp://HOST:PORT`` -- the same over any TCP connection;
 * ``serial:///dev/ttyUSB1?baud=3000000`` -- a board's UART (pyserial);
-* ``udp://HOST:PORT`` -- a board with Ethernet (one frame per datagram).
+* ``udp://HOST:PORT`` -- a board with Ethernet (:class:`UdpTransport`: one frame per
+  datagram; the board's address and port are in docs/host_link.md "The UDP link").
 
 Every transport has the :class:`host_runtime.protocol.Transport` interface; opening a
 target that is not there is a :class:`TargetError` that names it and says what was tried.
@@ -52,19 +53,50 @@ class SocketTransport(Transport):
 
 
 class UdpTransport(Transport):
+    """UDP to a board's host link (``hw.host.udp``, or ``sim.udp_device`` on a host).
+
+    ``send`` sends what it is given (one frame: :class:`~host_runtime.protocol.Link` sends
+    frames one call each) in one datagram, split into datagrams of :attr:`max_frame` bytes
+    only if it is longer (the device joins them; the board's Ethernet core does not
+    reassemble IP fragments, so nothing larger may go out). :attr:`max_frame` = 1472, the
+    UDP payload of a 1500-byte Ethernet MTU, makes ``Link`` move 1440 bytes of memory per
+    frame, so every request and response is one datagram. ``recv`` returns the payloads of
+    the datagrams that came from the target within ``timeout`` (others are ignored). Loss
+    and reordering are the protocol's business: a frame without a response is retried with
+    the same ``seq`` after ``Link.timeout``, and the device answers a retransmission from
+    its stored response without executing it again; a stale or duplicated response is
+    dropped by ``seq``."""
+
+    max_frame = 1472
+
     def __init__(self, host: str, port: int):
-        self.addr = (host, port)
+        try:
+            infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+        except socket.gaierror as e:
+            raise TargetError(f"udp://{host}:{port}: cannot resolve {host!r} ({e.strerror or e})") from None
+        self.addr = infos[0][4]
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("0.0.0.0", 0))
+        self.ignored = 0            # datagrams from anyone but the target
 
     def send(self, data: bytes) -> None:
-        self.sock.sendto(data, self.addr)
+        for off in range(0, max(len(data), 1), self.max_frame):
+            self.sock.sendto(data[off:off + self.max_frame], self.addr)
 
     def recv(self, timeout: float) -> bytes:
         ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
-        if not ready:
-            return b""
-        data, _ = self.sock.recvfrom(1 << 16)
-        return data
+        out = bytearray()
+        while ready:
+            try:
+                data, peer = self.sock.recvfrom(1 << 16)
+            except (ConnectionRefusedError, BlockingIOError):
+                break               # an ICMP "port unreachable" for an earlier datagram: keep waiting
+            if peer == self.addr:
+                out += data
+            else:
+                self.ignored += 1
+            ready, _, _ = select.select([self.sock], [], [], 0)
+        return bytes(out)
 
     def close(self) -> None:
         self.sock.close()

@@ -162,6 +162,19 @@ def cmd_bench(args) -> int:
 
 def cmd_sim_board(args) -> int:
     cfg = _load(args)
+    if args.udp:
+        if args.uart:
+            raise LutforgeError("--udp and --uart are two transports of the board: pick one")
+        extra = [o for o, v in (("--baud", args.baud), ("--clock-mhz", args.clock_mhz), ("--link", args.link))
+                 if v is not None] + (["--flip-ppm"] if args.flip_ppm else [])
+        if extra:
+            raise LutforgeError(f"{', '.join(extra)} only apply with --uart")
+        if not 0 <= args.loss < 1:
+            raise LutforgeError(f"--loss {args.loss:g}: a probability in [0, 1)")
+        from sim.udp_device import serve_udp
+        return serve_udp(cfg, args.listen, loss=args.loss, seed=args.seed)
+    if args.loss:
+        raise LutforgeError("--loss only applies with --udp")
     if args.uart:
         from sim.uart_board import serve_uart, uart_divisor
         if args.listen:
@@ -193,7 +206,7 @@ def cmd_build_bitstream(args) -> int:
     if board is None:
         raise LutforgeError(f"no board: pass --board NAME (config {cfg.name!r} names no target.board)")
     man = build_bitstream(board, cfg, Path(args.output or f"build/{board}"), clock_mhz=args.clock, baud=args.baud,
-                          memory=args.memory, design=args.design, seed=args.seed,
+                          memory=args.memory, design=args.design, seed=args.seed, link=args.link,
                           log=lambda line: print(line, file=sys.stderr))
     print(format_manifest(man))
     out = Path(args.output or f"build/{board}")
@@ -368,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --uart: flip bits on the line, this many per million (exercises CRC and retries)")
     sb.add_argument("--seed", type=int, default=1, help="with --uart: seed of the line noise")
     sb.add_argument("--link", default=None, metavar="PATH", help="with --uart: also make PATH a symlink to the pty")
+    sb.add_argument("--udp", action="store_true",
+                    help="serve the board over UDP, one frame per datagram, as a board's Ethernet link "
+                         "(--listen udp://HOST:PORT, default udp://127.0.0.1:0; connect with --target udp://...)")
+    sb.add_argument("--loss", type=float, default=0.0,
+                    help="with --udp: lose this fraction of the datagrams each way (exercises retries)")
     sb.set_defaults(func=cmd_sim_board)
 
     bb = sub.add_parser("build-bitstream", help="build an FPGA bitstream for a board (yowasp Yosys, nextpnr-ecp5, "
@@ -380,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--clock", type=float, default=None, metavar="MHZ",
                     help="design clock (default: the config's clock.mhz)")
     bb.add_argument("--baud", type=int, default=None, help="host link UART baud rate (default 1000000)")
+    bb.add_argument("--link", choices=["uart", "udp"], default="uart",
+                    help="host link transport: uart (default, every board) or udp (LiteEth over the board's "
+                         "Ethernet: ecpix5-85, butterstick; docs/host_link.md 'The UDP link')")
     bb.add_argument("--memory", choices=["bram", "dram"], default=None,
                     help="working memory: block RAM or the board's DRAM (default: dram for a decode engine, "
                          "bram for a tensor core)")

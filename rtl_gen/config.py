@@ -336,6 +336,9 @@ class MemoryConfig(_Strict):
     addr_bits: Annotated[int, Field(ge=16, le=64)] = 32
     max_burst: Annotated[int, Field(ge=1, le=256, description="beats per AXI4 INCR burst")] = 16
     outstanding: Annotated[int, Field(ge=1, le=64, description="read bursts in flight per reader")] = 4
+    dram_mhz: Annotated[float | None, Field(ge=25, le=100, description=(
+        "a board build's DRAM controller clock in MHz (default: the board's LiteDRAM description); "
+        "a large design may need a slower one to meet timing"))] = None
     sim: SimMemoryConfig = SimMemoryConfig()
 
     @field_validator("data_bits")

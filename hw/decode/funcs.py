@@ -8,8 +8,8 @@ cycles later. ROM contents are parameters (the generator passes
 :func:`ref_model.fixedpoint.rom_tables`), so the tables exist in one place.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
-from amaranth.lib import wiring
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -22,13 +22,125 @@ def rr(v, s: int):
     return (v + (1 << (s - 1))) >> s
 
 
+def _bl_tree(x):
+    """``(nonzero, bit_length)`` of ``x`` as a balanced tree (depth log2 of the width)."""
+    w = len(x)
+    if w == 1:
+        return x[0], x[0]
+    h = (w + 1) // 2
+    nz_lo, bl_lo = _bl_tree(x[:h])
+    nz_hi, bl_hi = _bl_tree(x[h:])
+    return nz_lo | nz_hi, Mux(nz_hi, bl_hi + h, bl_lo)
+
+
 def bit_length(m: Module, x, width: int, name: str) -> Signal:
-    """Highest set bit + 1 (0 for 0): a priority encoder over ``width`` bits."""
+    """Highest set bit + 1 (0 for 0): a priority encoder over ``width`` bits, built as a
+    balanced tree of 2:1 muxes (log2 ``width`` levels rather than a ``width``-long chain)."""
     bl = Signal(range(width + 1), name=name)
-    for i in range(width):
-        with m.If(x[i]):
-            m.d.comb += bl.eq(i + 1)
+    m.d.comb += bl.eq(_bl_tree(Value.cast(x)[:width])[1])
     return bl
+
+
+def _chunks(v, size: int):
+    """``v`` as ``[(chunk, offset)]`` of ``size``-bit unsigned pieces; a signed ``v``'s top
+    piece is signed and up to ``size + 1`` bits (it carries the sign)."""
+    v = Value.cast(v)
+    w, signed_ = len(v), v.shape().signed
+    n = max(1, -(-(w - 1) // size) if signed_ else -(-w // size))
+    out = []
+    for i in range(n):
+        lo = i * size
+        piece = v[lo:] if i == n - 1 else v[lo:lo + size]
+        out.append((piece.as_signed() if signed_ and i == n - 1 else piece, lo))
+    return out
+
+
+def _rows(a, b):
+    """``a * b`` as rows ``Mux(b[i], a << i, 0)`` (``b`` narrow; a signed ``b``'s top row is
+    negative): LUT and carry-chain logic instead of a DSP block."""
+    n = len(b)
+    rows = []
+    for i in range(n):
+        r = Mux(b[i], a << i, 0)
+        rows.append(-r if b.shape().signed and i == n - 1 else r)
+    return rows
+
+
+class Pipe:
+    """Stage bookkeeping for a fully pipelined unit: every value made by :meth:`reg` knows its
+    stage (cycles after the unit's input), :meth:`at` delays it to a later stage, and
+    :meth:`mul` is a registered, split product (see its docstring)."""
+
+    def __init__(self, m: Module, prefix: str = ""):
+        self.m, self.prefix, self._st = m, prefix, {}
+
+    def reg(self, value, k: int, name: str, shape=None) -> Signal:
+        """``value`` (combinational in stage ``k``'s values) registered: stage ``k + 1``."""
+        s = Signal(shape if shape is not None else Value.cast(value).shape(), name=self.prefix + name)
+        self.m.d.sync += s.eq(value)
+        self._st[id(s)] = (s, k + 1, {k + 1: s})
+        return s
+
+    def stage(self, s) -> int:
+        return self._st[id(s)][1]
+
+    def at(self, s, k: int):
+        """``s`` delayed to stage ``k`` (shift registers made once, shared)."""
+        sig, base, cache = self._st[id(s)]
+        assert k >= base, (sig.name, k, base)
+        for j in range(base + 1, k + 1):
+            if j not in cache:
+                d = Signal.like(sig, name=f"{sig.name}_p{j}")
+                self.m.d.sync += d.eq(cache[j - 1])
+                cache[j] = d
+        return cache[k]
+
+    def mul(self, a, b, k: int, name: str, shape, lut_bits: int = 0):
+        """``a * b`` (stage-``k`` values) as a registered pipeline: returns ``(product, stage)``.
+
+        The operands are cut into pieces that each fit a MULT18X18D (18 x 18 bits unsigned,
+        17-bit unsigned pieces and an 18-bit signed top piece when an operand is signed);
+        a piece product whose narrower side has at most ``lut_bits`` bits is built from
+        LUT rows instead of a DSP. Stage 1 registers each DSP product alone (nothing after
+        the DSP in its cycle) and LUT rows summed 4 at a time; each further stage sums up to
+        4 registered terms (two adder levels), until one term is left. Exact: the sum of the
+        shifted piece products is ``a * b``."""
+        a, b = Value.cast(a), Value.cast(b)
+        mixed = a.shape().signed or b.shape().signed
+        size = 17 if mixed else 18
+        ca, cb = _chunks(a, size), _chunks(b, size)
+        dsp_terms, rows = [], []
+        for pa, oa in ca:
+            for pb, ob in cb:
+                na, nb = len(pa), len(pb)
+                if min(na, nb) <= lut_bits:
+                    wide, narrow = (pa, pb) if nb <= na else (pb, pa)
+                    rows += [r << (oa + ob) for r in _rows(wide, narrow)]
+                else:
+                    dsp_terms.append((pa * pb) << (oa + ob))
+        terms, j = [], 0
+        for t in dsp_terms:
+            terms.append(self.reg(t, k, f"{name}_d{j}", shape))
+            j += 1
+        for g in range(0, len(rows), 4):
+            terms.append(self.reg(_sum(rows[g:g + 4]), k, f"{name}_l{j}", shape))
+            j += 1
+        k += 1
+        level = 0
+        while len(terms) > 1:
+            terms = [self.reg(_sum(terms[g:g + 4]), k, f"{name}_s{level}_{g // 4}", shape)
+                     for g in range(0, len(terms), 4)]
+            k += 1
+            level += 1
+        return terms[0], k
+
+
+def _sum(vals):
+    """Balanced sum."""
+    vals = list(vals)
+    while len(vals) > 1:
+        vals = [vals[i] + vals[i + 1] if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
+    return vals[0]
 
 
 def _rom(m: Module, name: str, table: list[int], ports: int):
@@ -36,6 +148,20 @@ def _rom(m: Module, name: str, table: list[int], ports: int):
     mem = Memory(shape=bits, depth=len(table), init=table)
     m.submodules[name] = mem
     return [mem.read_port() for _ in range(ports)]
+
+
+def _slope_rom(m: Module, name: str, table: list[int]):
+    """One read port giving ``(t[i], t[min(i+1, last)] - t[i])``: the interpolation base and
+    slope in one word (the slope's width is the table's: 17-19 bits signed for the
+    reference tables, so the interpolation product is one MULT18X18D or close)."""
+    last = len(table) - 1
+    slopes = [table[min(i + 1, last)] - table[i] for i in range(len(table))]
+    abits = max(max(table).bit_length(), 1)
+    sbits = max(max(abs(v) for v in slopes).bit_length() + 1, 2)
+    layout = data.StructLayout({"a": abits, "d": signed(sbits)})
+    mem = Memory(shape=layout, depth=len(table), init=[{"a": a, "d": d} for a, d in zip(table, slopes)])
+    m.submodules[name] = mem
+    return mem.read_port()
 
 
 class _Unit(wiring.Component):
@@ -50,11 +176,21 @@ class _Unit(wiring.Component):
         m.d.comb += self.o_valid.eq(v)
 
 
+def _norm_shift(x, e):
+    """``x >> e`` for ``e >= 0``, ``x << -e`` otherwise (``e`` signed, ``|e| < 64``)."""
+    return Mux(e >= 0, x >> e.as_unsigned()[:6], x << (-e).as_unsigned()[:6])
+
+
 class RsqrtUnit(_Unit):
     """:func:`ref_model.fixedpoint.rsqrt`: ``x`` uint 1..2**62 -> ``m`` Q1.23 in
-    [2**22, 2**23], shift ``s`` (``1/sqrt(x) ~= m * 2**-s``). Latency 10."""
+    [2**22, 2**23], shift ``s`` (``1/sqrt(x) ~= m * 2**-s``). Latency 22.
 
-    LATENCY = 10
+    Stages: bit length (balanced tree), even exponent, normalize, table (base and slope in
+    one word), interpolation product, one Newton step ``y*(3 - m*y*y)/2`` as three split
+    products (:meth:`Pipe.mul`: one MULT18X18D each, the narrow pieces in LUTs), clamp,
+    shift; every product and every round in a cycle of its own (>= 100 MHz on ECP5)."""
+
+    LATENCY = 22
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -63,55 +199,45 @@ class RsqrtUnit(_Unit):
     def elaborate(self, platform):
         m = Module()
         self._valid_chain(m)
-        ra, rb = _rom(m, "tab", self.table, 2)
-        # 1: exponent, rounded up to even
-        x1 = Signal(63)
-        m.d.sync += x1.eq(self.x)
-        bl = bit_length(m, x1, 63, "bl")
+        rom = _slope_rom(m, "tab", self.table)
+        P = Pipe(m)
+        x1 = P.reg(self.x, 0, "x1")
+        bl2 = P.reg(bit_length(m, x1, 63, "bl"), 1, "bl2")
         e_raw = Signal(signed(8))
-        m.d.comb += e_raw.eq(bl - 24)
-        # 2: normalize to xn in [2**22, 2**24); table index and fraction
-        x2 = Signal(63)
-        e2 = Signal(signed(8))
-        m.d.sync += [x2.eq(x1), e2.eq(e_raw + e_raw[0])]
-        xn = Signal(24)
-        m.d.comb += xn.eq(Mux(e2 >= 0, x2 >> e2.as_unsigned()[:6], x2 << (-e2).as_unsigned()[:6]))
-        off = Signal(24)   # xn - 2**22 < 3 * 2**22
-        m.d.comb += [off.eq(xn - (1 << 22)), ra.addr.eq(off[16:]), rb.addr.eq(off[16:] + 1)]
-        xn3, e3, fr3 = Signal(24), Signal(signed(8)), Signal(16)
-        m.d.sync += [xn3.eq(xn), e3.eq(e2), fr3.eq(off[:16])]
-        # 3 -> 4: interpolation product
-        a4, d4 = Signal(25), Signal(signed(42))
-        xn4, e4 = Signal(24), Signal(signed(8))
-        m.d.sync += [a4.eq(ra.data), d4.eq((rb.data - ra.data) * fr3), xn4.eq(xn3), e4.eq(e3)]
-        # 5: y in Q0.24, then Q.23
-        y5 = Signal(25)
-        xn5, e5 = Signal(24), Signal(signed(8))
-        m.d.sync += [y5.eq(rr(a4 + rr(d4, 16), 1)), xn5.eq(xn4), e5.eq(e4)]
-        # 6..8: Newton step y*(3 - m*y*y)/2
-        y6, y26 = Signal(25), Signal(26)
-        xn6, e6 = Signal(24), Signal(signed(8))
-        m.d.sync += [y6.eq(y5), y26.eq(rr(y5 * y5, MANT_FRAC)), xn6.eq(xn5), e6.eq(e5)]
-        y7, my7 = Signal(25), Signal(27)
-        e7 = Signal(signed(8))
-        m.d.sync += [y7.eq(y6), my7.eq(rr(xn6 * y26, 22)), e7.eq(e6)]
-        y8 = Signal(signed(27))
-        e8 = Signal(signed(8))
-        m.d.sync += [y8.eq(rr(y7 * ((3 << MANT_FRAC) - my7), MANT_FRAC + 1)), e8.eq(e7)]
-        # 9, 10: clamp, shift
-        y9 = Signal(24)
-        e9 = Signal(signed(8))
+        m.d.comb += e_raw.eq(bl2 - 24)
+        e3 = P.reg(e_raw + e_raw[0], 2, "e3", signed(8))        # exponent rounded up to even
+        xn4 = P.reg(_norm_shift(P.at(x1, 3), e3), 3, "xn4", 24)  # in [2**22, 2**24)
+        m.d.comb += rom.addr.eq(xn4[16:] - 64)                    # (xn - 2**22) >> 16
+        a6 = P.reg(rom.data.a, 5, "a6")
+        d6 = P.reg(rom.data.d, 5, "d6")
+        d, k = P.mul(d6, P.at(xn4, 6)[:16], 6, "ip", signed(42))
+        y = P.reg(rr(P.at(a6, k) + rr(d, 16), 1), k, "y", 25)    # Q.23
+        k += 1
+        yy, k2 = P.mul(y, y, k, "yy", 50, lut_bits=9)
+        y26 = P.reg(rr(yy, MANT_FRAC), k2, "y26", 26)
+        my, k3 = P.mul(P.at(xn4, k2 + 1), y26, k2 + 1, "my", 50, lut_bits=9)
+        my27 = Signal(27)
+        m.d.comb += my27.eq(rr(my, 22))
+        t = P.reg((3 << MANT_FRAC) - my27, k3, "t", signed(28))
+        p, k4 = P.mul(P.at(y, k3 + 1), t, k3 + 1, "yt", signed(54), lut_bits=9)
+        y8 = P.reg(rr(p, MANT_FRAC + 1), k4, "y8", signed(27))
         lo, hi = 1 << (MANT_FRAC - 1), 1 << MANT_FRAC
-        m.d.sync += [y9.eq(Mux(y8 < lo, lo, Mux(y8 > hi, hi, y8))), e9.eq(e8)]
+        y9 = P.reg(Mux(y8 < lo, lo, Mux(y8 > hi, hi, y8)), k4 + 1, "y9", 24)
+        e9 = P.at(e3, k4 + 2)
         m.d.sync += [self.m.eq(y9), self.s.eq(MANT_FRAC + 11 + (e9 >> 1))]
+        assert k4 + 3 == self.LATENCY, k4 + 3
         return m
 
 
 class ReciprocalUnit(_Unit):
     """:func:`ref_model.fixedpoint.reciprocal`: ``x`` uint 1..2**62 -> ``m`` Q1.23,
-    shift ``s`` (``1/x ~= m * 2**-s``). Latency 9."""
+    shift ``s`` (``1/x ~= m * 2**-s``). Latency 19.
 
-    LATENCY = 9
+    Fully pipelined (one input per cycle). Stages as :class:`RsqrtUnit`'s: bit length,
+    normalize, table, interpolation, one Newton step ``y*(2 - m*y)`` as split products,
+    clamp."""
+
+    LATENCY = 19
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -120,44 +246,42 @@ class ReciprocalUnit(_Unit):
     def elaborate(self, platform):
         m = Module()
         self._valid_chain(m)
-        ra, rb = _rom(m, "tab", self.table, 2)
-        x1 = Signal(63)
-        m.d.sync += x1.eq(self.x)
-        bl = bit_length(m, x1, 63, "bl")
-        x2 = Signal(63)
-        e2 = Signal(signed(8))
-        m.d.sync += [x2.eq(x1), e2.eq(bl - 24)]
-        xn = Signal(24)
-        m.d.comb += xn.eq(Mux(e2 >= 0, x2 >> e2.as_unsigned()[:6], x2 << (-e2).as_unsigned()[:6]))
-        off = Signal(23)
-        m.d.comb += [off.eq(xn - (1 << 23)), ra.addr.eq(off[17:]), rb.addr.eq(off[17:] + 1)]
-        xn3, e3, fr3 = Signal(24), Signal(signed(8)), Signal(17)
-        m.d.sync += [xn3.eq(xn), e3.eq(e2), fr3.eq(off[:17])]
-        a4, d4 = Signal(25), Signal(signed(43))
-        xn4, e4 = Signal(24), Signal(signed(8))
-        m.d.sync += [a4.eq(ra.data), d4.eq((rb.data - ra.data) * fr3), xn4.eq(xn3), e4.eq(e3)]
-        y5 = Signal(25)
-        xn5, e5 = Signal(24), Signal(signed(8))
-        m.d.sync += [y5.eq(rr(a4 + rr(d4, 17), 1)), xn5.eq(xn4), e5.eq(e4)]
-        y6, my6 = Signal(25), Signal(26)
-        e6 = Signal(signed(8))
-        m.d.sync += [y6.eq(y5), my6.eq(rr(xn5 * y5, 23)), e6.eq(e5)]
-        y7 = Signal(signed(27))
-        e7 = Signal(signed(8))
-        m.d.sync += [y7.eq(rr(y6 * ((2 << MANT_FRAC) - my6), MANT_FRAC)), e7.eq(e6)]
+        rom = _slope_rom(m, "tab", self.table)
+        P = Pipe(m)
+        x1 = P.reg(self.x, 0, "x1")
+        bl2 = P.reg(bit_length(m, x1, 63, "bl"), 1, "bl2")
+        e3 = P.reg(bl2 - 24, 2, "e3", signed(8))
+        xn4 = P.reg(_norm_shift(P.at(x1, 3), e3), 3, "xn4", 24)  # in [2**23, 2**24)
+        m.d.comb += rom.addr.eq(xn4[17:] - 64)                    # (xn - 2**23) >> 17
+        a6 = P.reg(rom.data.a, 5, "a6")
+        d6 = P.reg(rom.data.d, 5, "d6")
+        d, k = P.mul(d6, P.at(xn4, 6)[:17], 6, "ip", signed(43), lut_bits=2)
+        y = P.reg(rr(P.at(a6, k) + rr(d, 17), 1), k, "y", 25)
+        k += 1
+        my, k2 = P.mul(P.at(xn4, k), y, k, "my", 49, lut_bits=9)
+        my26 = Signal(26)
+        m.d.comb += my26.eq(rr(my, 23))
+        t = P.reg((2 << MANT_FRAC) - my26, k2, "t", signed(27))
+        p, k3 = P.mul(P.at(y, k2 + 1), t, k2 + 1, "yt", signed(53), lut_bits=9)
+        y7 = P.reg(rr(p, MANT_FRAC), k3, "y7", signed(27))
         lo, hi = 1 << (MANT_FRAC - 1), 1 << MANT_FRAC
-        y8 = Signal(24)
-        e8 = Signal(signed(8))
-        m.d.sync += [y8.eq(Mux(y7 < lo, lo, Mux(y7 > hi, hi, y7))), e8.eq(e7)]
+        y8 = P.reg(Mux(y7 < lo, lo, Mux(y7 > hi, hi, y7)), k3 + 1, "y8", 24)
+        e8 = P.at(e3, k3 + 2)
         m.d.sync += [self.m.eq(y8), self.s.eq(MANT_FRAC + 23 + e8)]
+        assert k3 + 3 == self.LATENCY, k3 + 3
         return m
 
 
 class ExpNegUnit(_Unit):
     """:func:`ref_model.fixedpoint.exp_neg`: ``x`` Q.16 int32 <= 0 -> ``y`` Q0.16 in
-    [0, 65536]. Latency 5."""
+    [0, 65536]. Latency 10, fully pipelined.
 
-    LATENCY = 5
+    ``-x >= 2**20`` (``x <= -16.0``) gives 0 exactly (``n >= 23``, the final shift
+    exceeds the table value's bits), so the ``-x * log2(e)`` product takes 20 x 31 bits:
+    two MULT18X18D and a 3-bit piece in LUTs. The interpolation slope is 17 bits
+    (base and slope in one ROM word): one MULT18X18D."""
+
+    LATENCY = 10
 
     def __init__(self, table: list[int], log2e_q30: int):
         self.table, self.log2e = table, log2e_q30
@@ -166,32 +290,40 @@ class ExpNegUnit(_Unit):
     def elaborate(self, platform):
         m = Module()
         self._valid_chain(m)
-        ra, rb = _rom(m, "tab", self.table, 2)
-        # 1: t = -x*log2(e) in Q.24 (62-bit product, rounded)
-        t1 = Signal(40)
-        m.d.sync += t1.eq(rr((-self.x).as_unsigned()[:32] * self.log2e, 22))
-        # 2: integer part n and fraction -> table
-        n2, fr2 = Signal(16), Signal(16)
-        m.d.comb += [ra.addr.eq(t1[16:24]), rb.addr.eq(t1[16:24] + 1)]
-        m.d.sync += [n2.eq(t1[24:]), fr2.eq(t1[:16])]
-        # 3: interpolation product
-        a3, d3 = Signal(25), Signal(signed(42))
-        n3 = Signal(16)
-        m.d.sync += [a3.eq(ra.data), d3.eq((rb.data - ra.data) * fr2), n3.eq(n2)]
-        y4 = Signal(25)
-        sh4 = Signal(range(63))
-        m.d.sync += [y4.eq(a3 + rr(d3, 16)), sh4.eq(Mux(n3 + 8 > 62, 62, n3 + 8))]
+        rom = _slope_rom(m, "tab", self.table)
+        P = Pipe(m)
+        nx = Signal(32)
+        m.d.comb += nx.eq((-self.x).as_unsigned()[:32])
+        nx1 = P.reg(nx[:20], 0, "nx1")
+        big1 = P.reg(nx[20:] != 0, 0, "big1")
+        tp, k = P.mul(nx1, Const(self.log2e, 31), 1, "t", 51, lut_bits=3)
+        t = P.reg(rr(tp, 22), k, "t", 40)        # Q.24
+        k += 1
+        m.d.comb += rom.addr.eq(t[16:24])
+        n = P.reg(t[24:], k, "n", 16)
+        a = P.reg(rom.data.a, k + 1, "a")
+        dd = P.reg(rom.data.d, k + 1, "dd")
+        d, k2 = P.mul(dd, P.at(t, k + 2)[:16], k + 2, "ip", signed(34))
+        y4 = P.reg(P.at(a, k2) + rr(d, 16), k2, "y4", 25)
+        n2 = P.at(n, k2)
+        sh = P.reg(Mux(n2 + 8 > 62, 62, n2 + 8), k2, "sh", range(63))
         half = Signal(63)
-        m.d.comb += half.eq(Const(1, 63) << (sh4 - 1)[:6])
-        m.d.sync += self.y.eq((y4 + half) >> sh4)
+        m.d.comb += half.eq(Const(1, 63) << (sh - 1)[:6])
+        ys = P.reg(y4 + half, k2 + 1, "ys", 63)
+        k3 = k2 + 2
+        m.d.sync += self.y.eq(Mux(P.at(big1, k3), 0, ys >> P.at(sh, k3)))
+        assert k3 + 1 == self.LATENCY, k3 + 1
         return m
 
 
 class SinCosUnit(_Unit):
     """:func:`ref_model.fixedpoint.sincos`: phase uint32 turns -> ``cos``, ``sin`` Q1.16
-    signed (18-bit). Latency 5."""
+    signed (18-bit). Latency 8, fully pipelined.
 
-    LATENCY = 5
+    Two ROM ports (base and slope in one word); the 18-bit slope times the 22-bit fraction
+    is one MULT18X18D and a 5-bit piece in LUTs, per output."""
+
+    LATENCY = 8
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -201,27 +333,28 @@ class SinCosUnit(_Unit):
     def elaborate(self, platform):
         m = Module()
         self._valid_chain(m)
-        sa, sb, ca, cb = _rom(m, "tab", self.table, 4)
+        mem_s = _slope_rom(m, "tab", self.table)
+        # a second port on the same table: the memory is shared
+        mem = m.submodules["tab"]
+        mem_c = mem.read_port()
         top = len(self.table) - 1
+        P = Pipe(m)
         # 1: quadrant and the two quarter-wave arguments
-        quad1 = Signal(2)
-        r1, rc1 = Signal(30), Signal(31)
-        m.d.sync += [quad1.eq(self.phase[30:]), r1.eq(self.phase[:30]), rc1.eq((1 << 30) - self.phase[:30])]
-        for (pa, pb), p in (((sa, sb), r1), ((ca, cb), rc1)):
+        quad1 = P.reg(self.phase[30:], 0, "quad1")
+        r1 = P.reg(self.phase[:30], 0, "r1", 30)
+        rc1 = P.reg((1 << 30) - self.phase[:30], 0, "rc1", 31)
+        for port, p in ((mem_s, r1), (mem_c, rc1)):
             idx = p[22:]
-            m.d.comb += [pa.addr.eq(Mux(idx > top, top, idx)), pb.addr.eq(Mux(idx + 1 > top, top, idx + 1))]
-        quad2 = Signal(2)
-        fs2, fc2 = Signal(22), Signal(22)
-        m.d.sync += [quad2.eq(quad1), fs2.eq(r1[:22]), fc2.eq(rc1[:22])]
-        # 3: interpolation products; 4: quarter values
-        quad3 = Signal(2)
-        as3, ds3, ac3, dc3 = Signal(25), Signal(signed(48)), Signal(25), Signal(signed(48))
-        m.d.sync += [quad3.eq(quad2), as3.eq(sa.data), ds3.eq((sb.data - sa.data) * fs2),
-                     ac3.eq(ca.data), dc3.eq((cb.data - ca.data) * fc2)]
-        quad4 = Signal(2)
-        s4, c4 = Signal(signed(26)), Signal(signed(26))
-        m.d.sync += [quad4.eq(quad3), s4.eq(as3 + rr(ds3, 22)), c4.eq(ac3 + rr(dc3, 22))]
-        # 5: quadrant signs, Q0.24 -> Q1.16
+            m.d.comb += port.addr.eq(Mux(idx > top, top, idx))
+        as3 = P.reg(mem_s.data.a, 2, "as3")
+        ds3 = P.reg(mem_s.data.d, 2, "ds3")
+        ac3 = P.reg(mem_c.data.a, 2, "ac3")
+        dc3 = P.reg(mem_c.data.d, 2, "dc3")
+        ds, k = P.mul(ds3, P.at(r1, 3)[:22], 3, "ips", signed(48), lut_bits=5)
+        dc, _ = P.mul(dc3, P.at(rc1, 3)[:22], 3, "ipc", signed(48), lut_bits=5)
+        s4 = P.reg(P.at(as3, k) + rr(ds, 22), k, "s4", signed(26))
+        c4 = P.reg(P.at(ac3, k) + rr(dc, 22), k, "c4", signed(26))
+        quad4 = P.at(quad1, k + 1)
         sin5, cos5 = Signal(signed(26)), Signal(signed(26))
         with m.Switch(quad4):
             with m.Case(0):
@@ -232,16 +365,20 @@ class SinCosUnit(_Unit):
                 m.d.comb += [sin5.eq(-s4), cos5.eq(-c4)]
             with m.Case(3):
                 m.d.comb += [sin5.eq(-c4), cos5.eq(s4)]
-        m.d.sync += [self.sin.eq(rr(sin5, 8)), self.cos.eq(rr(cos5, 8))]
+        sn = P.reg(sin5, k + 1, "sn")
+        cs = P.reg(cos5, k + 1, "cs")
+        m.d.sync += [self.sin.eq(rr(sn, 8)), self.cos.eq(rr(cs, 8))]
+        assert k + 3 == self.LATENCY, k + 3
         return m
 
 
 class SigmoidUnit(_Unit):
     """:func:`ref_model.fixedpoint.sigmoid` and :func:`~ref_model.fixedpoint.silu`:
     ``x`` Q.16 int32 -> ``sig`` Q0.16 in [0, 65536] and ``silu = rshift_round(x*sig, 16)``
-    int32 Q.16. Latency 5."""
+    int32 Q.16. Latency 9, fully pipelined (base and slope in one ROM word; ``x*sig`` as a
+    split, registered product)."""
 
-    LATENCY = 5
+    LATENCY = 9
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -251,28 +388,25 @@ class SigmoidUnit(_Unit):
     def elaborate(self, platform):
         m = Module()
         self._valid_chain(m)
-        ra, rb = _rom(m, "tab", self.table, 2)
+        rom = _slope_rom(m, "tab", self.table)
         last = len(self.table) - 1
-        x1 = Signal(signed(32))
-        ax1 = Signal(32)
-        m.d.sync += [x1.eq(self.x), ax1.eq(Mux(self.x < 0, -self.x, self.x))]
+        P = Pipe(m)
+        x1 = P.reg(self.x, 0, "x1")
+        ax1 = P.reg(Mux(self.x < 0, -self.x, self.x), 0, "ax1", 32)
         idx = Signal(range(last + 1))
-        m.d.comb += [idx.eq(Mux(ax1[10:] >= last, last, ax1[10:])),
-                     ra.addr.eq(idx), rb.addr.eq(Mux(idx + 1 > last, last, idx + 1))]
-        x2 = Signal(signed(32))
-        fr2 = Signal(10)
-        m.d.sync += [x2.eq(x1), fr2.eq(Mux(idx >= last, 0, ax1[:10]))]
-        x3 = Signal(signed(32))
-        a3, d3 = Signal(25), Signal(signed(36))
-        m.d.sync += [x3.eq(x2), a3.eq(ra.data), d3.eq((rb.data - ra.data) * fr2)]
-        x4 = Signal(signed(32))
-        y4 = Signal(25)
+        m.d.comb += [idx.eq(Mux(ax1[10:] >= last, last, ax1[10:])), rom.addr.eq(idx)]
+        fr2 = P.reg(Mux(idx >= last, 0, ax1[:10]), 1, "fr2", 10)
+        a3 = P.reg(rom.data.a, 2, "a3")
+        d3 = P.reg(rom.data.d, 2, "d3")
+        d, k = P.mul(d3, P.at(fr2, 3), 3, "ip", signed(36))
+        x4 = P.at(x1, k)
         y = Signal(26)
-        m.d.comb += y.eq(a3 + rr(d3, 10))
-        m.d.sync += [x4.eq(x3), y4.eq(Mux(x3 < 0, (1 << TAB_FRAC) - y, y))]
-        sig = Signal(17)
-        m.d.comb += sig.eq(rr(y4, 8))
-        m.d.sync += [self.sig.eq(sig), self.silu.eq(rr(x4 * sig, 16))]
+        m.d.comb += y.eq(P.at(a3, k) + rr(d, 10))
+        y4 = P.reg(Mux(x4 < 0, (1 << TAB_FRAC) - y, y), k, "y4", 25)
+        sig = P.reg(rr(y4, 8), k + 1, "sig", 17)
+        p, k2 = P.mul(P.at(x1, k + 2), sig, k + 2, "silu", signed(50))
+        m.d.sync += [self.sig.eq(P.at(sig, k2)), self.silu.eq(rr(p, 16))]
+        assert k2 + 1 == self.LATENCY, k2 + 1
         return m
 
 
@@ -290,9 +424,11 @@ class MantScaleUnit(_Unit):
 
     ``r = amax*cmul``; ``s = bit_length(r) - b``; ``man = ceil(r/2**s)`` (a carry to
     ``2**b`` gives ``man/2``, ``s+1``); ``amax = 0``: ``man = 2**(b-1)``, ``s = -16``.
-    Needs ``s > 0`` for non-zero ``amax`` (true for ``cmul >= 2**(b+1)``). Latency 6."""
+    Needs ``s > 0`` for non-zero ``amax`` (true for ``cmul >= 2**(b+1)``). Latency 9: the
+    32 x 25 product is split (:meth:`Pipe.mul`: two MULT18X18D, the 7-bit pieces in LUTs)
+    and registered before the bit length, each shift and add in a stage of its own."""
 
-    LATENCY = 6
+    LATENCY = 9
 
     def __init__(self, scale_bits: int):
         self.b = scale_bits
@@ -304,21 +440,14 @@ class MantScaleUnit(_Unit):
         b = self.b
         self._valid_chain(m)
         (rom,) = _rom(m, "rom", scale_rom(b), 1)
-        r1 = Signal(57)
-        z1 = Signal()
-        m.d.sync += [r1.eq(self.amax * self.cmul), z1.eq(self.amax == 0)]
-        bl = bit_length(m, r1, 57, "bl")
-        r2, z2 = Signal(57), Signal()
-        s2 = Signal(signed(8))
-        m.d.sync += [r2.eq(r1), z2.eq(z1), s2.eq(bl - b)]
-        up = Signal(range(64))
-        m.d.comb += up.eq(Mux(s2 > 0, s2, 0))
-        rp3, z3 = Signal(58), Signal()
-        s3, up3 = Signal(signed(8)), Signal(range(64))
-        m.d.sync += [rp3.eq(r2 + (Const(1, 57) << up) - 1), z3.eq(z2), s3.eq(s2), up3.eq(up)]
-        man4, z4 = Signal(b + 1), Signal()
-        s4 = Signal(signed(8))
-        m.d.sync += [man4.eq(rp3 >> up3), z4.eq(z3), s4.eq(s3)]
+        P = Pipe(m)
+        z1 = P.reg(self.amax == 0, 0, "z1")
+        r, k = P.mul(self.amax, self.cmul, 0, "r", 57, lut_bits=7)
+        s2 = P.reg(bit_length(m, r, 57, "bl") - b, k, "s2", signed(8))
+        up = P.reg(Mux(s2 > 0, s2, 0), k + 1, "up", range(64))
+        rp = P.reg(P.at(r, k + 2) + (Const(1, 57) << up) - 1, k + 2, "rp", 58)
+        man4 = P.reg(rp >> P.at(up, k + 3), k + 3, "man4", b + 1)
+        z4, s4 = P.at(z1, k + 4), P.at(s2, k + 4)
         man5 = Signal(b)
         s5 = Signal(signed(8))
         with m.If(z4):
@@ -330,4 +459,5 @@ class MantScaleUnit(_Unit):
         m.d.comb += rom.addr.eq(man5)
         m.d.sync += [self.man.eq(man5), self.s.eq(s5)]
         m.d.comb += self.rcp.eq(rom.data)   # the synchronous ROM read lines up with the registers
+        assert k + 6 == self.LATENCY, k + 6
         return m

@@ -8,12 +8,12 @@ interfaces (``o_valid`` + data, no ready): their consumer is an on-chip buffer w
 port that takes one word per cycle, so no unit ever waits on its output.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .funcs import RsqrtUnit, SigmoidUnit, SinCosUnit, rr
+from .funcs import Pipe, RsqrtUnit, SigmoidUnit, SinCosUnit, rr
 
 INT32_MAX, INT32_MIN = (1 << 31) - 1, -(1 << 31)
 
@@ -77,17 +77,34 @@ class RmsNormUnit(wiring.Component):
         ss = Signal(64)
         mant = Signal(24)
         shift = Signal(range(64))
+        half = Signal(57)
         h = self.x.payload
-        # pass 1 pipeline: square (registered), truncate, accumulate
-        sq_v = Signal()
-        sq = Signal(64)
-        m.d.sync += [sq_v.eq(0), sq.eq((h * h) >> self.ss_shift)]
-        # pass 2 pipeline
-        v1 = Signal()
-        g1 = Signal(signed(32))
-        p1 = Signal(signed(57))
-        m.d.sync += [v1.eq(0), p1.eq(h * mant), g1.eq(self.gain.payload)]
-        v2, v3, v4, v5 = Signal(), Signal(), Signal(), Signal()
+        take1, take2 = Signal(), Signal()   # pass 1 / pass 2 element accepted this cycle
+        # pass 1: the square as lo*lo + 2*lo*hi*2**17 + hi*hi*2**34 (3 MULT18X18D, the
+        # cross product once), registered; then summed, truncated; then accumulated
+        P = Pipe(m, "sq_")
+        lo, hi = h[:17], h[17:].as_signed()
+        sq_ll = P.reg(lo * lo, 0, "ll", 34)
+        sq_lh = P.reg(lo * hi, 0, "lh", signed(33))
+        sq_hh = P.reg(hi * hi, 0, "hh", signed(30))
+        sq_v1 = P.reg(take1, 0, "v1")
+        sq = P.reg((sq_ll + (sq_lh << 18) + (sq_hh << 34)) >> self.ss_shift, 1, "sq", 64)
+        sq_v2 = P.at(sq_v1, 2)
+        with m.If(sq_v2):
+            m.d.sync += ss.eq(ss + sq)
+        # pass 2: h*m -> + half -> >> shift -> *gain -> rounded, saturated; every product
+        # split and registered (Pipe.mul), every add and shift in a stage of its own
+        Q = Pipe(m, "sc_")
+        v1 = Q.reg(take2, 0, "v1")
+        g1 = Q.reg(self.gain.payload, 0, "g1")
+        p, k = Q.mul(h, mant, 0, "hm", signed(57), lut_bits=7)
+        ph = Q.reg(p + half, k, "ph", signed(58))
+        t = Q.reg(ph >> shift, k + 1, "t", signed(40))
+        q, k2 = Q.mul(t, Q.at(g1, k + 2), k + 2, "tg", signed(72), lut_bits=6)
+        r = Q.reg(rr(q, self.gain_frac + 8), k2, "r", signed(72))
+        y = sat32(m, r, "y_sat")
+        m.d.sync += [self.o_valid.eq(Q.at(v1, k2 + 1)), self.y.eq(y)]
+        in_flight = Cat(*(Q.at(v1, j) for j in range(1, k2 + 2)))
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -96,46 +113,35 @@ class RmsNormUnit(wiring.Component):
                                  self.busy.eq(1)]
                     m.next = "SQUARES"
             with m.State("SQUARES"):
-                m.d.comb += self.x.ready.eq(1)
+                m.d.comb += [self.x.ready.eq(1), take1.eq(self.x.valid)]
                 with m.If(self.x.valid):
-                    m.d.sync += [sq_v.eq(1), i.eq(i + 1)]
+                    m.d.sync += i.eq(i + 1)
                     with m.If(i == n - 1):
                         m.next = "SUM"
-            with m.State("SUM"):   # the last square lands in ss this cycle
-                m.next = "RSQRT"
+            with m.State("SUM"):   # until the last square is in ss
+                with m.If(~sq_v1 & ~sq_v2):
+                    m.next = "RSQRT"
             with m.State("RSQRT"):
                 m.d.comb += [rsq.i_valid.eq(1), rsq.x.eq(ss + eps)]
                 m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(rsq.o_valid):
-                    m.d.sync += [mant.eq(rsq.m), i.eq(0),
-                                 shift.eq(rsq.s + self.ss_shift // 2 - self.frac - 8)]
+                    sh = Signal(range(64))
+                    m.d.comb += sh.eq(rsq.s + self.ss_shift // 2 - self.frac - 8)
+                    m.d.sync += [mant.eq(rsq.m), i.eq(0), shift.eq(sh),
+                                 half.eq(Const(1, 57) << (sh - 1)[:6])]
                     m.next = "SCALE"
             with m.State("SCALE"):
                 m.d.comb += [self.x.ready.eq(self.gain.valid), self.gain.ready.eq(self.x.valid)]
                 with m.If(self.x.valid & self.gain.valid):
-                    m.d.sync += [v1.eq(1), i.eq(i + 1)]
+                    m.d.comb += take2.eq(1)
+                    m.d.sync += i.eq(i + 1)
                     with m.If(i == n - 1):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~self.o_valid & ~v1 & ~v2 & ~v3 & ~v4 & ~v5):
+                with m.If(~self.o_valid & (in_flight == 0)):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
-        with m.If(sq_v):
-            m.d.sync += ss.eq(ss + sq)
-        # h*m -> + half -> >> shift -> *gain -> rounded, saturated
-        half = Signal(57)
-        m.d.comb += half.eq(Const(1, 57) << (shift - 1)[:6])
-        ph2, g2 = Signal(signed(58)), Signal(signed(32))
-        m.d.sync += [v2.eq(v1), ph2.eq(p1 + half), g2.eq(g1)]
-        t3, g3 = Signal(signed(40)), Signal(signed(32))
-        m.d.sync += [v3.eq(v2), t3.eq(ph2 >> shift), g3.eq(g2)]
-        q4 = Signal(signed(72))
-        m.d.sync += [v4.eq(v3), q4.eq(t3 * g3)]
-        r5 = Signal(signed(72))
-        m.d.sync += [v5.eq(v4), r5.eq(rr(q4, self.gain_frac + 8))]
-        y = sat32(m, r5, "y_sat")
-        m.d.sync += [self.o_valid.eq(v5), self.y.eq(y)]
         return m
 
 
@@ -184,17 +190,23 @@ class RopeUnit(wiring.Component):
         x0 = Signal(signed(32))
         pairs = Signal(9)
         m.d.comb += pairs.eq(cmd.head_dim >> 1)
-        ph = Signal(64)
-        m.d.comb += ph.eq((cmd.pos * self.consts.payload) >> (self.phase_frac - 32))
-        m.d.comb += [sc.phase.eq(ph[:32]), tw.addr.eq(got), tw.data.cos.eq(sc.cos), tw.data.sin.eq(sc.sin),
-                     tw.en.eq(sc.o_valid)]
+        # phase = (pos * c) >> 16 mod 2**32: only the product's low 48 bits matter; pos (14
+        # bits) is one operand, so the product is 14 LUT rows (no DSP), registered twice
+        Ph = Pipe(m, "ph_")
+        c_take = Signal()
+        ph, kph = Ph.mul(self.consts.payload[:48], cmd.pos, 0, "ph", 48, lut_bits=14)
+        ph_v1 = Ph.reg(c_take, 0, "v")
+        ph_v = Ph.at(ph_v1, kph)
+        ph_inflight = Cat(*(Ph.at(ph_v1, j) for j in range(1, kph + 1)))
+        m.d.comb += [sc.i_valid.eq(ph_v), sc.phase.eq(ph[self.phase_frac - 32:]),
+                     tw.addr.eq(got), tw.data.cos.eq(sc.cos), tw.data.sin.eq(sc.sin), tw.en.eq(sc.o_valid)]
         with m.If(sc.o_valid):
             m.d.sync += got.eq(got + 1)
         # rotate: a pair is complete when its second element arrives
         v1 = Signal()
         x0_1, x1_1 = Signal(signed(32)), Signal(signed(32))
         c1, s1 = Signal(signed(18)), Signal(signed(18))
-        v2, v3, pend = Signal(), Signal(), Signal()
+        pend = Signal()
         m.d.sync += v1.eq(0)
         with m.FSM():
             with m.State("IDLE"):
@@ -203,7 +215,7 @@ class RopeUnit(wiring.Component):
                     m.d.sync += [cmd.eq(self.cmd.payload), k.eq(0), got.eq(0), self.busy.eq(1)]
                     m.next = "PHASES"
             with m.State("PHASES"):
-                m.d.comb += [self.consts.ready.eq(1), sc.i_valid.eq(self.consts.valid)]
+                m.d.comb += [self.consts.ready.eq(1), c_take.eq(self.consts.valid)]
                 with m.If(self.consts.valid):
                     m.d.sync += k.eq(k + 1)
                     with m.If(k == pairs - 1):
@@ -226,21 +238,27 @@ class RopeUnit(wiring.Component):
                             with m.If(head == cmd.heads - 1):
                                 m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~v1 & ~v2 & ~v3 & ~pend):
+                with m.If(~v1 & ~pend):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
-        # 4 products, then the two rounded sums; the pair leaves over two cycles
-        a2, b2, c2, d2 = (Signal(signed(50), name=f"prod_{n}") for n in "abcd")
-        m.d.sync += [v2.eq(v1), a2.eq(x0_1 * c1), b2.eq(x1_1 * s1), c2.eq(x0_1 * s1), d2.eq(x1_1 * c1)]
-        r0, r1 = Signal(signed(52)), Signal(signed(52))
-        m.d.sync += [v3.eq(v2), r0.eq(rr(a2 - b2, 16)), r1.eq(rr(c2 + d2, 16))]
-        y0, y1 = sat32(m, r0, "y0"), sat32(m, r1, "y1")
-        second = Signal(signed(32))
-        m.d.sync += [self.o_valid.eq(0), pend.eq(0)]
-        with m.If(v3):
-            m.d.sync += [self.o_valid.eq(1), self.y.eq(y0), second.eq(y1), pend.eq(1)]
-        with m.Elif(pend):
-            m.d.sync += [self.o_valid.eq(1), self.y.eq(second)]
+        # a pair arrives at most every other cycle, so two products serve it over two cycles:
+        # x0*c - x1*s, then x0*s + x1*c (4 MULT18X18D instead of 8), one element out per cycle
+        R = Pipe(m, "rot_")
+        v1d = Signal()
+        m.d.sync += v1d.eq(v1)
+        sel = v1d                      # second element of the pair
+        go = R.reg(v1 | v1d, 0, "go")
+        neg = R.reg(~sel, 0, "neg")
+        xa = R.reg(x0_1, 0, "xa")
+        xb = R.reg(x1_1, 0, "xb")
+        ca = R.reg(Mux(sel, s1, c1), 0, "ca")
+        cb = R.reg(Mux(sel, c1, s1), 0, "cb")
+        pa, k = R.mul(xa, ca, 1, "pa", signed(50))
+        pb, _ = R.mul(xb, cb, 1, "pb", signed(50))
+        r = R.reg(rr(Mux(R.at(neg, k), pa - pb, pa + pb), 16), k, "r", signed(52))
+        yv = sat32(m, r, "y_rot")
+        m.d.sync += [self.o_valid.eq(R.at(go, k + 1)), self.y.eq(yv)]
+        m.d.comb += pend.eq(Cat(v1d, *(R.at(go, j) for j in range(1, k + 2))).any() | ph_inflight.any())
         return m
 
 
@@ -257,7 +275,8 @@ class ElementwiseUnit(wiring.Component):
     cmd : In(stream of ElementwiseCommand): ``n`` elements; ``op`` 0 = ADD, 1 = SWIGLU.
     a, b : In(streams of signed(32)): ``x``/``y`` for ADD, ``g``/``u`` for SWIGLU.
     o_valid, y : Out: ``sat32(a + b)``, or ``sat32(rshift_round(silu(sat32(a << (16-frac)))
-        * b, 16))``. One element per cycle; latency 1 (ADD) or 8 (SWIGLU).
+        * b, 16))``. One element per cycle; latency 1 (ADD) or ``SigmoidUnit.LATENCY`` + 5
+        (SWIGLU, 14: the product split and registered).
     """
 
     def __init__(self, *, frac: int, sigmoid_table: list[int]):
@@ -305,12 +324,19 @@ class ElementwiseUnit(wiring.Component):
         m.d.comb += [sg.i_valid.eq(run & op), sg.x.eq(sat32(m, g16, "g16"))]
         u_late = delay(m, self.b.payload, sg.LATENCY, "u")
         # SigmoidUnit's own valid chain: anything still inside it keeps the unit busy
-        m.d.comb += pipe_busy.eq(delay(m, run & op, 1, "in1") | delay(m, run & op, 2, "in2") |
-                                 delay(m, run & op, 3, "in3") | delay(m, run & op, 4, "in4"))
-        p6 = Signal(signed(66))
-        m.d.sync += [v6.eq(sg.o_valid), p6.eq(sg.silu * u_late)]
-        r7 = Signal(signed(66))
-        m.d.sync += [v7.eq(v6), r7.eq(rr(p6, 16))]
+        inflight = [run & op]
+        for k in range(1, sg.LATENCY):
+            inflight.append(delay(m, inflight[-1], 1, f"in{k}"))
+        m.d.comb += pipe_busy.eq(Cat(*inflight[1:]).any())
+        # silu * u: a split, registered product (4 MULT18X18D), then the round, then saturate
+        E = Pipe(m, "sw_")
+        sv = E.reg(sg.o_valid, 0, "v")
+        silu = E.reg(sg.silu, 0, "silu")
+        u = E.reg(u_late, 0, "u")
+        p6, k = E.mul(silu, u, 1, "p", signed(66))
+        r7 = E.reg(rr(p6, 16), k, "r", signed(66))
+        m.d.comb += v7.eq(E.at(sv, k + 1))
+        m.d.comb += v6.eq(Cat(*(E.at(sv, j) for j in range(1, k + 1))).any())
         swi = sat32(m, r7, "swi_sat")
         m.d.sync += [self.o_valid.eq(add_v | v7), self.y.eq(Mux(v7, swi, add_y))]
         return m

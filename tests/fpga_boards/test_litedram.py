@@ -72,6 +72,19 @@ def test_cache(monkeypatch, tmp_path):
     assert a.folder.parent == tmp_path / "litedram" and [p.name for p in a.folder.parent.iterdir()] == [a.folder.name]
 
 
+def test_dram_clock_override(monkeypatch, tmp_path):
+    """memory.dram_mhz: the core is generated from the shipped YAML with another sys clock,
+    cached apart from the board's own; the PHY's DDR timings follow the clock."""
+    monkeypatch.setenv("LUTFORGE_CACHE", str(tmp_path))
+    base = generate_litedram("ecpix5")
+    slow = generate_litedram("ecpix5", sys_clk_mhz=50)
+    assert (base.sys_clk_hz, slow.sys_clk_hz) == (75e6, 50e6) and slow.folder != base.folder
+    assert "-50mhz-" in slow.folder.name and generate_litedram("ecpix5", sys_clk_mhz=50).folder == slow.folder
+    assert (slow.dram_size, slow.data_bits, slow.input_clk_hz) == (base.dram_size, base.data_bits, 100e6)
+    with pytest.raises(BoardError, match=r"200 MHz is out of range \(allowed: 25 to 100 MHz\)"):
+        generate_litedram("ecpix5", sys_clk_mhz=200)
+
+
 def test_bad_board():
     with pytest.raises(BoardError, match="allowed: ecpix5, butterstick, orangecrab, ulx3s"):
         generate_litedram("arty")

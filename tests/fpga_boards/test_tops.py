@@ -100,6 +100,16 @@ def test_dram_top_elaborates():
     assert d["memory"]["dram"]["bus_bits"] == 16 and d["memory"]["dram"]["sys_clk_mhz"] == 75
 
 
+def test_dram_clock_from_config():
+    """memory.dram_mhz slows the controller of one design (the ECPIX-5 decode build): the
+    manifest's DRAM clock and peak bandwidth follow it."""
+    cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=128", "memory.dram_mhz=50"])
+    top = board_top("ecpix5-85", cfg, clock_mhz=25, memory="dram")
+    d = top.describe()["memory"]["dram"]
+    assert top.dram_mhz == 50 and d["sys_clk_mhz"] == 50 and d["peak_mb_per_s"] == 2 * 4 * 50
+    assert load_config("ecpix5_decode_tiny").memory.dram_mhz == 50
+
+
 def test_dram_port_width_must_match():
     from ref_model.errors import LutforgeError
     cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=64"])

@@ -59,7 +59,7 @@ def test_rsqrt_reciprocal(cls, fn, name):
 
 def test_exp_neg():
     rnd = random.Random(7)
-    xs = [0, -1, -2, -(1 << 31), -(1 << 16), -(12 << 16)] + [-rnd.randrange(0, 1 << rnd.randrange(1, 32)) for _ in range(300)]
+    xs = [0, -1, -2, -(1 << 31), -(1 << 16), -(12 << 16), -(1 << 20) + 1, -(1 << 20), -(1 << 20) - 1, -(16 << 16) + 1] + [-rnd.randrange(0, 1 << rnd.randrange(1, 32)) for _ in range(300)]
     got = _stream(ExpNegUnit(T["exp2"], T["log2e_q30"][0]), {"x": xs}, ("y",))
     assert got["y"] == fx.exp_neg(torch.tensor(xs)).tolist()
 
