@@ -211,7 +211,7 @@ class AttentionUnit(wiring.Component):
         p_v = [Signal(name=f"p_v{k}") for k in range(5)]
         v_v = [Signal(name=f"v_v{k}") for k in range(3)]
         o_v, o_v1 = Signal(), Signal()
-        s_x = [Signal(name=f"s_x{k}") for k in range(3)]   # the extra score stages (see below)
+        s_x = [Signal(name=f"s_x{k}") for k in range(4)]   # the extra score stages (see below)
         for sig in [qc_v, e_v, o_v] + s_v + p_v + v_v:
             m.d.sync += sig.eq(0)
 
@@ -426,9 +426,18 @@ class AttentionUnit(wiring.Component):
         # S4: s*C and the shift amount 2F - sh
         sc = [Signal(signed(SCORE_BITS + 18), name=f"sc{rr_}") for rr_ in range(R)]
         amt = [Signal(signed(10), name=f"amt{rr_}") for rr_ in range(R)]
+        # in two stages: three 16 x 17 partial products (one MULT18X18D each, as the 48 x 17
+        # product took), then their sum; s = hi*2^32 + mid*2^16 + lo (hi signed)
+        kj4a = Signal(6)
         for rr_ in range(R):
-            m.d.sync += [sc[rr_].eq(fin[rr_] * cmd.c), amt[rr_].eq(2 * F - shb[rr_][kj[3]])]
-        m.d.sync += [s_v[4].eq(s_v[3]), kj[4].eq(kj[3])]
+            f = fin[rr_]
+            plo, pmid = Signal(33, name=f"sc_lo{rr_}"), Signal(33, name=f"sc_mid{rr_}")
+            phi = Signal(signed(34), name=f"sc_hi{rr_}")
+            amt_a = Signal(signed(10), name=f"amt_a{rr_}")
+            m.d.sync += [plo.eq(f[:16] * cmd.c), pmid.eq(f[16:32] * cmd.c), phi.eq(f[32:48].as_signed() * cmd.c),
+                         amt_a.eq(2 * F - shb[rr_][kj[3]])]
+            m.d.sync += [sc[rr_].eq((phi << 32) + (pmid << 16) + plo), amt[rr_].eq(amt_a)]
+        m.d.sync += [s_x[3].eq(s_v[3]), kj4a.eq(kj[3]), s_v[4].eq(s_x[3]), kj[4].eq(kj4a)]
         # S5: S = sat32(rshift_round(s*C, 2F - sh))
         sval = [Signal(signed(32), name=f"sval{rr_}") for rr_ in range(R)]
         for rr_ in range(R):

@@ -34,7 +34,7 @@ from ..mem.writer import BurstWriter
 from .attention import AttentionUnit
 from .isa import GROUP, INSTR_BITS, MODE_NORM_INPUT, Buf, InstrLayout, Op, Reg
 from .kv import KVUnit
-from .lutmul import lut_mul
+from .lutmul import lut_mul_pipe
 from .matvec import MatvecUnit, _f16
 from .vector import ArgmaxUnit, ElementwiseUnit, RmsNormUnit, RopeUnit, sat32
 
@@ -276,6 +276,9 @@ class DecodeEngine(wiring.Component):
         m.submodules.emb_sc = emb_sc = Memory(shape=16, depth=max(L.dim // GROUP, 2), init=[])
         esw, esr = emb_sc.write_port(), emb_sc.read_port(domain="comb")
         e_i = Signal(16)
+        emb_in = Signal()
+        emb_v = [Signal(name=f"emb_v{k}") for k in range(5)]
+        emb_y = Signal(signed(32))
 
         # ---- sequencer ---------------------------------------------------------------------
         words_started = Signal()             # this instruction's word-reader request was taken
@@ -291,6 +294,24 @@ class DecodeEngine(wiring.Component):
         snoop_ok = Signal()
         snoop_buf = Signal(4)
         snoop_n = Signal(16)
+        # the count and address products of ROPE / KV_APPEND / ATTEND / EMBED, pipelined
+        # (one register per adder level: a combinational 16 x 32 product chained into the
+        # readers was a long path); their operands (the instruction, registers) are stable
+        # from EXEC on, so these states start their units ``prep_lat`` cycles after EXEC
+        ib = len(chan_a.count)
+        p_rc, l_rc = lut_mul_pipe(m, ins.rows, ins.cols, ib, "p_rc")
+        p_kv, l_kv = lut_mul_pipe(m, reg(Reg.N_KV_HEADS), reg(Reg.HEAD_DIM), ib, "p_kv")
+        ng = ins.cols >> 5
+        p_es, l_es = lut_mul_pipe(m, reg(Reg.TOKEN), ng << 1, self.addr_bits, "p_es")
+        p_ec, l_ec = lut_mul_pipe(m, reg(Reg.TOKEN), ins.cols, self.addr_bits, "p_ec")
+        emb_sc_addr, emb_code_addr = Signal(self.addr_bits), Signal(self.addr_bits)
+        m.d.sync += [emb_sc_addr.eq(ins.addr2 + p_es), emb_code_addr.eq(ins.addr + p_ec)]
+        prep_lat = max(l_rc, l_kv, l_es + 1, l_ec + 1)
+        prep = Signal(range(prep_lat + 1))
+        pready = Signal()
+        m.d.comb += pready.eq(prep == prep_lat)
+        with m.If(~pready):
+            m.d.sync += prep.eq(prep + 1)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -304,7 +325,8 @@ class DecodeEngine(wiring.Component):
             with m.State("FETCH"):
                 m.d.comb += prog_unp.vectors.ready.eq(1)
                 with m.If(prog_unp.vectors.valid):
-                    m.d.sync += [ins.eq(prog_unp.vectors.payload), started_unit.eq(0), w_idx.eq(0), e_i.eq(0)]
+                    m.d.sync += [ins.eq(prog_unp.vectors.payload), started_unit.eq(0), w_idx.eq(0), e_i.eq(0),
+                                 prep.eq(0)]
                     m.next = "EXEC"
             with m.State("EXEC"):
                 with m.Switch(op):
@@ -394,10 +416,10 @@ class DecodeEngine(wiring.Component):
                     m.next = "FETCH"
             # ROPE: constants from the word reader, vector on channel A
             with m.State("ROPE"):
-                m.d.comb += [rope.cmd.valid.eq(~started_unit), rope.cmd.payload.heads.eq(ins.rows),
+                m.d.comb += [rope.cmd.valid.eq(~started_unit & pready), rope.cmd.payload.heads.eq(ins.rows),
                              rope.cmd.payload.head_dim.eq(ins.cols), rope.cmd.payload.pos.eq(pos),
-                             chan_a.start.eq(rope.cmd.valid & rope.cmd.ready), chan_a.count.eq(lut_mul(ins.rows, ins.cols, len(chan_a.count))),
-                             wr_go.eq(~words_started), wr_addr.eq(ins.addr), wr_count.eq(ins.cols >> 1),
+                             chan_a.start.eq(rope.cmd.valid & rope.cmd.ready), chan_a.count.eq(p_rc),
+                             wr_go.eq(~words_started & pready), wr_addr.eq(ins.addr), wr_count.eq(ins.cols >> 1),
                              wr_sel.eq(3)]
                 connect_stream(m, chan_a.out, rope.x)
                 m.d.comb += [rope.consts.payload.eq(words.payload), rope.consts.valid.eq(words.valid),
@@ -447,11 +469,10 @@ class DecodeEngine(wiring.Component):
                     m.next = "FETCH"
             # KV_APPEND: K from channel A, V from channel B
             with m.State("KV_APPEND"):
-                m.d.comb += [kv.cmd.valid.eq(~started_unit), kv.cmd.payload.read.eq(0),
+                m.d.comb += [kv.cmd.valid.eq(~started_unit & pready), kv.cmd.payload.read.eq(0),
                              kv.cmd.payload.base.eq(ins.addr), kv.cmd.payload.pos.eq(pos),
                              chan_a.start.eq(kv.cmd.valid & kv.cmd.ready), chan_b.start.eq(kv.cmd.valid & kv.cmd.ready),
-                             chan_a.count.eq(lut_mul(reg(Reg.N_KV_HEADS), reg(Reg.HEAD_DIM), len(chan_a.count))),
-                             chan_b.count.eq(lut_mul(reg(Reg.N_KV_HEADS), reg(Reg.HEAD_DIM), len(chan_b.count)))]
+                             chan_a.count.eq(p_kv), chan_b.count.eq(p_kv)]
                 connect_stream(m, chan_a.out, kv.k_in)
                 connect_stream(m, chan_b.out, kv.v_in)
                 with m.If(kv.cmd.valid & kv.cmd.ready):
@@ -464,23 +485,23 @@ class DecodeEngine(wiring.Component):
                 hd = reg(Reg.HEAD_DIM)
                 cval = Signal(17)
                 m.d.comb += cval.eq(att_c)
-                m.d.comb += [kv.cmd.valid.eq(~started_unit), kv.cmd.payload.read.eq(1),
+                m.d.comb += [kv.cmd.valid.eq(~started_unit & pready), kv.cmd.payload.read.eq(1),
                              kv.cmd.payload.base.eq(ins.addr), kv.cmd.payload.pos.eq(pos),
-                             att.cmd.valid.eq(~started_unit), att.cmd.payload.heads.eq(ins.rows),
+                             att.cmd.valid.eq(~started_unit & pready), att.cmd.payload.heads.eq(ins.rows),
                              att.cmd.payload.kv_heads.eq(reg(Reg.N_KV_HEADS)), att.cmd.payload.head_dim.eq(hd),
                              att.cmd.payload.n.eq(pos + 1), att.cmd.payload.c.eq(cval),
-                             chan_a.start.eq(~started_unit), chan_a.count.eq(lut_mul(ins.rows, ins.cols, len(chan_a.count))),
+                             chan_a.start.eq(~started_unit & pready), chan_a.count.eq(p_rc),
                              w_valid.eq(att.o_valid), w_data.eq(att.y)]
                 connect_stream(m, chan_a.out, att.q)
                 connect_stream(m, kv.k_out, att.k)
                 connect_stream(m, kv.v_out, att.v)
-                m.d.sync += started_unit.eq(1)   # both units idle here: they take it at once
+                with m.If(pready):
+                    m.d.sync += started_unit.eq(1)   # both units idle here: they take it at once
                 with m.If(started_unit & ~kv.busy & ~att.busy & chan_a.done):
                     m.next = "FETCH"
             # EMBED: Q8_0 row TOKEN: its f16 scales, then its int8 codes -> dst
             with m.State("EMBED_SCALES"):
-                ng = ins.cols >> 5
-                m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(ins.addr2 + lut_mul(reg(Reg.TOKEN), ng << 1, len(wr_addr))),
+                m.d.comb += [wr_go.eq(~started_unit & pready), wr_addr.eq(emb_sc_addr),
                              wr_count.eq(ng), wr_sel.eq(1), words.ready.eq(1),
                              esw.en.eq(words.valid), esw.addr.eq(e_i), esw.data.eq(words.payload[:16])]
                 with m.If(wr_started):
@@ -491,25 +512,35 @@ class DecodeEngine(wiring.Component):
                         m.d.sync += [e_i.eq(0), started_unit.eq(0)]
                         m.next = "EMBED_CODES"
             with m.State("EMBED_CODES"):
-                m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(ins.addr + lut_mul(reg(Reg.TOKEN), ins.cols, len(wr_addr))),
-                             wr_count.eq(ins.cols), wr_sel.eq(0), words.ready.eq(1), esr.addr.eq(e_i >> 5)]
-                md, ed = _f16(m, esr.data, "emb")
-                code = Signal(signed(8))
-                m.d.comb += code.eq(words.payload[:8])
-                prod = Signal(signed(24))
-                m.d.comb += prod.eq(md * code)
-                sh = Signal(signed(8))
-                m.d.comb += sh.eq(-(ed + F))
-                val = Signal(signed(64))
-                m.d.comb += val.eq(Mux(sh > 0, (prod + (Const(1, 40) << (sh - 1).as_unsigned()[:6])) >> sh.as_unsigned()[:6],
-                                       prod << (-sh).as_unsigned()[:6]))
-                m.d.comb += [w_valid.eq(words.valid), w_data.eq(sat32(m, val, "emb_sat"))]
+                m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(emb_code_addr),
+                             wr_count.eq(ins.cols), wr_sel.eq(0), words.ready.eq(1), esr.addr.eq(e_i >> 5),
+                             emb_in.eq(words.valid), w_valid.eq(emb_v[-1]), w_data.eq(emb_y)]
                 with m.If(wr_started):
                     m.d.sync += started_unit.eq(1)
                 with m.If(words.valid):
                     m.d.sync += e_i.eq(e_i + 1)
                     with m.If(e_i == ins.cols - 1):
-                        m.next = "FETCH"
+                        m.next = "EMBED_DRAIN"
+            with m.State("EMBED_DRAIN"):   # the dequantizer pipeline empties into dst
+                m.d.comb += [w_valid.eq(emb_v[-1]), w_data.eq(emb_y)]
+                with m.If(Cat(*emb_v) == 0):
+                    m.next = "FETCH"
+
+        # EMBED's dequantizer, code * mant(scale) then rshift_round to Q.F, saturated: one
+        # step per register stage (was one combinational path from the scale memory on)
+        esc1, code1 = Signal(16), Signal(signed(8))
+        m.d.sync += [emb_v[0].eq(emb_in), esc1.eq(esr.data), code1.eq(words.payload[:8])]
+        md, ed = _f16(m, esc1, "emb")
+        prod2 = Signal(signed(24))
+        sh2 = Signal(signed(8))
+        m.d.sync += [emb_v[1].eq(emb_v[0]), prod2.eq(md * code1), sh2.eq(-(ed + F))]
+        ph3, pl3 = Signal(signed(41)), Signal(signed(64))
+        sh3 = Signal(signed(8))
+        m.d.sync += [emb_v[2].eq(emb_v[1]), sh3.eq(sh2), pl3.eq(prod2 << (-sh2).as_unsigned()[:6]),
+                     ph3.eq(prod2 + Mux(sh2 > 0, Const(1, 40) << (sh2 - 1).as_unsigned()[:6], 0))]
+        val4 = Signal(signed(64))
+        m.d.sync += [emb_v[3].eq(emb_v[2]), val4.eq(Mux(sh3 > 0, ph3 >> sh3.as_unsigned()[:6], pl3))]
+        m.d.sync += [emb_v[4].eq(emb_v[3]), emb_y.eq(sat32(m, val4, "emb_sat"))]
 
         # C = round(2**16/sqrt(head_dim)) for every head dim the engine accepts (a ROM; the
         # reference's constant, ref_model.decode.attention)

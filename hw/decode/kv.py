@@ -289,17 +289,22 @@ class KVUnit(wiring.Component):
         qp_last = Signal()
         qp_x = [Signal(signed(32), name=f"qp_x{ll}") for ll in range(P)]
         qp_par = [Signal(PAR_Q, name=f"qp_par{ll}") for ll in range(P)]
-        qfifo = fifo.SyncFIFOBuffered(width=8 * P + 1, depth=8)
+        qfifo = fifo.SyncFIFOBuffered(width=8 * P + 1, depth=16)
         m.submodules.qfifo = qfifo
-        q_inflight = Signal(range(9))
-        v1, l1, v2, l2, v3, l3 = (Signal(name=nm) for nm in ("qv1", "ql1", "qv2", "ql2", "qv3", "ql3"))
-        m.d.sync += [v1.eq(qp_v), l1.eq(qp_last), v2.eq(v1), l2.eq(l1), v3.eq(v2), l3.eq(l2)]
+        q_inflight = Signal(range(17))
+        v0, l0, v1, l1, v2, l2, v3, l3 = (Signal(name=nm) for nm in ("qv0", "ql0", "qv1", "ql1", "qv2", "ql2",
+                                                                     "qv3", "ql3"))
+        m.d.sync += [v0.eq(qp_v), l0.eq(qp_last), v1.eq(v0), l1.eq(l0), v2.eq(v1), l2.eq(l1), v3.eq(v2), l3.eq(l2)]
         qcodes = []
         for ll in range(P):
+            # the beat and the parameters registered first (the reader's output through the
+            # subtraction into the multiplier was a long path)
+            x0, par0 = Signal(signed(32), name=f"qx0_{ll}"), Signal(PAR_Q, name=f"qpar0_{ll}")
+            m.d.sync += [x0.eq(qp_x[ll]), par0.eq(qp_par[ll])]
             p1 = Signal(51, name=f"qp1_{ll}")
             sa1 = Signal(range(64), name=f"qsa1_{ll}")
-            m.d.sync += [p1.eq((qp_x[ll] - qp_par[ll].mn).as_unsigned()[:33] * qp_par[ll].rcp),
-                         sa1.eq(Mux(qp_par[ll].s + b - 8 > 0, qp_par[ll].s + b - 8, 0))]
+            m.d.sync += [p1.eq((x0 - par0.mn).as_unsigned()[:33] * par0.rcp),
+                         sa1.eq(Mux(par0.s + b - 8 > 0, par0.s + b - 8, 0))]
             ph2 = Signal(52, name=f"qph2_{ll}")
             sa2 = Signal(range(64), name=f"qsa2_{ll}")
             m.d.sync += [ph2.eq(p1 + Mux(sa1 == 0, 0, Const(1, 51) << (sa1 - 1)[:6])), sa2.eq(sa1)]
@@ -382,36 +387,52 @@ class KVUnit(wiring.Component):
         d1_words = Signal(Lc * 32)
         d2_v, d2_k = Signal(), Signal()
         d2_val = Signal(data.ArrayLayout(signed(32), Lc))
-        m.d.sync += [d1_v.eq(0), d2_v.eq(d1_v), d2_k.eq(d1_k)]
+        m.d.sync += d1_v.eq(0)
         for bits, sel in ((2, 0), (4, 1), (8, 2)):
             with m.If(tk_sel == sel):
                 m.d.sync += [d1_codes[ll].eq(tk_data[ll * bits:(ll + 1) * bits]) for ll in range(Lc)]
         m.d.sync += d1_words.eq(tk_data[:Lc * 32])
+        # E0: the lanes' parameters registered (block RAM outputs); E1: code * man;
+        # E2: the rounding add (or the left shift); E3: the right shift; D2: + mn, saturated
+        # (all in one cycle after D1 was the KV unit's long path)
+        e_v = [Signal(name=f"e_v{k}") for k in range(4)]
+        e_k = [Signal(name=f"e_k{k}") for k in range(4)]
+        e_raw = [Signal(name=f"e_raw{k}") for k in range(4)]
+        e_words = [Signal(Lc * 32, name=f"e_words{k}") for k in range(4)]
+        m.d.sync += [e_v[0].eq(d1_v), e_k[0].eq(d1_k), e_raw[0].eq(d1_raw), e_words[0].eq(d1_words)]
+        for k in range(1, 4):
+            m.d.sync += [e_v[k].eq(e_v[k - 1]), e_k[k].eq(e_k[k - 1]), e_raw[k].eq(e_raw[k - 1]),
+                         e_words[k].eq(e_words[k - 1])]
+        m.d.sync += [d2_v.eq(e_v[3]), d2_k.eq(e_k[3])]
         for ll in range(Lc):
             par = Signal(PARAM, name=f"dpar{ll}")
-            m.d.comb += par.eq(Mux(d1_k, kpr.data[ll], vpr.data))
+            code0 = Signal(8, name=f"dcode0_{ll}")
+            m.d.sync += [par.eq(Mux(d1_k, kpr.data[ll], vpr.data)), code0.eq(d1_codes[ll])]
             prod = Signal(24, name=f"dprod{ll}")
             dsh = Signal(signed(9), name=f"dsh{ll}")
-            mn = Signal(signed(32), name=f"dmn{ll}")
-            m.d.comb += [prod.eq(d1_codes[ll] * par.man), dsh.eq(-par.e), mn.eq(par.mn)]
-            # D2: mn + rshift_round(code*man, -e), saturated (shift clamped at 40: beyond,
-            # the result saturates or rounds to mn alike)
+            mn1, mn2, mn3 = (Signal(signed(32), name=f"dmn{k}_{ll}") for k in range(1, 4))
+            m.d.sync += [prod.eq(code0 * par.man), dsh.eq(-par.e), mn1.eq(par.mn), mn2.eq(mn1), mn3.eq(mn2)]
+            # mn + rshift_round(code*man, -e), saturated (shift clamped at 40: beyond, the
+            # result saturates or rounds to mn alike)
             rsh = Signal(range(64), name=f"drsh{ll}")
             lsh = Signal(range(64), name=f"dlsh{ll}")
             m.d.comb += [rsh.eq(Mux(dsh > 0, Mux(dsh > 40, 40, dsh), 0)),
                          lsh.eq(Mux(dsh < 0, Mux(-dsh > 40, 40, -dsh), 0))]
             dhalf = Signal(41, name=f"dhalf{ll}")
             m.d.comb += dhalf.eq(Mux(rsh == 0, 0, Const(1, 41) << (rsh - 1)[:6]))
+            ph, pl = Signal(42, name=f"dph{ll}"), Signal(64, name=f"dpl{ll}")
+            pos2, rsh2 = Signal(name=f"dpos{ll}"), Signal(range(64), name=f"drsh2_{ll}")
+            m.d.sync += [ph.eq(prod + dhalf), pl.eq(prod << lsh), pos2.eq(dsh > 0), rsh2.eq(rsh)]
             deq = Signal(signed(80), name=f"deq{ll}")
-            m.d.comb += deq.eq(Mux(dsh > 0, (prod + dhalf) >> rsh, prod << lsh))
+            m.d.sync += deq.eq(Mux(pos2, ph >> rsh2, pl))
             dsum = Signal(signed(81), name=f"dsum{ll}")
-            m.d.comb += dsum.eq(mn + deq)
-            m.d.sync += d2_val[ll].eq(Mux(d1_raw, d1_words[ll * 32:(ll + 1) * 32].as_signed(),
+            m.d.comb += dsum.eq(mn3 + deq)
+            m.d.sync += d2_val[ll].eq(Mux(e_raw[3], e_words[3][ll * 32:(ll + 1) * 32].as_signed(),
                                           Mux(dsum > (1 << 31) - 1, (1 << 31) - 1,
                                               Mux(dsum < -(1 << 31), -(1 << 31), dsum))))
-        dfifo = fifo.SyncFIFOBuffered(width=Lc * 32 + 1, depth=8)
+        dfifo = fifo.SyncFIFOBuffered(width=Lc * 32 + 1, depth=16)
         m.submodules.dfifo = dfifo
-        d_inflight = Signal(range(9))
+        d_inflight = Signal(range(17))
         m.d.comb += [dfifo.w_en.eq(d2_v), dfifo.w_data.eq(Cat(d2_val, d2_k))]
         out_k = dfifo.r_data[-1]  # which output stream a vector goes to
         m.d.comb += [self.k_out.payload.eq(dfifo.r_data[:-1]), self.v_out.payload.eq(dfifo.r_data[:-1]),
@@ -496,6 +517,33 @@ class KVUnit(wiring.Component):
                     m.d.comb += iw.adv.eq(1)
                     m.next = "I_CALC"
 
+        # stats pass pipeline: ST1 the beat registered; ST2 its extremes (V: one head's
+        # channels) registered; then the read-modify-write of the statistics (the beat's
+        # min/max chain into the compare with the stored statistic was one long path)
+        st1_v, st1_fresh, st1_k, st2_v, st2_fresh = Signal(), Signal(), Signal(), Signal(), Signal()
+        st1_sw, st2_sw = Signal(range(sdepth)), Signal(range(sdepth))
+        st1_x = [Signal(signed(32), name=f"st1_x{ll}") for ll in range(P)]
+        st1_en = [Signal(name=f"st1_en{ll}") for ll in range(P)]
+        st2_lo = [Signal(signed(32), name=f"st2_lo{ll}") for ll in range(P)]
+        st2_hi = [Signal(signed(32), name=f"st2_hi{ll}") for ll in range(P)]
+        st2_en = [Signal(name=f"st2_en{ll}") for ll in range(P)]
+        m.d.sync += [st1_v.eq(0), st2_v.eq(st1_v), st2_sw.eq(st1_sw), st2_fresh.eq(st1_fresh)]
+        lo_t, hi_t = list(st1_x), list(st1_x)
+        while len(lo_t) > 1:        # a tree: min/max do not depend on the order
+            lo_t = [Mux(lo_t[k + 1] < lo_t[k], lo_t[k + 1], lo_t[k]) for k in range(0, len(lo_t), 2)]
+            hi_t = [Mux(hi_t[k + 1] > hi_t[k], hi_t[k + 1], hi_t[k]) for k in range(0, len(hi_t), 2)]
+        for ll in range(P):
+            m.d.sync += [st2_lo[ll].eq(Mux(st1_k, st1_x[ll], lo_t[0])), st2_hi[ll].eq(Mux(st1_k, st1_x[ll], hi_t[0])),
+                         st2_en[ll].eq(st1_en[ll])]
+        with m.If(st2_v):
+            for ll in range(P):
+                lo, hi = st2_lo[ll], st2_hi[ll]
+                m.d.comb += [mn_r[ll].addr.eq(st2_sw), mx_r[ll].addr.eq(st2_sw),
+                             mn_w[ll].addr.eq(st2_sw), mx_w[ll].addr.eq(st2_sw),
+                             mn_w[ll].en.eq(st2_en[ll]), mx_w[ll].en.eq(st2_en[ll]),
+                             mn_w[ll].data.eq(Mux(st2_fresh | (lo < mn_r[ll].data), lo, mn_r[ll].data)),
+                             mx_w[ll].data.eq(Mux(st2_fresh | (hi > mx_r[ll].data), hi, mx_r[ll].data))]
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -572,21 +620,13 @@ class KVUnit(wiring.Component):
             with m.State("S_ROW"):
                 sw = Signal(range(sdepth), name="s_word")
                 m.d.comb += [sw.eq(Mux(is_k, i >> lg_p, j >> lg_p)), a_pop.eq(1)]
-                bmin, bmax = xs[0], xs[0]        # V: the beat's extremes (one head's channels)
-                for x in xs[1:]:
-                    bmin, bmax = Mux(x < bmin, x, bmin), Mux(x > bmax, x, bmax)
                 fresh = Signal()   # the first value of this statistic in the pass
                 m.d.comb += fresh.eq(Mux(is_k, first, c == 0))
                 with m.If(rd.data.valid):
-                    for ll in range(P):
-                        lo = Signal(signed(32), name=f"s_lo{ll}")
-                        hi = Signal(signed(32), name=f"s_hi{ll}")
-                        m.d.comb += [lo.eq(Mux(is_k, xs[ll], bmin)), hi.eq(Mux(is_k, xs[ll], bmax))]
-                        en = is_k | lane_hit(j, ll)
-                        m.d.comb += [mn_r[ll].addr.eq(sw), mx_r[ll].addr.eq(sw),
-                                     mn_w[ll].addr.eq(sw), mx_w[ll].addr.eq(sw), mn_w[ll].en.eq(en), mx_w[ll].en.eq(en),
-                                     mn_w[ll].data.eq(Mux(fresh | (lo < mn_r[ll].data), lo, mn_r[ll].data)),
-                                     mx_w[ll].data.eq(Mux(fresh | (hi > mx_r[ll].data), hi, mx_r[ll].data))]
+                    # the beat enters the stats pipeline (below)
+                    m.d.sync += [st1_v.eq(1), st1_sw.eq(sw), st1_fresh.eq(fresh), st1_k.eq(is_k)]
+                    m.d.sync += [st1_x[ll].eq(xs[ll]) for ll in range(P)]
+                    m.d.sync += [st1_en[ll].eq(is_k | lane_hit(j, ll)) for ll in range(P)]
                     m.d.sync += [i.eq(i + P), c.eq(c + P)]
                     with m.If(c == rg.head_dim - P):
                         m.d.sync += [c.eq(0), j.eq(j + 1)]
@@ -594,7 +634,10 @@ class KVUnit(wiring.Component):
                         m.d.sync += [first.eq(0), t.eq(t + 1), rows_left.eq(rows_left - 1), i.eq(0), c.eq(0), j.eq(0)]
                         with m.If(rows_left == 1):
                             m.d.sync += [ms_idx.eq(0), nparams.eq(Mux(is_k, row, rg.kv_heads))]
-                            m.next = "S_SCALE"
+                            m.next = "S_DRAIN"
+            with m.State("S_DRAIN"):    # the last beats' statistics are written
+                with m.If(~st1_v & ~st2_v):
+                    m.next = "S_SCALE"
             with m.State("S_SCALE"):    # one statistic per cycle into the scale unit
                 for ll in range(P):
                     m.d.comb += [mn_r[ll].addr.eq(i >> lg_p), mx_r[ll].addr.eq(i >> lg_p)]
@@ -621,8 +664,8 @@ class KVUnit(wiring.Component):
                 for ll in range(P):
                     m.d.comb += par_r[ll].addr.eq(pw)
                 vpar = lane_sel(par_r, j)          # V: every channel of the beat is of head j
-                m.d.comb += a_pop.eq(q_inflight < 6)
-                with m.If(rd.data.valid & (q_inflight < 6)):
+                m.d.comb += a_pop.eq(q_inflight < 10)
+                with m.If(rd.data.valid & (q_inflight < 10)):
                     m.d.comb += [qp_v.eq(1), qp_last.eq(i == row - P)]
                     for ll in range(P):
                         m.d.comb += [qp_x[ll].eq(xs[ll]), qp_par[ll].eq(Mux(is_k, par_r[ll].data.as_value(),
@@ -636,7 +679,7 @@ class KVUnit(wiring.Component):
                             m.next = "C_FLUSH"
             with m.State("C_FLUSH"):     # the last row's codes leave the packer
                 m.d.comb += [mA_a.eq(Mux(is_k, g0 >> lg_g, vq - 1)), mA_b.eq(Mux(is_k, kpar_bytes, vpar_bytes))]
-                with m.If((q_inflight == 0) & ~v1 & ~v2 & ~v3 & (wst_left == 0) & okA):
+                with m.If((q_inflight == 0) & ~v0 & ~v1 & ~v2 & ~v3 & (wst_left == 0) & okA):
                     m.d.sync += [pk_from_q.eq(0), i.eq(0), pk_sel.eq(SEL_PARAM),
                                  wr_addr.eq(cmd.base + Mux(is_k, rg.k_params, rg.v_params) + pA)]
                     m.next = "P_START"
@@ -694,7 +737,7 @@ class KVUnit(wiring.Component):
                                         m.d.sync += [tk.eq(0), vi.eq(0), c.eq(0), vpp.eq(0)]
                                         m.d.comb += cw.adv.eq(1)
                     with m.Case(SEG_CODES, SEG_RAW):
-                        m.d.comb += [tk_want.eq(d_inflight < 6), tk_sel.eq(Mux(w.st == SEG_RAW, SEL_WORD, sel_code)),
+                        m.d.comb += [tk_want.eq(d_inflight < 12), tk_sel.eq(Mux(w.st == SEG_RAW, SEL_WORD, sel_code)),
                                      tk_last.eq(vi == nrv - 1), d_take.eq(took)]
                         with m.If(took):
                             m.d.sync += [d1_v.eq(1), d1_raw.eq(w.st == SEG_RAW), d1_k.eq(~w.isv),
