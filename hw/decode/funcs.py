@@ -375,10 +375,10 @@ class SinCosUnit(_Unit):
 class SigmoidUnit(_Unit):
     """:func:`ref_model.fixedpoint.sigmoid` and :func:`~ref_model.fixedpoint.silu`:
     ``x`` Q.16 int32 -> ``sig`` Q0.16 in [0, 65536] and ``silu = rshift_round(x*sig, 16)``
-    int32 Q.16. Latency 9, fully pipelined (base and slope in one ROM word; ``x*sig`` as a
+    int32 Q.16. Latency 10, fully pipelined (base and slope in one ROM word; ``x*sig`` as a
     split, registered product)."""
 
-    LATENCY = 9
+    LATENCY = 10
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -393,12 +393,15 @@ class SigmoidUnit(_Unit):
         P = Pipe(m)
         x1 = P.reg(self.x, 0, "x1")
         ax1 = P.reg(Mux(self.x < 0, -self.x, self.x), 0, "ax1", 32)
-        idx = Signal(range(last + 1))
-        m.d.comb += [idx.eq(Mux(ax1[10:] >= last, last, ax1[10:])), rom.addr.eq(idx)]
-        fr2 = P.reg(Mux(idx >= last, 0, ax1[:10]), 1, "fr2", 10)
-        a3 = P.reg(rom.data.a, 2, "a3")
-        d3 = P.reg(rom.data.d, 2, "d3")
-        d, k = P.mul(d3, P.at(fr2, 3), 3, "ip", signed(36))
+        # the clamped table index registered before it addresses the ROM (BRAM address setup)
+        top1 = Signal()
+        m.d.comb += top1.eq(ax1[10:] >= last)
+        idx2 = P.reg(Mux(top1, last, ax1[10:]), 1, "idx2", range(last + 1))
+        fr2 = P.reg(Mux(top1, 0, ax1[:10]), 1, "fr2", 10)
+        m.d.comb += rom.addr.eq(idx2)
+        a3 = P.reg(rom.data.a, 3, "a3")
+        d3 = P.reg(rom.data.d, 3, "d3")
+        d, k = P.mul(d3, P.at(fr2, 4), 4, "ip", signed(36))
         x4 = P.at(x1, k)
         y = Signal(26)
         m.d.comb += y.eq(P.at(a3, k) + rr(d, 10))
