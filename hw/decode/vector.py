@@ -99,8 +99,10 @@ class RmsNormUnit(wiring.Component):
         g1 = Q.reg(self.gain.payload, 0, "g1")
         p, k = Q.mul(h, mant, 0, "hm", signed(57), lut_bits=7)
         ph = Q.reg(p + half, k, "ph", signed(58))
-        t = Q.reg(ph >> shift, k + 1, "t", signed(40))
-        q, k2 = Q.mul(t, Q.at(g1, k + 2), k + 2, "tg", signed(72), lut_bits=6)
+        # the 58-bit barrel shift in two registered steps: by 8*shift[3:], then shift[:3]
+        phc = Q.reg(ph >> Cat(Const(0, 3), shift[3:]), k + 1, "phc", signed(58))
+        t = Q.reg(phc >> shift[:3], k + 2, "t", signed(40))
+        q, k2 = Q.mul(t, Q.at(g1, k + 3), k + 3, "tg", signed(72), lut_bits=6)
         r = Q.reg(rr(q, self.gain_frac + 8), k2, "r", signed(72))
         y = sat32(m, r, "y_sat")
         m.d.sync += [self.o_valid.eq(Q.at(v1, k2 + 1)), self.y.eq(y)]
