@@ -8,7 +8,7 @@ cycles later. ROM contents are parameters (the generator passes
 :func:`ref_model.fixedpoint.rom_tables`), so the tables exist in one place.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -22,22 +22,28 @@ def rr(v, s: int):
     return (v + (1 << (s - 1))) >> s
 
 
-def _bl_tree(x):
-    """``(nonzero, bit_length)`` of ``x`` as a balanced tree (depth log2 of the width)."""
+def _msb_tree(x):
+    """``(nonzero, index of the highest set bit)`` of ``x`` (width a power of two): at each
+    level the upper half's index is ``Cat(i_hi, 1)``, wiring rather than an adder, so the
+    tree is log2(width) levels of 2:1 muxes."""
     w = len(x)
     if w == 1:
-        return x[0], x[0]
-    h = (w + 1) // 2
-    nz_lo, bl_lo = _bl_tree(x[:h])
-    nz_hi, bl_hi = _bl_tree(x[h:])
-    return nz_lo | nz_hi, Mux(nz_hi, bl_hi + h, bl_lo)
+        return x[0], Const(0, 0)
+    h = w // 2
+    nz_lo, i_lo = _msb_tree(x[:h])
+    nz_hi, i_hi = _msb_tree(x[h:])
+    return nz_lo | nz_hi, Mux(nz_hi, Cat(i_hi, Const(1, 1)), Cat(i_lo, Const(0, 1)))
 
 
 def bit_length(m: Module, x, width: int, name: str) -> Signal:
     """Highest set bit + 1 (0 for 0): a priority encoder over ``width`` bits, built as a
-    balanced tree of 2:1 muxes (log2 ``width`` levels rather than a ``width``-long chain)."""
+    balanced tree of 2:1 muxes (log2 ``width`` levels rather than a ``width``-long chain)
+    and one small final increment."""
     bl = Signal(range(width + 1), name=name)
-    m.d.comb += bl.eq(_bl_tree(Value.cast(x)[:width])[1])
+    p2 = 1 << max(width - 1, 0).bit_length()
+    xv = Value.cast(x)[:width]
+    nz, idx = _msb_tree(Cat(xv, Const(0, p2 - width)) if p2 > width else xv)
+    m.d.comb += bl.eq(Mux(nz, idx + 1, 0))
     return bl
 
 
@@ -375,10 +381,10 @@ class SinCosUnit(_Unit):
 class SigmoidUnit(_Unit):
     """:func:`ref_model.fixedpoint.sigmoid` and :func:`~ref_model.fixedpoint.silu`:
     ``x`` Q.16 int32 -> ``sig`` Q0.16 in [0, 65536] and ``silu = rshift_round(x*sig, 16)``
-    int32 Q.16. Latency 9, fully pipelined (base and slope in one ROM word; ``x*sig`` as a
+    int32 Q.16. Latency 10, fully pipelined (base and slope in one ROM word; ``x*sig`` as a
     split, registered product)."""
 
-    LATENCY = 9
+    LATENCY = 10
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -393,12 +399,15 @@ class SigmoidUnit(_Unit):
         P = Pipe(m)
         x1 = P.reg(self.x, 0, "x1")
         ax1 = P.reg(Mux(self.x < 0, -self.x, self.x), 0, "ax1", 32)
-        idx = Signal(range(last + 1))
-        m.d.comb += [idx.eq(Mux(ax1[10:] >= last, last, ax1[10:])), rom.addr.eq(idx)]
-        fr2 = P.reg(Mux(idx >= last, 0, ax1[:10]), 1, "fr2", 10)
-        a3 = P.reg(rom.data.a, 2, "a3")
-        d3 = P.reg(rom.data.d, 2, "d3")
-        d, k = P.mul(d3, P.at(fr2, 3), 3, "ip", signed(36))
+        # the clamped table index registered before it addresses the ROM (BRAM address setup)
+        top1 = Signal()
+        m.d.comb += top1.eq(ax1[10:] >= last)
+        idx2 = P.reg(Mux(top1, last, ax1[10:]), 1, "idx2", range(last + 1))
+        fr2 = P.reg(Mux(top1, 0, ax1[:10]), 1, "fr2", 10)
+        m.d.comb += rom.addr.eq(idx2)
+        a3 = P.reg(rom.data.a, 3, "a3")
+        d3 = P.reg(rom.data.d, 3, "d3")
+        d, k = P.mul(d3, P.at(fr2, 4), 4, "ip", signed(36))
         x4 = P.at(x1, k)
         y = Signal(26)
         m.d.comb += y.eq(P.at(a3, k) + rr(d, 10))

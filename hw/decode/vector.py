@@ -99,8 +99,10 @@ class RmsNormUnit(wiring.Component):
         g1 = Q.reg(self.gain.payload, 0, "g1")
         p, k = Q.mul(h, mant, 0, "hm", signed(57), lut_bits=7)
         ph = Q.reg(p + half, k, "ph", signed(58))
-        t = Q.reg(ph >> shift, k + 1, "t", signed(40))
-        q, k2 = Q.mul(t, Q.at(g1, k + 2), k + 2, "tg", signed(72), lut_bits=6)
+        # the 58-bit barrel shift in two registered steps: by 8*shift[3:], then shift[:3]
+        phc = Q.reg(ph >> Cat(Const(0, 3), shift[3:]), k + 1, "phc", signed(58))
+        t = Q.reg(phc >> shift[:3], k + 2, "t", signed(40))
+        q, k2 = Q.mul(t, Q.at(g1, k + 3), k + 3, "tg", signed(72), lut_bits=6)
         r = Q.reg(rr(q, self.gain_frac + 8), k2, "r", signed(72))
         y = sat32(m, r, "y_sat")
         m.d.sync += [self.o_valid.eq(Q.at(v1, k2 + 1)), self.y.eq(y)]
@@ -275,8 +277,8 @@ class ElementwiseUnit(wiring.Component):
     cmd : In(stream of ElementwiseCommand): ``n`` elements; ``op`` 0 = ADD, 1 = SWIGLU.
     a, b : In(streams of signed(32)): ``x``/``y`` for ADD, ``g``/``u`` for SWIGLU.
     o_valid, y : Out: ``sat32(a + b)``, or ``sat32(rshift_round(silu(sat32(a << (16-frac)))
-        * b, 16))``. One element per cycle; latency 1 (ADD) or ``SigmoidUnit.LATENCY`` + 5
-        (SWIGLU, 14: the product split and registered).
+        * b, 16))``. One element per cycle; latency 1 (ADD) or ``SigmoidUnit.LATENCY`` + 6
+        (SWIGLU, 16: the product split and registered).
     """
 
     def __init__(self, *, frac: int, sigmoid_table: list[int]):
@@ -321,11 +323,14 @@ class ElementwiseUnit(wiring.Component):
         add_y = Signal(signed(32))
         m.d.sync += [add_v.eq(run & ~op), add_y.eq(sat32(m, self.a.payload + self.b.payload, "sum_sat"))]
         # SWIGLU: saturate g to int32 Q.16, silu (5 cycles), times u, rounded, saturated
-        m.d.comb += [sg.i_valid.eq(run & op), sg.x.eq(sat32(m, g16, "g16"))]
-        u_late = delay(m, self.b.payload, sg.LATENCY, "u")
+        # the saturated g registered before the sigmoid unit (its first stage negates it)
+        sg_v = Signal()
+        m.d.sync += [sg_v.eq(run & op), sg.x.eq(sat32(m, g16, "g16"))]
+        m.d.comb += sg.i_valid.eq(sg_v)
+        u_late = delay(m, self.b.payload, sg.LATENCY + 1, "u")
         # SigmoidUnit's own valid chain: anything still inside it keeps the unit busy
         inflight = [run & op]
-        for k in range(1, sg.LATENCY):
+        for k in range(1, sg.LATENCY + 1):
             inflight.append(delay(m, inflight[-1], 1, f"in{k}"))
         m.d.comb += pipe_busy.eq(Cat(*inflight[1:]).any())
         # silu * u: a split, registered product (4 MULT18X18D), then the round, then saturate
