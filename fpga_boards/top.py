@@ -240,12 +240,7 @@ class BoardTop(Elaboratable):
     def _udp(self, m, platform, clk_in):
         """The UDP link: the LiteEth core on its own PLL clock (domain ``eth``), the bridge
         into the design's domain. Returns the sticky ``rx_overflow`` flag, in ``sync``."""
-        m.submodules.eth_pll = ep = self.eth_pll
-        m.d.comb += ep.clk_in.eq(clk_in)
-        m.domains.eth = cd_eth = ClockDomain("eth")
-        m.d.comb += cd_eth.clk.eq(ep.clk_out)
-        platform.add_clock_constraint(cd_eth.clk, self.eth_mhz * 1e6)
-        m.submodules.eth_reset_sync = ResetSynchronizer(~ep.locked, domain="eth")
+        cd_eth = _pll_domain(m, platform, "eth", self.eth_pll, clk_in, self.eth_mhz)
         m.submodules.eth = eth = self.eth
         eth.connect_board(platform)
         m.d.comb += [eth.clk.eq(cd_eth.clk), eth.rst.eq(cd_eth.rst)]
@@ -266,12 +261,7 @@ class BoardTop(Elaboratable):
         m = Module()
         m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
         clk_in = clk_buf.i
-        m.submodules.pll = pll = self.pll
-        m.d.comb += pll.clk_in.eq(clk_in)
-        m.domains.sync = cd = ClockDomain("sync")
-        m.d.comb += cd.clk.eq(pll.clk_out)
-        platform.add_clock_constraint(cd.clk, self.clock_mhz * 1e6)
-        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
+        _pll_domain(m, platform, "sync", self.pll, clk_in, self.clock_mhz)
 
         h = self.hosted
         if self.board.name == "butterstick":      # power the SYZYGY banks the UART is on
@@ -350,3 +340,16 @@ def board_top(board: str | Board, cfg, *, clock_mhz: float | None = None, baud: 
     except ValueError as e:
         raise BoardError(f"{b.title}: {e}") from None
 
+
+def _pll_domain(m: Module, platform, name: str, pll, clk_in, mhz: float) -> ClockDomain:
+    """Clock domain ``name`` from ``pll`` (fed by ``clk_in``): constrained to ``mhz`` and
+    held in reset until the PLL locks (reset released synchronously)."""
+    prefix = "" if name == "sync" else f"{name}_"
+    m.submodules[f"{prefix}pll"] = pll
+    m.d.comb += pll.clk_in.eq(clk_in)
+    cd = ClockDomain(name)
+    m.domains += cd
+    m.d.comb += cd.clk.eq(pll.clk_out)
+    platform.add_clock_constraint(cd.clk, mhz * 1e6)
+    m.submodules[f"{prefix}reset_sync"] = ResetSynchronizer(~pll.locked, domain=name)
+    return cd
