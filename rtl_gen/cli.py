@@ -21,9 +21,15 @@ class _Parser(argparse.ArgumentParser):
     pass
 
 
-def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("config", nargs=None if required else "?", default=None,
-                   help="YAML config file or the name of a shipped config (default: systolic_8x8_int8)")
+def _add_config_args(p: argparse.ArgumentParser, required: bool = False, *, flag: bool = False,
+                     default: str | None = None, help: str | None = None) -> None:
+    """The config (a positional argument, or ``--config`` with ``flag``) and ``--set``."""
+    help = help or ("YAML config file or the name of a shipped config"
+                    + ("" if required else f" (default: {default or 'systolic_8x8_int8'})"))
+    if flag:
+        p.add_argument("--config", required=required, default=default, help=help)
+    else:
+        p.add_argument("config", nargs=None if required else "?", default=default, help=help)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override one config field, e.g. --set core.rows=16 (repeatable)")
 
@@ -312,10 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fidelity)
 
     u = sub.add_parser("run", help="generate text with a model on a device: the simulated board, the Python board or an FPGA")
-    u.add_argument("--config", default="decode_smollm2",
-                   help="config with a decode section (YAML file or shipped name; default: decode_smollm2)")
-    u.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override one config field (repeatable)")
+    _add_config_args(u, flag=True, default="decode_smollm2",
+                     help="config with a decode section (YAML file or shipped name; default: decode_smollm2)")
     model_args(u)
     u.add_argument("--prompt", required=True, help="prompt text (raw, no chat template)")
     u.add_argument("--target", default="sim://",
@@ -391,9 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb = sub.add_parser("build-bitstream", help="build an FPGA bitstream for a board (yowasp Yosys, nextpnr-ecp5, "
                                                 "ecppack): .bit, nextpnr report, JSON manifest")
     bb.add_argument("--board", default=None, help="board name (lutforge boards; default: the config's target.board)")
-    bb.add_argument("--config", required=True, help="YAML config file or the name of a shipped config")
-    bb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                    help="override one config field (repeatable)")
+    _add_config_args(bb, required=True, flag=True)
     bb.add_argument("-o", "--output", default=None, help="output folder (default build/BOARD)")
     bb.add_argument("--clock", type=float, default=None, metavar="MHZ",
                     help="design clock (default: the config's clock.mhz)")
@@ -419,9 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     gm = sub.add_parser("gemm", help="run a random GEMM on a board's tensor-core bitstream over the host link "
                                      "and check it against the reference")
     gm.add_argument("--target", required=True, help="serial:///dev/ttyUSB1?baud=1000000 (the board's UART)")
-    gm.add_argument("--config", required=True, help="the config the bitstream was built from")
-    gm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                    help="override one config field (repeatable; as for the build)")
+    _add_config_args(gm, required=True, flag=True, help="the config the bitstream was built from (--set as for the build)")
     gm.add_argument("--m", type=int, default=32)
     gm.add_argument("--k", type=int, default=64)
     gm.add_argument("--n", type=int, default=32)
