@@ -22,7 +22,6 @@ from host_runtime import protocol as P
 from host_runtime.transports import open_target
 from ref_model.models.generate import Backend, generate
 from ref_model.models.gguf_model import load_gguf
-from ref_model.models.tiny import write_tiny_llama
 from rtl_gen.cli import main
 from rtl_gen.config import load_config
 from sim.uart_board import start_uart_board
@@ -30,13 +29,6 @@ from sim.uart_board import start_uart_board
 SETS = ["decode.limits.context=32", "memory.sim.size_bytes=1048576"]
 #: Seconds per response before a retry: a 4 kB frame takes about 2 s on the simulated line.
 TIMEOUT = "10"
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    # one layer, dim 32: a 19 kB image, so upload + verify take seconds at UART speed
-    return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf", seed=11, layers=1, dim=32, heads=2,
-                            kv_heads=1, ffn=64)
 
 
 @pytest.fixture(scope="module")

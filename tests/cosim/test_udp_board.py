@@ -15,19 +15,12 @@ import pytest
 
 from ref_model.models.generate import Backend, generate
 from ref_model.models.gguf_model import load_gguf
-from ref_model.models.tiny import write_tiny_llama
 from rtl_gen.cli import main
 from rtl_gen.config import load_config
 from sim.board import SimBoard, start_process
 
 SETS = ["decode.limits.context=32", "memory.sim.size_bytes=1048576"]
 READY = re.compile(r"^lutforge sim-board listening on (udp://\S+)")
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf", seed=11, layers=1, dim=32, heads=2,
-                            kv_heads=1, ffn=64)
 
 
 @pytest.fixture(scope="module")
