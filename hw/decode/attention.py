@@ -518,20 +518,33 @@ class AttentionUnit(wiring.Component):
                 m.d.comb += [sws[rr_].addr.eq(p_a[4]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
 
         # ---- value pipeline ----------------------------------------------------------------
-        # V1: P (read at the vector's acceptance) times the V vector; the accumulator word is
-        # read now, so that V2's sum meets it (transparent read: a word written in V2 is
-        # seen by the next vector's read of it)
+        # V0: the accumulator word is read (the products are made in V0..V2); V1: the word
+        # leaves the block RAM and is registered; V2: accumulate and write back. The block
+        # RAM's output straight into the 56-bit add and back into its write port was one
+        # cycle; now the add starts from registers. The previous vector's sum is not in the
+        # word read one cycle before it was written: a vector whose predecessor (in the
+        # previous cycle) wrote the same word takes that sum from ``wsum`` instead; two
+        # cycles apart, the transparent read already sees the write.
         vprod = mul
         for k in range(1, 3):
             m.d.sync += [v_v[k].eq(v_v[k - 1]), vaddr[k].eq(vaddr[k - 1]), vfirst[k].eq(vfirst[k - 1])]
-        with m.If(v_v[1]):
-            m.d.comb += [o.addr.eq(vaddr[1]) for o in ors]
-        # V2: accumulate (the first token starts from zero: no clearing pass)
+        with m.If(v_v[0]):
+            m.d.comb += [o.addr.eq(vaddr[0]) for o in ors]
+        fwd = Signal()            # V2: the previous cycle's V2 wrote this vector's word
+        w_v, w_addr = Signal(), Signal.like(vaddr[2])
+        m.d.sync += [w_v.eq(v_v[2]), w_addr.eq(vaddr[2])]
+        m.d.comb += fwd.eq(w_v & (w_addr == vaddr[2]))
         for rr_ in range(R):
-            with m.If(v_v[2]):
-                m.d.comb += [ows[rr_].addr.eq(vaddr[2]), ows[rr_].en.eq(1)]
-                for ll in range(L):
-                    m.d.comb += ows[rr_].data[ll].eq(Mux(vfirst[2], 0, ors[rr_].data[ll]) + vprod[rr_][ll])
+            for ll in range(L):
+                rd = Signal(signed(ACC_BITS), name=f"ord{rr_}_{ll}")
+                ws = Signal(signed(ACC_BITS), name=f"wsum{rr_}_{ll}")
+                tot = Signal(signed(ACC_BITS), name=f"otot{rr_}_{ll}")
+                base = Mux(vfirst[2], 0, Mux(fwd, ws, rd))   # the first token starts from zero
+                m.d.comb += tot.eq(base + vprod[rr_][ll])
+                m.d.sync += rd.eq(ors[rr_].data[ll])
+                with m.If(v_v[2]):
+                    m.d.sync += ws.eq(tot)
+                    m.d.comb += [ows[rr_].addr.eq(vaddr[2]), ows[rr_].en.eq(1), ows[rr_].data[ll].eq(tot)]
 
         # ---- out: sat32(rshift_round(o, 16)) of bank o_r, lane o_l --------------------------
         banks = Array(Array(o.data[ll] for ll in range(L)) for o in ors)

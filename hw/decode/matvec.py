@@ -21,7 +21,7 @@
 Throughput: one group (32 MACs) per cycle when both streams keep up; a 128-bit port
 delivers a Q4_1 group (16 code bytes + 4 scale bytes) every 1.25 cycles, so the unit is
 port-bound for every kind but W2/ternary (8 code bytes per group). Latency from a
-group's issue to its accumulation: 11 cycles (every multiply, add and shift has its own
+group's issue to its accumulation: 12 cycles (every multiply, add and shift has its own
 register stage, for Fmax).
 """
 
@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out, connect
 from ..mem.axi4 import AXI4ReadSignature
 from ..mem.gearbox import UnitUnpacker
 from ..mem.reader import BurstReader, ReadArbiter
-from .funcs import MantScaleUnit
+from .funcs import MantScaleUnit, Pipe
 from .lutmul import lut_mul
 from .isa import WeightKind
 
@@ -485,34 +485,36 @@ class MatvecUnit(wiring.Component):
             shifts[name] = (later(pos4, 1, f"pos5_{name}"), later(right4, 1, f"right5_{name}"),
                             later(left4, 1, f"left5_{name}"), half5, yb)
         kd5, km5, s5 = later(kd, 2, "kd"), later(km, 2, "km"), later(s2, 3, "s")
-        # d6: the scale products
-        yd6 = Signal(signed(pbits + 25))
-        ym6 = Signal(signed(len(s2) + 25))
-        m.d.sync += [yd6.eq(P5 * kd5), ym6.eq(s5 * km5)]
+        # d6: the scale products' MULT18X18D pieces, each registered alone; d7: their sum
+        # (a 26 x 25 product with its 4-DSP sum in one cycle was the 81 MHz path)
+        pipe = Pipe(m, "mv_")
+        yd7, kyd = pipe.mul(P5, kd5, 5, "yd", signed(pbits + 25))
+        ym7, kym = pipe.mul(s5, km5, 5, "ym", signed(len(s2) + 25))
+        assert kyd == kym == 7, (kyd, kym)
         terms = []
-        for name, y6 in (("d", yd6), ("m", ym6)):
+        for name, y7 in (("d", yd7), ("m", ym7)):
             pos5, right5, left5, half5, yb = shifts[name]
-            pos6, right6, left6, half6 = (later(x, 1, f"{x.name}_6") for x in (pos5, right5, left5, half5))
-            # d7: add the rounding half (0 for left shifts); d8: barrel shift mod 2**acc_bits
-            yh7 = Signal(signed(yb + 2), name=f"yh7_{name}")
-            m.d.sync += yh7.eq(y6 + half6)
-            pos7, right7, left7 = (later(x, 1, f"{x.name}_7") for x in (pos6, right6, left6))
-            t8 = Signal(signed(self.acc_bits), name=f"t8_{name}")
-            m.d.sync += t8.eq(Mux(pos7, yh7 >> right7, Mux(left7 == self.acc_bits, 0, (yh7 << left7)[:self.acc_bits])))
-            terms.append(t8)
-        # d9: the group term; d10: accumulate; d11: a row's result, rounded and saturated
-        t9 = Signal(signed(self.acc_bits))
-        m.d.sync += t9.eq(terms[0] + terms[1])
-        side9 = later(side, 7, "side")
+            pos7, right7, left7, half7 = (later(x, 2, f"{x.name}_7") for x in (pos5, right5, left5, half5))
+            # d8: add the rounding half (0 for left shifts); d9: barrel shift mod 2**acc_bits
+            yh8 = Signal(signed(yb + 2), name=f"yh8_{name}")
+            m.d.sync += yh8.eq(y7 + half7)
+            pos8, right8, left8 = (later(x, 1, f"{x.name}_8") for x in (pos7, right7, left7))
+            t9 = Signal(signed(self.acc_bits), name=f"t9_{name}")
+            m.d.sync += t9.eq(Mux(pos8, yh8 >> right8, Mux(left8 == self.acc_bits, 0, (yh8 << left8)[:self.acc_bits])))
+            terms.append(t9)
+        # d10: the group term; d11: accumulate; d12: a row's result, rounded and saturated
+        t10 = Signal(signed(self.acc_bits))
+        m.d.sync += t10.eq(terms[0] + terms[1])
+        side10 = later(side, 8, "side")
         acc = Signal(signed(self.acc_bits))
         total = Signal(signed(self.acc_bits))
-        m.d.comb += total.eq(acc + t9)
+        m.d.comb += total.eq(acc + t10)
         fin = Signal(signed(self.acc_bits))
         vfin = Signal()
-        m.d.sync += vfin.eq(side9[0] & side9[1])
-        with m.If(side9[0]):
-            m.d.sync += acc.eq(Mux(side9[1], 0, total))
-            with m.If(side9[1]):
+        m.d.sync += vfin.eq(side10[0] & side10[1])
+        with m.If(side10[0]):
+            m.d.sync += acc.eq(Mux(side10[1], 0, total))
+            with m.If(side10[1]):
                 m.d.sync += fin.eq(total)
         sh = self.acc_frac - self.frac
         rounded = Signal(signed(self.acc_bits + 1))
