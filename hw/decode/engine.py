@@ -34,7 +34,7 @@ from ..mem.writer import BurstWriter
 from .attention import AttentionUnit
 from .isa import GROUP, INSTR_BITS, MODE_NORM_INPUT, Buf, InstrLayout, Op, Reg
 from .kv import KVUnit
-from .lutmul import lut_mul_pipe
+from .products import lut_mul_pipe
 from .matvec import MatvecUnit, _f16
 from .vector import ArgmaxUnit, ElementwiseUnit, RmsNormUnit, RopeUnit, sat32
 

@@ -13,6 +13,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .products import Pipe
+
 TAB_FRAC = 24
 MANT_FRAC = 23
 
@@ -45,108 +47,6 @@ def bit_length(m: Module, x, width: int, name: str) -> Signal:
     nz, idx = _msb_tree(Cat(xv, Const(0, p2 - width)) if p2 > width else xv)
     m.d.comb += bl.eq(Mux(nz, idx + 1, 0))
     return bl
-
-
-def _chunks(v, size: int):
-    """``v`` as ``[(chunk, offset)]`` of ``size``-bit unsigned pieces; a signed ``v``'s top
-    piece is signed and up to ``size + 1`` bits (it carries the sign)."""
-    v = Value.cast(v)
-    w, signed_ = len(v), v.shape().signed
-    n = max(1, -(-(w - 1) // size) if signed_ else -(-w // size))
-    out = []
-    for i in range(n):
-        lo = i * size
-        piece = v[lo:] if i == n - 1 else v[lo:lo + size]
-        out.append((piece.as_signed() if signed_ and i == n - 1 else piece, lo))
-    return out
-
-
-def _rows(a, b):
-    """``a * b`` as rows ``Mux(b[i], a << i, 0)`` (``b`` narrow; a signed ``b``'s top row is
-    negative): LUT and carry-chain logic instead of a DSP block."""
-    n = len(b)
-    rows = []
-    for i in range(n):
-        r = Mux(b[i], a << i, 0)
-        rows.append(-r if b.shape().signed and i == n - 1 else r)
-    return rows
-
-
-class Pipe:
-    """Stage bookkeeping for a fully pipelined unit: every value made by :meth:`reg` knows its
-    stage (cycles after the unit's input), :meth:`at` delays it to a later stage, and
-    :meth:`mul` is a registered, split product (see its docstring)."""
-
-    def __init__(self, m: Module, prefix: str = ""):
-        self.m, self.prefix, self._st = m, prefix, {}
-
-    def reg(self, value, k: int, name: str, shape=None) -> Signal:
-        """``value`` (combinational in stage ``k``'s values) registered: stage ``k + 1``."""
-        s = Signal(shape if shape is not None else Value.cast(value).shape(), name=self.prefix + name)
-        self.m.d.sync += s.eq(value)
-        self._st[id(s)] = (s, k + 1, {k + 1: s})
-        return s
-
-    def stage(self, s) -> int:
-        return self._st[id(s)][1]
-
-    def at(self, s, k: int):
-        """``s`` delayed to stage ``k`` (shift registers made once, shared)."""
-        sig, base, cache = self._st[id(s)]
-        assert k >= base, (sig.name, k, base)
-        for j in range(base + 1, k + 1):
-            if j not in cache:
-                d = Signal.like(sig, name=f"{sig.name}_p{j}")
-                self.m.d.sync += d.eq(cache[j - 1])
-                cache[j] = d
-        return cache[k]
-
-    def mul(self, a, b, k: int, name: str, shape, lut_bits: int = 0):
-        """``a * b`` (stage-``k`` values) as a registered pipeline: returns ``(product, stage)``.
-
-        The operands are cut into pieces that each fit a MULT18X18D (18 x 18 bits unsigned,
-        17-bit unsigned pieces and an 18-bit signed top piece when an operand is signed);
-        a piece product whose narrower side has at most ``lut_bits`` bits is built from
-        LUT rows instead of a DSP. Stage 1 registers each DSP product alone (nothing after
-        the DSP in its cycle) and LUT rows summed 4 at a time; each further stage sums up to
-        4 registered terms (two adder levels), until one term is left. Exact: the sum of the
-        shifted piece products is ``a * b``."""
-        a, b = Value.cast(a), Value.cast(b)
-        mixed = a.shape().signed or b.shape().signed
-        size = 17 if mixed else 18
-        ca, cb = _chunks(a, size), _chunks(b, size)
-        dsp_terms, rows = [], []
-        for pa, oa in ca:
-            for pb, ob in cb:
-                na, nb = len(pa), len(pb)
-                if min(na, nb) <= lut_bits:
-                    wide, narrow = (pa, pb) if nb <= na else (pb, pa)
-                    rows += [r << (oa + ob) for r in _rows(wide, narrow)]
-                else:
-                    dsp_terms.append((pa * pb) << (oa + ob))
-        terms, j = [], 0
-        for t in dsp_terms:
-            terms.append(self.reg(t, k, f"{name}_d{j}", shape))
-            j += 1
-        for g in range(0, len(rows), 4):
-            terms.append(self.reg(_sum(rows[g:g + 4]), k, f"{name}_l{j}", shape))
-            j += 1
-        k += 1
-        level = 0
-        while len(terms) > 1:
-            terms = [self.reg(_sum(terms[g:g + 4]), k, f"{name}_s{level}_{g // 4}", shape)
-                     for g in range(0, len(terms), 4)]
-            k += 1
-            level += 1
-        return terms[0], k
-
-
-def _sum(vals):
-    """Balanced sum."""
-    vals = list(vals)
-    while len(vals) > 1:
-        vals = [vals[i] + vals[i + 1] if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
-    return vals[0]
 
 
 def _rom(m: Module, name: str, table: list[int], ports: int):

@@ -47,7 +47,7 @@ from ..mem.reader import BurstReader
 from ..mem.writer import BurstWriter
 from .attention import lane_vector
 from .funcs import MantScaleUnit, bit_length
-from .lutmul import lut_mul, settled_mul
+from .products import lut_mul, settled_mul
 
 #: Unit widths of the (un)packers and their select codes.
 UNITS = (2, 4, 8, 32, 64)

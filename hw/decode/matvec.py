@@ -33,8 +33,8 @@ from amaranth.lib.wiring import In, Out, connect
 from ..mem.axi4 import AXI4ReadSignature
 from ..mem.gearbox import UnitUnpacker
 from ..mem.reader import BurstReader, ReadArbiter
-from .funcs import MantScaleUnit, Pipe
-from .lutmul import lut_mul
+from .funcs import MantScaleUnit
+from .products import Pipe, lut_mul
 from .isa import WeightKind
 
 GROUP = 32
@@ -291,7 +291,7 @@ class MatvecUnit(wiring.Component):
                  addr_bits: int = 32, data_bits: int = 128, max_burst: int = 16, outstanding: int = 4,
                  prefetch: tuple[int, int] | None = None, lut_lanes: int = 0):
         self.max_dim, self.acc_bits, self.acc_frac, self.frac = max_dim, acc_bits, acc_frac, frac
-        #: lanes whose code x weight product is built from LUTs (:func:`.lutmul.lut_mul`)
+        #: lanes whose code x weight product is built from LUTs (:func:`.products.lut_mul`)
         #: instead of a DSP block: the DSP budget of an ECP5-85 (same numerics, same timing)
         self.lut_lanes = lut_lanes
         self.prefetch = prefetch

@@ -13,7 +13,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .funcs import Pipe, RsqrtUnit, SigmoidUnit, SinCosUnit, rr
+from .funcs import RsqrtUnit, SigmoidUnit, SinCosUnit, rr
+from .products import Pipe
 
 INT32_MAX, INT32_MIN = (1 << 31) - 1, -(1 << 31)
 

@@ -4,7 +4,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.decode.lutmul import lut_mul
+from hw.decode.products import lut_mul
 from rtl_gen.dsp_count import count_muls, format_counts
 from rtl_gen.generate import emit_verilog
 

@@ -1,4 +1,5 @@
-"""lut_mul: exact products without a $mul cell (so Yosys cannot put them in a DSP)."""
+"""hw.decode.products: lut_mul (exact products without a $mul cell, so Yosys cannot put them
+in a DSP), its pipelined variants and Pipe.mul (split, registered products)."""
 
 import random
 
@@ -7,7 +8,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal, signed
 from amaranth.sim import Simulator
 
-from hw.decode.lutmul import lut_mul
+from hw.decode.products import lut_mul
 
 
 @pytest.mark.parametrize("sa,sb,width", [(False, False, None), (True, False, None), (False, True, None),
@@ -42,7 +43,7 @@ def test_lut_mul_exact(sa, sb, width):
                                          (True, False, 7)])
 def test_lut_mul_pipe_exact(sa, sb, width):
     """The pipelined product: the product of the operands ``latency`` cycles earlier."""
-    from hw.decode.lutmul import lut_mul_pipe
+    from hw.decode.products import lut_mul_pipe
     a = Signal(signed(12) if sa else 12)
     b = Signal(signed(9) if sb else 9)
     y = Signal(signed(40))
@@ -76,7 +77,7 @@ def test_lut_mul_pipe_exact(sa, sb, width):
 
 def test_settled_mul_ok_only_when_settled():
     """``ok`` never claims a stale product: random operand holds of 1..6 cycles."""
-    from hw.decode.lutmul import settled_mul
+    from hw.decode.products import settled_mul
     a, b = Signal(15), Signal(16)
     m = Module()
     p, ok = settled_mul(m, a, b, 32)
@@ -94,6 +95,47 @@ def test_settled_mul_ok_only_when_settled():
                     seen += 1
                 await ctx.tick()
         assert seen > 20
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("wa,sa,wb,sb,lut_bits,seed", [
+    (26, True, 25, True, 0, 1),     # the matvec's P x kd: 4 MULT18X18D pieces, one sum stage
+    (14, True, 25, True, 0, 2),     # the matvec's S x km: 2 pieces
+    (32, True, 25, False, 8, 3),    # a 7-bit piece in LUT rows next to DSP pieces
+    (18, False, 18, False, 0, 4),   # one piece: registered product only
+    (40, False, 36, False, 4, 5),   # 9 pieces: two sum stages
+    (12, True, 9, True, 9, 6),      # all LUT rows
+])
+def test_pipe_mul_exact(wa, sa, wb, sb, lut_bits, seed):
+    """Pipe.mul's result equals a*b of the operands ``stage - k`` cycles earlier, over
+    extremes and seeded random operands fed one pair per cycle."""
+    from hw.decode.products import Pipe
+    a = Signal(signed(wa) if sa else wa)
+    b = Signal(signed(wb) if sb else wb)
+    m = Module()
+    y, stage = Pipe(m, "t_").mul(a, b, 0, "y", signed(wa + wb) if sa or sb else wa + wb)
+    assert stage >= 1
+    rng = random.Random(seed)
+    lo_a, hi_a = (-(1 << (wa - 1)), (1 << (wa - 1)) - 1) if sa else (0, (1 << wa) - 1)
+    lo_b, hi_b = (-(1 << (wb - 1)), (1 << (wb - 1)) - 1) if sb else (0, (1 << wb) - 1)
+    cases = [(x, z) for x in (lo_a, hi_a, 0, 1, -1 if sa else 2) for z in (lo_b, hi_b, 0, 1, -1 if sb else 2)]
+    cases += [(rng.randint(lo_a, hi_a), rng.randint(lo_b, hi_b)) for _ in range(150)]
+
+    async def bench(ctx):
+        got = []
+        for i in range(len(cases) + stage):
+            x, z = cases[i] if i < len(cases) else (0, 0)
+            ctx.set(a, x)
+            ctx.set(b, z)
+            await ctx.tick()
+            if i + 1 >= stage:
+                got.append(ctx.get(y))
+        for (x, z), g in zip(cases, got):
+            assert g == x * z, f"seed {seed}: {x} * {z} gave {g}"
 
     sim = Simulator(m)
     sim.add_clock(1e-6)

@@ -1,0 +1,187 @@
+"""Products for the decode engine's ECP5 budget: LUT products and pipelined split products.
+
+The ECP5-85 has 156 MULT18X18D, its scarcest resource, and Yosys' ``mul2dsp`` gives every
+``$mul`` of A x B bits ``ceil(A/18) x ceil(B/18)`` of them, summed by carry chains in
+the same cycle. This module is the one place that decides how a product is built:
+
+* :func:`lut_mul`: the engine's address and count products (token x row bytes, heads x
+  head_dim, ...) are used once per command, yet each ``*`` takes a whole MULT18X18D.
+  ``lut_mul`` writes the same exact product as a sum of shifted partial products, which
+  Yosys maps to LUTs (``mul2dsp`` only sees ``$mul`` cells). Numerics: exact, ``a*b`` with
+  Amaranth's signedness rules; ``width`` keeps the low ``width`` bits only (the operands
+  are truncated first: the low bits of a product depend only on the low bits of its
+  operands). Combinational; the partial products are summed as a balanced tree
+  (``ceil(log2 n)`` adders deep: a chain of 16 carry-chain adders was a 40 ns path).
+* :func:`lut_mul_pipe`: the same with a register after every adder level, for operands
+  that stay put for a few cycles (command fields); :func:`settled_mul` adds the "product
+  is valid" flag for operands an FSM holds still.
+* :class:`Pipe`: stage bookkeeping for fully pipelined datapaths; :meth:`Pipe.mul` cuts a
+  wide product into MULT18X18D-sized pieces (narrow pieces into LUT rows), registers each
+  piece product alone and sums the pieces in registered stages, so no DSP output meets a
+  carry chain in its own cycle.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, Value
+
+
+def _terms(a, b, width):
+    a, b = Value.cast(a), Value.cast(b)
+    if width is not None:
+        a, b = a[:width], b[:width]
+    if len(b) > len(a):          # fewer partial products: one per bit of the narrower operand
+        a, b = b, a
+    n = len(b)
+    terms = []
+    for i in range(n):
+        term = Mux(b[i], a << i, 0)
+        if b.shape().signed and i == n - 1:     # a two's-complement top bit weighs -2^(n-1)
+            term = -term
+        terms.append(term[:width] if width is not None else term)
+    return terms
+
+
+def _level(terms, width):
+    nxt = []
+    for k in range(0, len(terms) - 1, 2):
+        s = terms[k] + terms[k + 1]
+        nxt.append(s[:width] if width is not None else s)
+    if len(terms) % 2:
+        nxt.append(terms[-1])
+    return nxt
+
+
+def lut_mul(a, b, width: int | None = None) -> Value:
+    terms = _terms(a, b, width)
+    if not terms:
+        return Value.cast(0)
+    total = _sum(terms, width)
+    return total[:width] if width is not None else total
+
+
+def lut_mul_pipe(m, a, b, width: int | None = None, name: str = "pmul") -> tuple[Value, int]:
+    """``lut_mul(a, b, width)`` with a register after every adder level of the tree
+    (``ceil(log2 n)`` levels, at least 1): returns ``(product, latency)``; the product is
+    that of the operands of ``latency`` cycles before."""
+    terms = _terms(a, b, width)
+    if not terms:
+        return Value.cast(0), 0
+    latency = 0
+    while True:
+        regs = []
+        for k, t in enumerate(terms if len(terms) == 1 else _level(terms, width)):
+            r = Signal(t.shape(), name=f"{name}_l{latency}_{k}")
+            m.d.sync += r.eq(t)
+            regs.append(r)
+        terms, latency = regs, latency + 1
+        if len(terms) == 1:
+            break
+    out = terms[0]
+    return (out[:width] if width is not None else out), latency
+
+
+def settled_mul(m, a, b, width: int | None = None, name: str = "smul") -> tuple[Value, Value]:
+    """:func:`lut_mul_pipe` of operands that a controller holds still until the product is
+    there: returns ``(product, ok)``; ``ok`` is high while ``product == lut_mul(a, b, width)``
+    of the current ``a`` and ``b`` (they have not changed for the pipeline's latency).
+    One such multiplier can serve several FSM states, each putting its operands on
+    ``a``/``b`` and waiting for ``ok`` (a few cycles) before using the product."""
+    p, lat = lut_mul_pipe(m, a, b, width, name)
+    a_prev, b_prev = Signal.like(Value.cast(a), name=f"{name}_a_prev"), Signal.like(Value.cast(b), name=f"{name}_b_prev")
+    m.d.sync += [a_prev.eq(a), b_prev.eq(b)]
+    same = Signal(name=f"{name}_same")
+    m.d.comb += same.eq((a_prev == a) & (b_prev == b))
+    cnt = Signal(range(lat + 1), name=f"{name}_cnt")
+    m.d.sync += cnt.eq(Mux(same, Mux(cnt == lat, lat, cnt + 1), 0))
+    ok = Signal(name=f"{name}_ok")
+    m.d.comb += ok.eq(same & (cnt >= lat - 1))
+    return p, ok
+
+
+def _chunks(v, size: int):
+    """``v`` as ``[(chunk, offset)]`` of ``size``-bit unsigned pieces; a signed ``v``'s top
+    piece is signed and up to ``size + 1`` bits (it carries the sign)."""
+    v = Value.cast(v)
+    w, signed_ = len(v), v.shape().signed
+    n = max(1, -(-(w - 1) // size) if signed_ else -(-w // size))
+    out = []
+    for i in range(n):
+        lo = i * size
+        piece = v[lo:] if i == n - 1 else v[lo:lo + size]
+        out.append((piece.as_signed() if signed_ and i == n - 1 else piece, lo))
+    return out
+
+
+class Pipe:
+    """Stage bookkeeping for a fully pipelined unit: every value made by :meth:`reg` knows its
+    stage (cycles after the unit's input), :meth:`at` delays it to a later stage, and
+    :meth:`mul` is a registered, split product (see its docstring)."""
+
+    def __init__(self, m: Module, prefix: str = ""):
+        self.m, self.prefix, self._st = m, prefix, {}
+
+    def reg(self, value, k: int, name: str, shape=None) -> Signal:
+        """``value`` (combinational in stage ``k``'s values) registered: stage ``k + 1``."""
+        s = Signal(shape if shape is not None else Value.cast(value).shape(), name=self.prefix + name)
+        self.m.d.sync += s.eq(value)
+        self._st[id(s)] = (s, k + 1, {k + 1: s})
+        return s
+
+    def stage(self, s) -> int:
+        return self._st[id(s)][1]
+
+    def at(self, s, k: int):
+        """``s`` delayed to stage ``k`` (shift registers made once, shared)."""
+        sig, base, cache = self._st[id(s)]
+        assert k >= base, (sig.name, k, base)
+        for j in range(base + 1, k + 1):
+            if j not in cache:
+                d = Signal.like(sig, name=f"{sig.name}_p{j}")
+                self.m.d.sync += d.eq(cache[j - 1])
+                cache[j] = d
+        return cache[k]
+
+    def mul(self, a, b, k: int, name: str, shape, lut_bits: int = 0):
+        """``a * b`` (stage-``k`` values) as a registered pipeline: returns ``(product, stage)``.
+
+        The operands are cut into pieces that each fit a MULT18X18D (18 x 18 bits unsigned,
+        17-bit unsigned pieces and an 18-bit signed top piece when an operand is signed);
+        a piece product whose narrower side has at most ``lut_bits`` bits is built from
+        LUT rows instead of a DSP. Stage 1 registers each DSP product alone (nothing after
+        the DSP in its cycle) and LUT rows summed 4 at a time; each further stage sums up to
+        4 registered terms (two adder levels), until one term is left. Exact: the sum of the
+        shifted piece products is ``a * b``."""
+        a, b = Value.cast(a), Value.cast(b)
+        mixed = a.shape().signed or b.shape().signed
+        size = 17 if mixed else 18
+        ca, cb = _chunks(a, size), _chunks(b, size)
+        dsp_terms, rows = [], []
+        for pa, oa in ca:
+            for pb, ob in cb:
+                na, nb = len(pa), len(pb)
+                if min(na, nb) <= lut_bits:
+                    rows += [r << (oa + ob) for r in _terms(pa, pb, None)]
+                else:
+                    dsp_terms.append((pa * pb) << (oa + ob))
+        terms, j = [], 0
+        for t in dsp_terms:
+            terms.append(self.reg(t, k, f"{name}_d{j}", shape))
+            j += 1
+        for g in range(0, len(rows), 4):
+            terms.append(self.reg(_sum(rows[g:g + 4]), k, f"{name}_l{j}", shape))
+            j += 1
+        k += 1
+        level = 0
+        while len(terms) > 1:
+            terms = [self.reg(_sum(terms[g:g + 4]), k, f"{name}_s{level}_{g // 4}", shape)
+                     for g in range(0, len(terms), 4)]
+            k += 1
+            level += 1
+        return terms[0], k
+
+
+def _sum(vals, width: int | None = None):
+    """Balanced sum (``ceil(log2 n)`` adders deep), each sum truncated to ``width`` bits."""
+    terms = list(vals)
+    while len(terms) > 1:
+        terms = _level(terms, width)
+    return terms[0]
