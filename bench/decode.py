@@ -55,6 +55,7 @@ def _token_entry(run, bpb: int, weight_bytes: int) -> dict:
 
 def _bench(cfg_name: str, tmp: Path, *, prompt_tokens: int, contexts: list[int], fmax: float | None) -> dict:
     from host_runtime.decode_program import compile_decode
+    from ref_model.decode import argmax as ref_argmax
     from ref_model.fixedpoint import rom_tables
     from ref_model.models.int_llama import IntLlama
     from rtl_gen.generate import engine_limits
@@ -84,6 +85,9 @@ def _bench(cfg_name: str, tmp: Path, *, prompt_tokens: int, contexts: list[int],
         want = ref.step(tok, cache)
         if not torch.equal(run.logits, want):
             raise SimulationError(f"{cfg_name}: token {pos} logits differ from the integer reference")
+        if run.next_token != ref_argmax(want):
+            raise SimulationError(f"{cfg_name}: token {pos}: the engine's ARGMAX gave {run.next_token}, "
+                                  f"the reference {ref_argmax(want)}")
         prompt.append({"position": pos, "token": tok, "next_token": run.next_token,
                        **_token_entry(run, bpb, prog.weight_bytes)})
         print(f"{cfg_name:>15} prompt pos {pos:4d}: {run.counters['cycles']:>10,} cycles  "
