@@ -3,9 +3,10 @@
 :func:`generate_liteeth` runs LiteEth's own generator (``liteeth_gen``, from the pinned
 ``liteeth`` wheel, run as ``python -c`` with one patch, below, like ``liteeth_gen``) on the YAML this package ships for the board
 (``fpga_boards/liteeth/<board>.yml``: ``core: udp``, the RGMII PHY of the ECP5
-(``LiteEthECP5PHYRGMII``), ``data_width: 32`` at ``clk_freq: 62.5e6`` (the MAC, IP and UDP
-datapath 32 bits wide in the core's clock, ``with_sys_datapath``), a fixed MAC / IP
-address, one raw UDP user port ``host`` of 32 bits) and caches what it writes in ``$LUTFORGE_CACHE/liteeth/<board>-<hash>`` like
+(``LiteEthECP5PHYRGMII``), ``data_width: 32`` at ``clk_freq: 62.5e6`` (60e6 on the
+ButterStick; the MAC, IP and UDP datapath 32 bits wide in the core's clock,
+``with_sys_datapath``), a fixed MAC / IP address, one raw UDP user port ``host`` of 32
+bits) and caches what it writes in ``$LUTFORGE_CACHE/liteeth/<board>-<hash>`` like
 :mod:`fpga_boards.litedram` (:mod:`fpga_boards.litex_gen`). It returns a
 :class:`LiteEthBuild`.
 
@@ -165,8 +166,9 @@ class LiteEthUdp(wiring.Component):
     """A generated LiteEth UDP/IP core as an Amaranth component (one raw UDP port).
 
     Members (all synchronous to ``clk``, the core's system clock, ``build.clk_hz`` = 62.5
-    MHz: its 32-bit datapath then moves 2 Gb/s, twice gigabit Ethernet; the RGMII receive
-    and transmit clocks, 125 MHz, are the PHY's, crossed inside the core):
+    MHz, 60 on the ButterStick: its 32-bit datapath then moves about 2 Gb/s, twice gigabit
+    Ethernet; the RGMII receive and transmit clocks, 125 MHz, are the PHY's, crossed inside
+    the core):
 
     * ``clk``, ``rst`` (In): the core's clock and synchronous reset.
     * ``rx`` : Out(stream of ``hw.host.udp.RX_LAYOUT``: ``data`` 32, ``last``, ``last_be``

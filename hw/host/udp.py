@@ -28,7 +28,11 @@ next in ``data[8:16]`` and so on (little-endian lanes). ``last_be`` (4 bits, mea
 with ``last``) is one-hot: bit ``k`` set means byte ``k`` (``data[8k:8k+8]``) is the
 datagram's last valid byte, so the last word holds ``k + 1`` bytes (payload length 1 ->
 ``0b0001``, 4 -> ``0b1000``, 5 -> a full word and then ``0b0001``). Words before the last
-are full. Read from LiteEth 2024.12 (``liteeth``/``litex`` wheels), not simulated:
+are full. Read from LiteEth 2024.12 (``liteeth``/``litex`` wheels) and confirmed in a migen
+simulation of its UDP/IP core as liteeth_gen builds it (dw=32, sys datapath, 32-bit raw
+port; ``tests/fpga_boards/liteeth_model.py``, ``test_liteeth_word_format_in_migen``, marked
+slow): frames of 1..4, 17, 19 payload bytes in, datagrams of 1..4, 17, 47 bytes out.
+Where it comes from:
 
 * ``litex/soc/interconnect/stream.py`` ``_UpConverter`` / ``_DownConverter``
   (``reverse=False`` in ``StrideConverter``): the PHY's byte ``i`` of a word is
@@ -46,7 +50,7 @@ are full. Read from LiteEth 2024.12 (``liteeth``/``litex`` wheels), not simulate
 
 One quirk is handled here: a datagram of 17 payload bytes is padded to the 60-byte
 minimum frame and its last word is also the frame's last, so ``LiteEthUDPRX`` passes on
-the frame's ``last_be`` (byte 1, one pad byte too many). The bridge caps the last word's
+the frame's ``last_be`` (byte 1, one pad byte too many; seen in the migen simulation). The bridge caps the last word's
 count by the UDP ``length`` (``udp_rx.length``, the datagram's byte count), which is right.
 
 Clock-domain crossing (``amaranth.lib.fifo.AsyncFIFO``)
