@@ -3,7 +3,9 @@
 :func:`generate_liteeth` runs LiteEth's own generator (``liteeth_gen``, from the pinned
 ``liteeth`` wheel, run as ``python -c`` with one patch, below, like ``liteeth_gen``) on the YAML this package ships for the board
 (``fpga_boards/liteeth/<board>.yml``: ``core: udp``, the RGMII PHY of the ECP5
-(``LiteEthECP5PHYRGMII``), a fixed MAC / IP address, one raw UDP user port ``host`` of 8
+(``LiteEthECP5PHYRGMII``), ``data_width: 32`` at ``clk_freq: 62.5e6`` (60e6 on the
+ButterStick; the MAC, IP and UDP datapath 32 bits wide in the core's clock,
+``with_sys_datapath``), a fixed MAC / IP address, one raw UDP user port ``host`` of 32
 bits) and caches what it writes in ``$LUTFORGE_CACHE/liteeth/<board>-<hash>`` like
 :mod:`fpga_boards.litedram` (:mod:`fpga_boards.litex_gen`). It returns a
 :class:`LiteEthBuild`.
@@ -14,8 +16,10 @@ would receive only datagrams addressed to the port it is replying to. The shim r
 it under the YAML's ``udp_port`` instead (the crossbar compares incoming destination ports
 with that constant), which leaves the user free to reply to the sender's port.
 
-:class:`LiteEthUdp` wraps the Verilog by ``Instance``: byte streams ``rx`` / ``tx`` in the
-core's clock domain, the sender of the last datagram latched (``remote_ip``,
+:class:`LiteEthUdp` wraps the Verilog by ``Instance``: streams ``rx`` / ``tx`` in the
+core's clock domain as 32-bit words (:data:`hw.host.udp.RX_LAYOUT` /
+:data:`~hw.host.udp.TX_LAYOUT`; the byte order, read from LiteEth's source, is stated in
+:mod:`hw.host.udp`), the sender of the last datagram latched (``remote_ip``,
 ``remote_port``: replies go back to it), the RGMII pins by :meth:`LiteEthUdp.connect_board`.
 """
 
@@ -30,7 +34,7 @@ from amaranth.hdl import ClockDomain, ClockSignal, Const, Instance, Module, Mux,
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.host.udp import RX_LAYOUT, TX_LAYOUT
+from hw.host.udp import RX_LAYOUT, TX_LAYOUT, WORD_BYTES
 
 from .litex_gen import BoardError, cache_folder, cache_key, read_yaml, run_cached, verilog_ports
 
@@ -39,6 +43,10 @@ BOARDS = ("ecpix5", "butterstick")
 YAML_DIR = Path(__file__).parent / "liteeth"
 #: The raw UDP user port the shipped YAMLs define (``<name>_sink_*`` / ``<name>_source_*``).
 PORT = "host"
+#: The width of the core's datapath and of its raw user port (``hw.host.udp.WORD_BYTES`` bytes).
+WORD_BITS = 8 * WORD_BYTES
+#: Gigabit Ethernet's line rate: the core's clock times its width must reach it.
+LINE_BPS = 1e9
 GENERATOR_PACKAGES = ("liteeth", "liteiclink", "litex", "migen")
 POSTPROCESS_VERSION = 1
 
@@ -82,7 +90,7 @@ class LiteEthBuild:
     verilog: Path
     module: str
     ports: dict[str, tuple[str, int]] = field(repr=False)
-    clk_hz: float = 125e6
+    clk_hz: float = 62.5e6
     ip_address: str = ""
     mac_address: int = 0
     udp_port: int = 0
@@ -113,8 +121,17 @@ def _check_yaml(board: str) -> None:
     problems = []
     if cfg.get("core") != "udp":
         problems.append("core must be udp")
-    if port is None or port.get("mode") != "raw" or int(port.get("data_width", 8)) != 8 or "udp_port" not in port:
-        problems.append(f"udp_ports must have a raw port {PORT!r} of data_width 8 with a udp_port")
+    # The bridge (hw.host.udp) takes 32-bit words; the core must be as wide (an 8-bit core
+    # needs 125 MHz, which did not close timing) and fast enough for the line.
+    if int(cfg.get("data_width", 8)) != WORD_BITS:
+        problems.append(f"data_width must be {WORD_BITS} (the MAC/IP/UDP datapath of UdpLinkBridge's words)")
+    elif float(cfg.get("clk_freq", 0)) * WORD_BITS < LINE_BPS:
+        problems.append(f"clk_freq {cfg.get('clk_freq')} with data_width {WORD_BITS} is below the 1 Gb/s line "
+                        f"rate (at least {LINE_BPS / WORD_BITS / 1e6:g} MHz; 62.5 MHz leaves a 2x margin)")
+    if port is None or port.get("mode") != "raw" or int(port.get("data_width", 8)) != WORD_BITS \
+            or "udp_port" not in port:
+        problems.append(f"udp_ports must have a raw port {PORT!r} of data_width {WORD_BITS} with a udp_port "
+                        f"(an 8-bit port cannot feed the line at the core's clock: LiteEth's transmitter underflows)")
     if "ip_address" not in cfg or "mac_address" not in cfg:
         problems.append("ip_address and mac_address must be fixed")
     else:
@@ -148,19 +165,27 @@ _RGMII_PINS = {"rst": "rgmii_rst_n", "mdc": "rgmii_mdc", "mdio": "rgmii_mdio",
 class LiteEthUdp(wiring.Component):
     """A generated LiteEth UDP/IP core as an Amaranth component (one raw UDP port).
 
-    Members (all synchronous to ``clk``, the core's system clock, ``build.clk_hz`` = 125
-    MHz: its 8-bit datapath then keeps up with gigabit Ethernet; the RGMII receive and
-    transmit clocks are the PHY's, crossed inside the core):
+    Members (all synchronous to ``clk``, the core's system clock, ``build.clk_hz`` = 62.5
+    MHz, 60 on the ButterStick: its 32-bit datapath then moves about 2 Gb/s, twice gigabit
+    Ethernet; the RGMII receive and transmit clocks, 125 MHz, are the PHY's, crossed inside
+    the core):
 
     * ``clk``, ``rst`` (In): the core's clock and synchronous reset.
-    * ``rx`` : Out(stream of ``hw.host.udp.RX_LAYOUT``: ``data`` u8, ``last``): the payload
-      bytes of the datagrams that arrive for ``build.udp_port`` at ``build.ip_address``,
-      ``last`` on each datagram's last byte. LiteEth cannot wait: keep ``rx.ready`` high.
-    * ``tx`` : In(stream of ``hw.host.udp.TX_LAYOUT``: ``data``, ``last``, ``length``): a
-      datagram to send, ``length`` its byte count (held for all its bytes), without gaps
-      once started; it goes from ``build.udp_port`` to ``remote_ip`` : ``remote_port``.
+    * ``rx`` : Out(stream of ``hw.host.udp.RX_LAYOUT``: ``data`` 32, ``last``, ``last_be``
+      4, ``length`` 16): the payload of the datagrams that arrive for ``build.udp_port`` at
+      ``build.ip_address`` in words of four bytes, the first byte on the wire in
+      ``data[0:8]``; ``last`` on each datagram's last word, whose ``last_be`` is one-hot on
+      its last valid byte (bit ``k``: ``k + 1`` bytes); ``length`` the datagram's byte count
+      (its UDP length field; it corrects ``last_be`` in one case, see
+      :mod:`hw.host.udp`). LiteEth cannot wait: keep ``rx.ready`` high.
+    * ``tx`` : In(stream of ``hw.host.udp.TX_LAYOUT``: ``data``, ``last``, ``last_be``,
+      ``length``): a datagram to send in the same word format, ``length`` its byte count
+      (held for all its words; it must agree with ``last_be``: the headers are made from
+      ``length``, the wire bytes end at ``last_be``), without gaps once started (a gap
+      underflows LiteEth's MAC: a corrupt frame); it goes from ``build.udp_port`` to
+      ``remote_ip`` : ``remote_port``.
     * ``remote_ip`` (32 bits), ``remote_port`` (16) (Out): the source address of the last
-      datagram received (latched at its first byte): replies go back to the sender.
+      datagram received (latched at its first word): replies go back to the sender.
 
     Latency: that of LiteEth (a few hundred ns through MAC, IP and UDP); this wrapper adds
     none (it is wiring and the latch).
@@ -204,7 +229,7 @@ class LiteEthUdp(wiring.Component):
             m.d.liteeth += first.eq(rx.payload.last)
             with m.If(first):
                 m.d.liteeth += [self.remote_ip.eq(src_ip), self.remote_port.eq(src_port)]
-        # the destination of a datagram being sent stays that of its first byte, even if a
+        # the destination of a datagram being sent stays that of its first word, even if a
         # new request (from another sender) arrives meanwhile
         tx_first = Signal(init=1)
         held_ip, held_port = Signal(32), Signal(16)
@@ -217,11 +242,11 @@ class LiteEthUdp(wiring.Component):
                  f"o_{p}source_valid": rx.valid, f"o_{p}source_last": rx.payload.last,
                  f"o_{p}source_data": rx.payload.data, f"i_{p}source_ready": rx.ready,
                  f"o_{p}source_ip_address": src_ip, f"o_{p}source_src_port": src_port,
-                 f"o_{p}source_dst_port": Signal(16), f"o_{p}source_length": Signal(16),
-                 f"o_{p}source_last_be": Signal(), f"o_{p}source_error": Signal(),
+                 f"o_{p}source_dst_port": Signal(16), f"o_{p}source_length": rx.payload.length,
+                 f"o_{p}source_last_be": rx.payload.last_be, f"o_{p}source_error": Signal(),
                  f"i_{p}sink_valid": tx.valid, f"i_{p}sink_last": tx.payload.last,
                  f"i_{p}sink_data": tx.payload.data, f"o_{p}sink_ready": tx.ready,
-                 f"i_{p}sink_length": tx.payload.length, f"i_{p}sink_last_be": tx.payload.last,
+                 f"i_{p}sink_length": tx.payload.length, f"i_{p}sink_last_be": tx.payload.last_be,
                  f"i_{p}sink_ip_address": dst_ip, f"i_{p}sink_dst_port": dst_port,
                  f"i_{p}sink_src_port": Const(b.udp_port, 16)}
         if "rgmii_int_n" in b.ports:

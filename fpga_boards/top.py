@@ -8,9 +8,10 @@ holds:
 * the hosted design (:class:`hw.host.hosted.HostedEngine`): the host link on the board's
   UART (8N1, ``baud``; ``link="uart"``, the default) or, on a board with Ethernet
   (``Board.ethernet``: ECPIX-5, ButterStick; ``link="udp"``), over UDP: the board's LiteEth
-  core (:class:`fpga_boards.liteeth.LiteEthUdp`, its own 125 MHz clock domain ``eth`` from a
-  second PLL) and :class:`hw.host.udp.UdpLinkBridge` (datagrams <-> the link's byte
-  streams, across the two clocks); and the engine: the decode engine for a config with a ``decode``
+  core (:class:`fpga_boards.liteeth.LiteEthUdp`, its 32-bit datapath in its own clock
+  domain ``eth`` at the core's ``clk_hz``, 62.5 MHz on ECPIX-5, 60 on ButterStick, from a
+  second PLL) and :class:`hw.host.udp.UdpLinkBridge` (32-bit datagram words <-> the link's
+  byte streams, across the two clocks); and the engine: the decode engine for a config with a ``decode``
   section, else the config's tensor core as a :class:`fpga_boards.gemm_engine.GemmEngine`
   (or, ``design="selftest"``, :class:`fpga_boards.selftest.SelftestEngine`);
 * memory: ``bram`` (:class:`HostedBram`: an :class:`fpga_boards.bram.AxiBram` of

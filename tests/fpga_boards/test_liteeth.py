@@ -1,7 +1,9 @@
 """The boards' LiteEth UDP core (fpga_boards/liteeth.py): the shipped YAMLs generate offline
 and cache; the raw port listens on the YAML's port (the generator patch); the wrapper's
-Instance matches the core's ports; the board top with ``link="udp"`` elaborates (LiteEth's
-Verilog, the RGMII pins, the 125 MHz Ethernet clock, the bridge) and Yosys synthesizes it to
+Instance matches the core's ports (the 32-bit user port: data, last_be, length); YAMLs
+with an 8-bit core or port, or a clock too slow for the line, are refused; the board top
+with ``link="udp"`` elaborates (LiteEth's Verilog, the RGMII pins, the Ethernet clock at
+the core's 62.5 / 60 MHz, the bridge) and Yosys synthesizes it to
 the coarse netlist; boards without Ethernet refuse ``udp`` naming the boards that have it."""
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from rtl_gen import toolchain
 from rtl_gen.config import load_config
 
 SMALL = ["core.rows=2", "core.cols=2", "memory.data_bits=64"]
+#: The LiteEth core's clock per board (its YAML's clk_freq): 62.5 MHz, or 60 on the ButterStick,
+#: whose 30 MHz oscillator the ECP5 PLL cannot turn into 62.5.
+ETH_HZ = {"ecpix5": 62.5e6, "butterstick": 60e6}
 
 
 @pytest.mark.parametrize("board", ETH_BOARDS)
@@ -31,13 +36,34 @@ def test_generate(board):
     b = generate_liteeth(board)
     text = b.verilog.read_text()
     assert b.module == f"liteeth_{board}" and f"module {b.module} (" in text
-    assert b.clk_hz == 125e6 and b.udp_port == 1234 and re.fullmatch(r"192\.168\.1\.\d+", b.ip_address)
+    assert b.clk_hz == ETH_HZ[board] and b.udp_port == 1234 and re.fullmatch(r"192\.168\.1\.\d+", b.ip_address)
     # the raw port is dispatched on the configured port (the shim), not on the sink's dst_port input
     assert re.search(r"crossbar_sink_param_dst_port == 11'd1234", text)
     assert b.ports["rgmii_mdio"][0] == "inout"          # the TRELLIS_IO pad re-declared (litex_gen.clean_verilog)
-    assert b.ports["host_sink_data"] == ("input", 8) and b.ports["host_source_data"] == ("output", 8)
+    # the 32-bit raw port (data, one-hot last_be, length) on the 32-bit sys-clock datapath
+    assert b.ports["host_sink_data"] == ("input", 32) and b.ports["host_source_data"] == ("output", 32)
+    assert b.ports["host_sink_last_be"] == ("input", 4) and b.ports["host_source_last_be"] == ("output", 4)
+    assert b.ports["host_source_length"] == ("output", 16)
     for prim in ("IDDRX1F", "ODDRX1F"):
         assert prim in text
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('"core": "udp",\n    "data_width": 32', '"core": "udp",\n    "data_width": 8', "data_width must be 32"),
+    ('"clk_freq": 62.5e6', '"clk_freq": 25e6', "below the 1 Gb/s line rate"),
+    ('"udp_port": 1234,\n            "data_width": 32', '"udp_port": 1234,\n            "data_width": 8',
+     "raw port 'host' of data_width 32"),
+])
+def test_yaml_checks(monkeypatch, tmp_path, old, new, message):
+    """The wrapper and bridge take 32-bit words: an 8-bit core or user port, or a core clock
+    that cannot carry the line at 32 bits, is refused before liteeth_gen runs."""
+    import fpga_boards.liteeth as le
+    text = le.yaml_path("ecpix5").read_text()
+    assert old in text
+    (tmp_path / "ecpix5.yml").write_text(text.replace(old, new))
+    monkeypatch.setattr(le, "YAML_DIR", tmp_path)
+    with pytest.raises(BoardError, match=message):
+        generate_liteeth("ecpix5")
 
 
 def test_cache(monkeypatch, tmp_path):
@@ -104,12 +130,13 @@ def test_udp_top_elaborates(board):
     assert f"liteeth_{get_board(board).ethernet}.v" in plan.files
     il, lpf = plan.files["lutforge_top.il"], plan.files["lutforge_top.lpf"]
     assert "udp_bridge" in il and il.count("EHXPLLL") >= 2      # the design's PLL and the Ethernet one
-    assert re.search(r'FREQUENCY NET "[^"]*clk" 125000000', lpf)  # the Ethernet clock
+    eth_hz = ETH_HZ[get_board(board).ethernet]
+    assert re.search(rf'FREQUENCY NET "[^"]*clk" {eth_hz:.0f}\b', lpf)   # the Ethernet core's clock
     assert re.search(r'FREQUENCY PORT "eth_rgmii_0__rx_clk__io" 125000000', lpf)
     assert "eth_rgmii_0__tx_data__io" in lpf and "host_uart" not in lpf and 'uart_0__' not in lpf
     link = top.describe()["link"]
     assert link["kind"] == "udp" and link["target"] == f"udp://{link['ip_address']}:1234"
-    assert link["eth_clock_mhz"] == 125
+    assert link["eth_clock_mhz"] == eth_hz / 1e6
 
 
 def test_udp_top_synthesizes(tmp_path):
@@ -141,3 +168,41 @@ def test_udp_dram_top_elaborates():
     assert "axi_bridge" in il and "wb_bridge" in il and "udp_bridge" in il
     d = top.describe()
     assert d["memory"]["kind"] == "dram" and d["link"]["kind"] == "udp"
+
+
+@pytest.mark.slow
+def test_liteeth_word_format_in_migen():
+    """LiteEth's own core (migen simulation, dw=32 on the sys datapath, a 32-bit raw port;
+    tests/fpga_boards/liteeth_model.py; about 4 min) has the word format hw/host/udp.py
+    assumes: the first byte on the wire in data[7:0], last_be one-hot on the last valid
+    byte, length the UDP payload length, on receive and on transmit; and the 17-byte quirk
+    (last_be one pad byte too far) that the bridge caps with the length."""
+    from hw.host.udp import last_word_bytes
+
+    from .liteeth_model import parse_sent, run, user_words
+    rx_lengths, tx_lengths = (1, 2, 3, 4, 17, 19), (1, 2, 3, 4, 17, 47)
+    rx = [bytes(range(0x10, 0x10 + n)) for n in rx_lengths]
+    tx = [bytes(range(0xA0, 0xA0 + n)) for n in tx_lengths]
+    words, frames = run(rx, [user_words(d) for d in tx], list(tx_lengths))
+    dgrams, cur = [], []
+    for w in words:
+        cur.append(w)
+        if w[1]:
+            dgrams.append(cur)
+            cur = []
+    assert len(dgrams) == len(rx), words
+    for d, ws in zip(rx, dgrams):
+        got = b"".join(w[0].to_bytes(4, "little") for w in ws[:-1])
+        *_, last_be, length = ws[-1]
+        assert length == len(d) and all(w[3] == len(d) for w in ws)
+        if len(d) == 17:      # padded frame: the frame's last_be, 18 bytes
+            assert last_be == 0b0010
+            n = min(last_word_bytes(last_be), length - len(got))
+        else:
+            assert last_be == 1 << ((len(d) - 1) % 4), (len(d), bin(last_be))
+            n = last_word_bytes(last_be)
+        assert got + ws[-1][0].to_bytes(4, "little")[:n] == d, (len(d), [hex(w[0]) for w in ws])
+    assert len(frames) == len(tx)
+    for d, f in zip(tx, frames):
+        payload, ulen, crc_ok = parse_sent(f)
+        assert crc_ok and ulen == 8 + len(d) and payload == d, (len(d), f.hex())
