@@ -10,7 +10,7 @@ temp folder):
 1. Yosys ``synth_ecp5`` and ``stat -json``. The cell counts are checked against the part:
    a design that needs more LUT4 slots, FFs, DSPs or block RAMs than the part has stops
    here, with what overflowed and by how much (:func:`rtl_gen.report.check_fit`).
-2. nextpnr-ecp5 with the LPF, ``--report`` and ``--timing-allow-fail``; the achieved Fmax
+2. nextpnr-ecp5 with the LPF, ``--report``, ``--timing-allow-fail`` and ``--router router2``; the achieved Fmax
    of every clock domain is compared with its constraint (the design clock, and the DRAM
    controller's clocks): a clock that misses stops the build with the shortfall in MHz and
    percent, and no ``.bit`` is written to the output folder.
@@ -42,6 +42,12 @@ TOP = "lutforge_top"
 class TimingError(ToolchainError):
     """The placed design misses a clock constraint."""
 
+
+#: nextpnr's router. router2 (congestion-driven, negotiates all nets at once) routes a
+#: board top at 90% of the LFE5UM5G-85F's TRELLIS_COMB; router1 (nextpnr-ecp5's default,
+#: rip-up and reroute net by net) had 308k of its 314k arcs still unrouted after 17 minutes
+#: on the ECPIX-5 decode build and never finished in two sessions.
+ROUTER = "router2"
 
 def _timing_check(clocks: dict, what: str) -> None:
     missed = [(n, c) for n, c in clocks.items() if not c["met"]]
@@ -115,7 +121,7 @@ def build_bitstream(board: str, cfg, outdir: Path, *, clock_mhz: float | None = 
     argv = [nextpnr, "--quiet", "--log", f"{TOP}.tim", device_opt, "--package", package_opt,
             "--speed", str(platform.speed), "--json", f"{TOP}.json", "--lpf", f"{TOP}.lpf",
             "--textcfg", f"{TOP}.config", "--report", f"{TOP}.pnr.json", "--timing-allow-fail",
-            "--seed", str(seed)]
+            "--seed", str(seed), "--router", ROUTER]
     log(f"nextpnr-ecp5: {device_opt} {package_opt} speed {platform.speed} ({bdir}/{TOP}.tim)")
     try:
         _, seconds["nextpnr"] = _run_tool("nextpnr-ecp5", argv, bdir, bdir / f"{TOP}.tim", timeout_s)
