@@ -460,13 +460,22 @@ class KVUnit(wiring.Component):
                              par_w[ll].data.man.eq(ms.man), par_w[ll].data.s.eq(ms.s),
                              par_w[ll].data.rcp.eq(ms.rcp), par_w[ll].data.mn.eq(ms_mn)]
             m.d.sync += ms_idx.eq(ms_idx + 1)
-        # S_SCALE reads statistic i
+        # S_SCALE reads statistic i; the LUT RAMs' data is registered (a1), then amax = max - min
+        # (a2) enters the scale unit: the state-decoded read address through the RAM, the lane
+        # mux and the 32-bit subtraction straight into the unit's first MULT18X18D was the
+        # engine's 47 MHz path
         mn_i, mx_i = Signal(signed(32)), Signal(signed(32))
+        s_v1, s_v2 = Signal(), Signal()
+        mn_a1, mx_a1, mn_a2 = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
+        amax_a2 = Signal(32)
+        ms_in = Signal()          # S_SCALE drives mn_i / mx_i this cycle
+        m.d.sync += [s_v1.eq(ms_in), mn_a1.eq(mn_i), mx_a1.eq(mx_i),
+                     s_v2.eq(s_v1), mn_a2.eq(mn_a1), amax_a2.eq((mx_a1 - mn_a1).as_unsigned()[:32])]
         ms_mn_line = [Signal(signed(32), name=f"ms_mn{k}") for k in range(MantScaleUnit.LATENCY)]
-        m.d.sync += ms_mn_line[0].eq(mn_i)
+        m.d.sync += ms_mn_line[0].eq(mn_a2)
         for k in range(1, MantScaleUnit.LATENCY):
             m.d.sync += ms_mn_line[k].eq(ms_mn_line[k - 1])
-        m.d.comb += [ms_mn.eq(ms_mn_line[-1]), ms.cmul.eq(cmul), ms.amax.eq((mx_i - mn_i).as_unsigned()[:32])]
+        m.d.comb += [ms_mn.eq(ms_mn_line[-1]), ms.cmul.eq(cmul), ms.amax.eq(amax_a2), ms.i_valid.eq(s_v2)]
 
         first = Signal()           # first row of a stats pass
         g0 = Signal(15)
@@ -641,7 +650,7 @@ class KVUnit(wiring.Component):
             with m.State("S_SCALE"):    # one statistic per cycle into the scale unit
                 for ll in range(P):
                     m.d.comb += [mn_r[ll].addr.eq(i >> lg_p), mx_r[ll].addr.eq(i >> lg_p)]
-                m.d.comb += [mn_i.eq(lane_sel(mn_r, i)), mx_i.eq(lane_sel(mx_r, i)), ms.i_valid.eq(1)]
+                m.d.comb += [mn_i.eq(lane_sel(mn_r, i)), mx_i.eq(lane_sel(mx_r, i)), ms_in.eq(1)]
                 m.d.sync += i.eq(i + 1)
                 with m.If(i == nparams - 1):
                     m.next = "S_SCALE_WAIT"
