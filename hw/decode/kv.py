@@ -379,8 +379,18 @@ class KVUnit(wiring.Component):
         # current V chunk (per token and head)
         m.submodules.kpar = kpar = Memory(shape=data.ArrayLayout(PARAM, Lc), depth=max(R // Lc, 1), init=[])
         m.submodules.vpar = vpar = Memory(shape=PARAM, depth=V_CHUNK * self.max_kv, init=[])
-        kpw, kpr = kpar.write_port(), kpar.read_port()
-        vpw, vpr = vpar.write_port(), vpar.read_port()
+        kpw, vpw = kpar.write_port(), vpar.write_port()
+        # The parameter writes are registered (the reader's block RAM output through the
+        # take mux straight into the LUT RAMs' write data was the KV unit's 55 MHz path);
+        # the read ports are transparent to them, so a record written in the cycle the
+        # codes segment reads it is seen
+        kpr = kpar.read_port(transparent_for=(kpw,))
+        vpr = vpar.read_port(transparent_for=(vpw,))
+        kw_en, kw_addr, kw_data = Signal(), Signal.like(kpw.addr), Signal.like(kpw.data)
+        vw_en, vw_addr, vw_data = Signal(), Signal.like(vpw.addr), Signal.like(vpw.data)
+        m.d.sync += [kw_en.eq(0), vw_en.eq(0)]
+        m.d.comb += [kpw.en.eq(kw_en), kpw.addr.eq(kw_addr), kpw.data.eq(kw_data),
+                     vpw.en.eq(vw_en), vpw.addr.eq(vw_addr), vpw.data.eq(vw_data)]
         # D1: codes (or raw words) registered with the lanes' parameters read meanwhile
         d1_v, d1_raw, d1_k = Signal(), Signal(), Signal()
         d1_codes = Signal(data.ArrayLayout(8, Lc))
@@ -730,7 +740,7 @@ class KVUnit(wiring.Component):
                                 new = Cat(pacc[64 * kp_n:], recs) if Lc > kp_n else recs
                                 m.d.sync += [pacc.eq(new), i.eq(i + kp_n), pl.eq(pl + 1)]
                                 with m.If(pl == Lc // kp_n - 1):
-                                    m.d.comb += [kpw.en.eq(1), kpw.addr.eq(widx), kpw.data.eq(new)]
+                                    m.d.sync += [kw_en.eq(1), kw_addr.eq(widx), kw_data.eq(new)]
                                     m.d.sync += [pl.eq(0), widx.eq(widx + 1)]
                                 with m.If(i == row - kp_n):
                                     m.d.sync += [i.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), c.eq(0), tk.eq(0)]
@@ -738,7 +748,7 @@ class KVUnit(wiring.Component):
                         with m.Else():         # V: one record per head, each token's run padded
                             m.d.comb += tk_last.eq(j == rg.kv_heads - 1)
                             with m.If(took):
-                                m.d.comb += [vpw.en.eq(1), vpw.addr.eq(vpp), vpw.data.eq(rec)]
+                                m.d.sync += [vw_en.eq(1), vw_addr.eq(vpp), vw_data.eq(rec)]
                                 m.d.sync += [vpp.eq(vpp + 1), j.eq(j + 1)]
                                 with m.If(j == rg.kv_heads - 1):
                                     m.d.sync += [j.eq(0), tk.eq(tk + 1)]
