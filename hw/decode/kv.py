@@ -186,13 +186,18 @@ class KVUnit(wiring.Component):
         PAR_Q = data.StructLayout({"man": b, "s": signed(8), "rcp": 18, "mn": signed(32)})
         sdepth = max(R // P, 1)
         mn_w, mn_r, mx_w, mx_r, par_w, par_r = [], [], [], [], [], []
+        mn_s, mx_s = [], []    # second read ports of the statistics: S_SCALE's
         for ll in range(P):
-            for name, shape, wl, rl in (("mn", signed(32), mn_w, mn_r), ("mx", signed(32), mx_w, mx_r),
-                                        ("par", PAR_Q, par_w, par_r)):
+            for name, shape, wl, rl, sl in (("mn", signed(32), mn_w, mn_r, mn_s), ("mx", signed(32), mx_w, mx_r, mx_s),
+                                            ("par", PAR_Q, par_w, par_r, None)):
                 mem = Memory(shape=shape, depth=sdepth, init=[])
                 m.submodules[f"{name}_mem{ll}"] = mem
                 wl.append(mem.write_port())
                 rl.append(mem.read_port(domain="comb"))
+                if sl is not None:
+                    # its own port: the read-modify-write's address is then st2_sw alone, not
+                    # a mux decoded from the FSM state (that was the KV unit's 55 MHz path)
+                    sl.append(mem.read_port(domain="comb"))
 
         def lane_sel(ports, idx):
             """The read data of lane ``idx % P``."""
@@ -554,12 +559,13 @@ class KVUnit(wiring.Component):
         for ll in range(P):
             m.d.sync += [st2_lo[ll].eq(Mux(st1_k, st1_x[ll], lo_t[0])), st2_hi[ll].eq(Mux(st1_k, st1_x[ll], hi_t[0])),
                          st2_en[ll].eq(st1_en[ll])]
+        for ll in range(P):
+            m.d.comb += [mn_r[ll].addr.eq(st2_sw), mx_r[ll].addr.eq(st2_sw),
+                         mn_w[ll].addr.eq(st2_sw), mx_w[ll].addr.eq(st2_sw)]
         with m.If(st2_v):
             for ll in range(P):
                 lo, hi = st2_lo[ll], st2_hi[ll]
-                m.d.comb += [mn_r[ll].addr.eq(st2_sw), mx_r[ll].addr.eq(st2_sw),
-                             mn_w[ll].addr.eq(st2_sw), mx_w[ll].addr.eq(st2_sw),
-                             mn_w[ll].en.eq(st2_en[ll]), mx_w[ll].en.eq(st2_en[ll]),
+                m.d.comb += [mn_w[ll].en.eq(st2_en[ll]), mx_w[ll].en.eq(st2_en[ll]),
                              mn_w[ll].data.eq(Mux(st2_fresh | (lo < mn_r[ll].data), lo, mn_r[ll].data)),
                              mx_w[ll].data.eq(Mux(st2_fresh | (hi > mx_r[ll].data), hi, mx_r[ll].data))]
 
@@ -659,8 +665,8 @@ class KVUnit(wiring.Component):
                     m.next = "S_SCALE"
             with m.State("S_SCALE"):    # one statistic per cycle into the scale unit
                 for ll in range(P):
-                    m.d.comb += [mn_r[ll].addr.eq(i >> lg_p), mx_r[ll].addr.eq(i >> lg_p)]
-                m.d.comb += [mn_i.eq(lane_sel(mn_r, i)), mx_i.eq(lane_sel(mx_r, i)), ms_in.eq(1)]
+                    m.d.comb += [mn_s[ll].addr.eq(i >> lg_p), mx_s[ll].addr.eq(i >> lg_p)]
+                m.d.comb += [mn_i.eq(lane_sel(mn_s, i)), mx_i.eq(lane_sel(mx_s, i)), ms_in.eq(1)]
                 m.d.sync += i.eq(i + 1)
                 with m.If(i == nparams - 1):
                     m.next = "S_SCALE_WAIT"
