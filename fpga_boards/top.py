@@ -135,9 +135,9 @@ class BoardTop(Elaboratable):
             self.dram_build = self._dram_build()
             self.mem_bytes = self.dram_build.dram_size      # LiteDRAM's own figure for the build
             if cfg.memory.data_bits != self.dram_build.data_bits:
+                # the port was asked at the design's width; a generator that ignored it is a bug
                 raise BoardError(f"the design's memory port is {cfg.memory.data_bits} bits; {board.title}'s "
-                                 f"LiteDRAM port is {self.dram_build.data_bits} "
-                                 f"(set memory.data_bits={self.dram_build.data_bits})")
+                                 f"LiteDRAM core came out with a {self.dram_build.data_bits}-bit port")
         else:
             self.mem_bytes = bram_bytes
         if link == "udp":
@@ -177,7 +177,8 @@ class BoardTop(Elaboratable):
         except ImportError:
             raise BoardError(f"{self.board.title}: this build has no LiteDRAM integration "
                              f"(fpga_boards/litedram.py); use memory=bram") from None
-        return generate_litedram(self.board.dram.description, sys_clk_mhz=self.cfg.memory.dram_mhz)
+        return generate_litedram(self.board.dram.description, sys_clk_mhz=self.cfg.memory.dram_mhz,
+                                 port_bits=self.cfg.memory.data_bits)
 
     def describe(self) -> dict:
         link = {"kind": self.link}

@@ -162,7 +162,7 @@ class KVUnit(wiring.Component):
         b = self.b
         R = self.max_row
         rd = BurstReader(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst,
-                         outstanding=self.outstanding)
+                         outstanding=self.outstanding, out_reg=True)
         wr = BurstWriter(addr_bits=self.addr_bits, data_bits=W, max_burst=self.max_burst)
         # APPEND's quantization passes take a whole beat of raw words (P channels) per cycle
         P = self.P
@@ -285,6 +285,7 @@ class KVUnit(wiring.Component):
 
         pk_word = Signal(64)
         pk_param = Signal(64)
+        pw_rec, pw_v, pw_last, pw_done = Signal(64), Signal(), Signal(), Signal()   # P_WRITE's record register
         pk_last = Signal()
         pk_valid = Signal()
         pk_from_q = Signal()
@@ -713,17 +714,25 @@ class KVUnit(wiring.Component):
                 with m.If(wr.start.ready):
                     m.next = "P_WRITE"
             with m.State("P_WRITE"):     # the parameter records, one per statistic
+                # Each record is read and built into a register ahead of the packer (the LUT
+                # RAM read, lane mux and record straight into the packer's beat was the KV
+                # unit's 61.7 MHz path): i counts records read, pw_done once all are
                 for ll in range(P):
                     m.d.comb += par_r[ll].addr.eq(i >> lg_p)
                 pr = lane_sel(par_r, i)
-                m.d.comb += [pk_valid.eq(1), pk_last.eq(i == nparams - 1)]
                 e_rec = Signal(signed(8))
                 m.d.comb += e_rec.eq(pr.s - 24)
-                m.d.comb += pk_param.eq(Cat(pr.mn, e_rec, Const(0, 8), pr.man, Const(0, 16 - b)))
-                with m.If(pk.units.ready):
-                    m.d.sync += i.eq(i + 1)
-                    with m.If(i == nparams - 1):
-                        m.next = "P_NEXT"
+                m.d.comb += [pk_valid.eq(pw_v), pk_last.eq(pw_last), pk_param.eq(pw_rec)]
+                with m.If(~pw_v | pk.units.ready):
+                    m.d.sync += [pw_v.eq(~pw_done), pw_last.eq(i == nparams - 1),
+                                 pw_rec.eq(Cat(pr.mn, e_rec, Const(0, 8), pr.man, Const(0, 16 - b)))]
+                    with m.If(~pw_done):
+                        m.d.sync += i.eq(i + 1)
+                        with m.If(i == nparams - 1):
+                            m.d.sync += pw_done.eq(1)
+                with m.If(pw_v & pw_last & pk.units.ready):
+                    m.d.sync += [pw_v.eq(0), pw_done.eq(0)]
+                    m.next = "P_NEXT"
             with m.State("P_NEXT"):
                 with m.If(is_k):
                     m.next = "FINISH"

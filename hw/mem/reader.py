@@ -25,6 +25,10 @@ class BurstReader(wiring.Component):
     outstanding : bursts in flight; the data FIFO holds ``outstanding * max_burst`` beats.
     depth : optional, beats the data FIFO holds (at least ``max_burst``): a deeper
         prefetch, as many bursts in flight as its free room allows.
+    out_reg : register the beats after the FIFO (one stage, full throughput, ``data.ready``
+        still reaches the FIFO combinationally). The FIFO's block RAM output has a long
+        clock-to-out; a consumer that muxes the beat (a gearbox) meets timing only from a
+        register. One cycle more latency.
 
     Members
     -------
@@ -38,16 +42,17 @@ class BurstReader(wiring.Component):
     An address request is issued only when the FIFO has room reserved for its whole
     burst (credit counting), so ``rready`` stays high and a slow consumer never blocks
     the shared read-data channel. Latency: first beat out one cycle after the memory's
-    first ``rvalid``.
+    first ``rvalid`` (two with ``out_reg``).
     """
 
     def __init__(self, *, addr_bits: int, data_bits: int, max_burst: int, outstanding: int,
-                 depth: int | None = None):
+                 depth: int | None = None, out_reg: bool = False):
         if depth is not None and depth < max_burst:
             raise ValueError(f"reader depth {depth}: must hold a whole burst ({max_burst} beats)")
         self.addr_bits, self.data_bits = addr_bits, data_bits
         self.max_burst, self.outstanding = max_burst, outstanding
         self.depth = depth or max_burst * outstanding
+        self.out_reg = out_reg
         super().__init__({
             "cmd": In(stream.Signature(ReadCommand(addr_bits))),
             "axi": Out(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits)),
@@ -98,18 +103,28 @@ class BurstReader(wiring.Component):
             ]
             m.d.comb += issued.eq(length)
 
+        # credits count the FIFO's room: a beat frees it when it leaves the FIFO (the output
+        # register, when there is one, is a slot of its own)
         popped = Signal()
-        m.d.comb += popped.eq(self.data.valid & self.data.ready)
+        m.d.comb += popped.eq(buf.r_rdy & buf.r_en)
         m.d.sync += credits.eq(credits + popped - issued)
 
         m.d.comb += [
             self.axi.rready.eq(1),  # room is reserved before each request
             buf.w_en.eq(self.axi.rvalid),
             buf.w_data.eq(self.axi.rdata),
-            self.data.payload.eq(buf.r_data),
-            self.data.valid.eq(buf.r_rdy),
-            buf.r_en.eq(self.data.ready),
         ]
+        if self.out_reg:
+            load = Signal()
+            m.d.comb += [load.eq(~self.data.valid | self.data.ready), buf.r_en.eq(load)]
+            with m.If(load):
+                m.d.sync += [self.data.valid.eq(buf.r_rdy), self.data.payload.eq(buf.r_data)]
+        else:
+            m.d.comb += [
+                self.data.payload.eq(buf.r_data),
+                self.data.valid.eq(buf.r_rdy),
+                buf.r_en.eq(self.data.ready),
+            ]
         with m.If(self.axi.rvalid & (self.axi.rresp != 0)):
             m.d.sync += self.error.eq(1)
         return m

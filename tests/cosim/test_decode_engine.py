@@ -29,12 +29,14 @@ def tiny_hd32(tmp_path_factory):
     return load_gguf(write_tiny_llama(tmp_path_factory.mktemp("tiny32") / "tiny.gguf", seed=9, heads=2, kv_heads=1))
 
 
-@pytest.mark.parametrize("kv_bits,k_group,window,stall,lanes,model", [
-    (8, 4, 0, 0, 16, "tiny"), (8, 4, 0, 0, 4, "tiny"), (4, 2, 1, 20, 4, "tiny"), (4, 4, 1, 10, 32, "tiny_hd32")])
-def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, tmp_path, request):
+@pytest.mark.parametrize("kv_bits,k_group,window,stall,lanes,model,data_bits", [
+    (8, 4, 0, 0, 16, "tiny", 128), (8, 4, 0, 0, 4, "tiny", 128), (4, 2, 1, 20, 4, "tiny", 128),
+    (4, 4, 1, 10, 32, "tiny_hd32", 128), (8, 4, 0, 10, 4, "tiny", 64)])
+def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, data_bits, tmp_path, request):
     """KV8 with 16 attention lanes (one K/V vector per head), KV8 with 4 (the shipped
     decode_tiny engine: one beat of int32 channels per vector), KV4 with 4 lanes, KV4 with 32
-    lanes (a KV4 row per 128-bit beat)."""
+    lanes (a KV4 row per 128-bit beat), and the ECPIX-5 board's engine (KV8, 4 lanes, a
+    64-bit memory port: 16 matvec products, half a beat of int32 channels per vector)."""
     tiny = request.getfixturevalue(model)
     hp = tiny.hparams
     ctx = 8
@@ -44,12 +46,13 @@ def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, 
     limits = EngineLimits(dim=hp.dim, ffn=hp.ffn_dim, heads=hp.n_heads, kv_heads=hp.n_kv_heads,
                           head_dim=hp.head_dim, vocab=hp.vocab_size, ctx=ctx, lanes=lanes,
                           # the shipped decode_tiny engine: half the matvec products in LUTs
-                          matvec_lut_lanes=16 if (kv_bits, lanes) == (8, 4) else 0)
+                          matvec_lut_lanes=16 if (kv_bits, lanes, data_bits) == (8, 4, 128) else 0)
     sim = SimMemoryConfig(latency=12, size_bytes=1 << 20, stall_percent=stall, refresh_period=500 if stall else 0,
                           refresh_cycles=20 if stall else 0)
     g = torch.Generator().manual_seed(kv_bits)
     tokens = torch.randint(0, hp.vocab_size, (ctx,), generator=g).tolist()
-    runs = run_decode(prog, limits, rom_tables(), list(zip(tokens, range(ctx))), sim=sim, workdir=tmp_path)
+    runs = run_decode(prog, limits, rom_tables(), list(zip(tokens, range(ctx))), sim=sim, data_bits=data_bits,
+                      workdir=tmp_path)
     cache = ref.new_cache(ctx)
     for pos, (tok, run) in enumerate(zip(tokens, runs)):
         trace = {}

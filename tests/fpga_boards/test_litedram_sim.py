@@ -13,11 +13,15 @@ from sim import verilator
 from sim.harness import HARNESS_TOP
 
 
-@pytest.mark.parametrize("board", ["ulx3s", pytest.param("ecpix5", marks=pytest.mark.slow)])
-def test_init_and_axi_on_the_controller(board, tmp_path):
-    build = generate_litedram(board, sim=True)
+@pytest.mark.parametrize("board,port_bits", [("ulx3s", None), pytest.param("ecpix5", None, marks=pytest.mark.slow),
+                                             # the ECPIX-5 decode bitstream's port: 64 bits through the
+                                             # crossbar's converter into the 128-bit native words
+                                             pytest.param("ecpix5", 64, marks=pytest.mark.slow)])
+def test_init_and_axi_on_the_controller(board, port_bits, tmp_path):
+    build = generate_litedram(board, sim=True, port_bits=port_bits)
     top = HARNESS_TOP  # the name sim/rtl/public.vlt makes visible to cocotb
     text = amaranth_verilog.convert(LiteDRAMCore(build), name=top)
     model = verilator.build({f"{top}.v": text, build.verilog.name: build.verilog.read_text()}, top)
     model.run("tests.fpga_boards.cocotb_litedram", test_dir=tmp_path,
-              extra_env={"LUTFORGE_DRAM_BOARD": board, "LUTFORGE_SEED": "1"})
+              extra_env={"LUTFORGE_DRAM_BOARD": board, "LUTFORGE_SEED": "1",
+                         "LUTFORGE_DRAM_PORT_BITS": str(port_bits or "")})
