@@ -542,24 +542,37 @@ class KVUnit(wiring.Component):
                     m.d.comb += iw.adv.eq(1)
                     m.next = "I_CALC"
 
-        # stats pass pipeline: ST1 the beat registered; ST2 its extremes (V: one head's
-        # channels) registered; then the read-modify-write of the statistics (the beat's
-        # min/max chain into the compare with the stored statistic was one long path)
+        # stats pass pipeline: ST1 the beat registered; STH the first level of its extremes'
+        # tree (V: one head's channels) registered; ST2 the extremes registered; then the
+        # read-modify-write of the statistics (the beat's min/max chain into the compare with
+        # the stored statistic was one long path, then the two-level tree of 32-bit compares)
         st1_v, st1_fresh, st1_k, st2_v, st2_fresh = Signal(), Signal(), Signal(), Signal(), Signal()
-        st1_sw, st2_sw = Signal(range(sdepth)), Signal(range(sdepth))
+        sth_v, sth_fresh, sth_k = Signal(), Signal(), Signal()
+        st1_sw, sth_sw, st2_sw = Signal(range(sdepth)), Signal(range(sdepth)), Signal(range(sdepth))
         st1_x = [Signal(signed(32), name=f"st1_x{ll}") for ll in range(P)]
         st1_en = [Signal(name=f"st1_en{ll}") for ll in range(P)]
+        sth_x = [Signal(signed(32), name=f"sth_x{ll}") for ll in range(P)]
+        sth_en = [Signal(name=f"sth_en{ll}") for ll in range(P)]
+        sth_lo = [Signal(signed(32), name=f"sth_lo{k}") for k in range(P // 2)]
+        sth_hi = [Signal(signed(32), name=f"sth_hi{k}") for k in range(P // 2)]
         st2_lo = [Signal(signed(32), name=f"st2_lo{ll}") for ll in range(P)]
         st2_hi = [Signal(signed(32), name=f"st2_hi{ll}") for ll in range(P)]
         st2_en = [Signal(name=f"st2_en{ll}") for ll in range(P)]
-        m.d.sync += [st1_v.eq(0), st2_v.eq(st1_v), st2_sw.eq(st1_sw), st2_fresh.eq(st1_fresh)]
-        lo_t, hi_t = list(st1_x), list(st1_x)
-        while len(lo_t) > 1:        # a tree: min/max do not depend on the order
-            lo_t = [Mux(lo_t[k + 1] < lo_t[k], lo_t[k + 1], lo_t[k]) for k in range(0, len(lo_t), 2)]
-            hi_t = [Mux(hi_t[k + 1] > hi_t[k], hi_t[k + 1], hi_t[k]) for k in range(0, len(hi_t), 2)]
+        m.d.sync += [st1_v.eq(0), sth_v.eq(st1_v), sth_sw.eq(st1_sw), sth_fresh.eq(st1_fresh), sth_k.eq(st1_k),
+                     st2_v.eq(sth_v), st2_sw.eq(sth_sw), st2_fresh.eq(sth_fresh)]
+        m.d.sync += [sth_x[ll].eq(st1_x[ll]) for ll in range(P)] + [sth_en[ll].eq(st1_en[ll]) for ll in range(P)]
+
+        def pairs(vals, lt):     # one level of the tree: min/max do not depend on the order
+            return [Mux(lt(vals[k + 1], vals[k]), vals[k + 1], vals[k]) for k in range(0, len(vals), 2)]
+
+        m.d.sync += [lo.eq(v) for lo, v in zip(sth_lo, pairs(st1_x, lambda a, b: a < b))]
+        m.d.sync += [hi.eq(v) for hi, v in zip(sth_hi, pairs(st1_x, lambda a, b: a > b))]
+        lo_t, hi_t = list(sth_lo), list(sth_hi)
+        while len(lo_t) > 1:
+            lo_t, hi_t = pairs(lo_t, lambda a, b: a < b), pairs(hi_t, lambda a, b: a > b)
         for ll in range(P):
-            m.d.sync += [st2_lo[ll].eq(Mux(st1_k, st1_x[ll], lo_t[0])), st2_hi[ll].eq(Mux(st1_k, st1_x[ll], hi_t[0])),
-                         st2_en[ll].eq(st1_en[ll])]
+            m.d.sync += [st2_lo[ll].eq(Mux(sth_k, sth_x[ll], lo_t[0])), st2_hi[ll].eq(Mux(sth_k, sth_x[ll], hi_t[0])),
+                         st2_en[ll].eq(sth_en[ll])]
         for ll in range(P):
             m.d.comb += [mn_r[ll].addr.eq(st2_sw), mx_r[ll].addr.eq(st2_sw),
                          mn_w[ll].addr.eq(st2_sw), mx_w[ll].addr.eq(st2_sw)]
@@ -662,7 +675,7 @@ class KVUnit(wiring.Component):
                             m.d.sync += [ms_idx.eq(0), nparams.eq(Mux(is_k, row, rg.kv_heads))]
                             m.next = "S_DRAIN"
             with m.State("S_DRAIN"):    # the last beats' statistics are written
-                with m.If(~st1_v & ~st2_v):
+                with m.If(~st1_v & ~sth_v & ~st2_v):
                     m.next = "S_SCALE"
             with m.State("S_SCALE"):    # one statistic per cycle into the scale unit
                 for ll in range(P):
