@@ -25,10 +25,11 @@ class BurstReader(wiring.Component):
     outstanding : bursts in flight; the data FIFO holds ``outstanding * max_burst`` beats.
     depth : optional, beats the data FIFO holds (at least ``max_burst``): a deeper
         prefetch, as many bursts in flight as its free room allows.
-    out_reg : register the beats after the FIFO (one stage, full throughput, ``data.ready``
-        still reaches the FIFO combinationally). The FIFO's block RAM output has a long
-        clock-to-out; a consumer that muxes the beat (a gearbox) meets timing only from a
-        register. One cycle more latency.
+    out_reg : a skid buffer after the FIFO (full throughput; ``data.payload``/``valid`` are
+        registers and ``data.ready`` reaches no further than its registers' enables). The
+        FIFO's block RAM output has a long clock-to-out; a consumer that muxes the beat (a
+        gearbox) and decides ``ready`` from it meets timing only this way. One cycle more
+        latency.
 
     Members
     -------
@@ -115,10 +116,18 @@ class BurstReader(wiring.Component):
             buf.w_data.eq(self.axi.rdata),
         ]
         if self.out_reg:
-            load = Signal()
-            m.d.comb += [load.eq(~self.data.valid | self.data.ready), buf.r_en.eq(load)]
-            with m.If(load):
-                m.d.sync += [self.data.valid.eq(buf.r_rdy), self.data.payload.eq(buf.r_data)]
+            # a skid buffer: the beat and the FIFO's read enable both come from registers
+            # (the consumer's ready through the FIFO's read enable into the block RAM's clock
+            # enable was as long a path as its data out)
+            skid_v, skid = Signal(), Signal(self.data_bits)
+            m.d.comb += buf.r_en.eq(~skid_v)
+            with m.If(~self.data.valid | self.data.ready):
+                with m.If(skid_v):
+                    m.d.sync += [self.data.valid.eq(1), self.data.payload.eq(skid), skid_v.eq(0)]
+                with m.Else():
+                    m.d.sync += [self.data.valid.eq(buf.r_rdy), self.data.payload.eq(buf.r_data)]
+            with m.Elif(buf.r_rdy & ~skid_v):
+                m.d.sync += [skid.eq(buf.r_data), skid_v.eq(1)]
         else:
             m.d.comb += [
                 self.data.payload.eq(buf.r_data),
