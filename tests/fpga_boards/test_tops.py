@@ -110,8 +110,13 @@ def test_dram_clock_from_config():
     assert load_config("ecpix5_decode_tiny").memory.dram_mhz == 50
 
 
-def test_dram_port_width_must_match():
+def test_dram_port_width_follows_design():
+    """The LiteDRAM user port is generated at the design's memory.data_bits (the crossbar
+    converts to the 128-bit native words); a width LiteDRAM's port cannot take is refused."""
     from ref_model.errors import LutforgeError
     cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=64"])
-    with pytest.raises(LutforgeError, match="LiteDRAM port is 128 \\(set memory.data_bits=128\\)"):
+    top = board_top("ecpix5-85", cfg, clock_mhz=25, memory="dram")
+    assert top.dram_build.data_bits == 64 and top.dram.axi_r.signature.members["rdata"].shape == 64
+    cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=512"])
+    with pytest.raises(LutforgeError, match="DRAM user port of 512 bits: allowed: 32, 64, 128, 256"):
         board_top("ecpix5-85", cfg, clock_mhz=25, memory="dram")
