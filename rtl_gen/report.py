@@ -9,6 +9,7 @@ The flow (see ``docs/reports.md`` for the exact commands and measured numbers):
 1. The Verilog is copied into ``WORKDIR/src`` and Yosys runs there::
 
        read_verilog -sv src/TOP.v
+       hierarchy -top TOP; proc; flatten; splitnets    # works around YosysHQ/yosys#4349
        synth_ecp5 -top TOP [-nodsp] -json synth.json
        tee -q -o synth_stat.json stat -json
 
@@ -279,6 +280,10 @@ def synthesize(verilog: Path | str | Sequence[Path | str], top: str, *, device: 
 
         # ---- Yosys ----
         script = [f"read_verilog -sv src/{f.name}" for f in files]
+        # split multi-bit wires first: ABC9's reintegration otherwise can name a new wire
+        # like one of the netlist's (Amaranth's ``\$123`` wires) and abort with "Assert
+        # `count_id(wire->name) == 0'" (YosysHQ/yosys#4349; hit by the KV unit's netlist)
+        script += [f"hierarchy -top {top}", "proc", "flatten", "splitnets"]
         script += [f"synth_ecp5 -top {top}{' -nodsp' if not dsp else ''} -json synth.json",
                    "tee -q -o synth_stat.json stat -json"]
         (wd / "synth.ys").write_text("\n".join(script) + "\n")

@@ -47,7 +47,7 @@ from ..mem.reader import BurstReader
 from ..mem.writer import BurstWriter
 from .attention import lane_vector
 from .funcs import MantScaleUnit, bit_length
-from .products import lut_mul, settled_mul
+from .products import Pipe, lut_mul, settled_mul
 
 #: Unit widths of the (un)packers and their select codes.
 UNITS = (2, 4, 8, 32, 64)
@@ -57,6 +57,9 @@ SEL_KPARAMS = 5          # READ only: the K parameter records of a whole beat (u
 V_CHUNK = 16
 #: Segments of a READ (see :class:`_Walker`).
 SEG_PARAMS, SEG_CODES, SEG_RAW, SEG_DONE = 0, 1, 2, 3
+# the sites that drive the shared address multipliers (``mkey``; 0 = none; the READ
+# issuer's are 8 + its segment kind and side)
+MK_DISPATCH, MK_RAWV, MK_STATS, MK_CODES, MK_PARAMS = 1, 2, 3, 4, 5
 PARAM = data.StructLayout({"mn": signed(32), "e": signed(8), "pad": 8, "man": 16})
 
 
@@ -64,37 +67,53 @@ class _Walker:
     """The segments of a READ, in order: per K group its parameter records then its code
     rows, then the raw K rows (tokens not yet quantized); the same for V with chunks of
     ``V_CHUNK`` tokens. The issuer and the consumer each walk them with one of these
-    (``st``, ``isv`` = V side, first token ``tt``, tokens ``nt``); ``adv`` steps."""
+    (``st``, ``isv`` = V side, first token ``tt``, tokens ``nt``, ``nt_m1 = nt - 1``);
+    ``adv`` steps, allowed only while ``rdy``.
+
+    The next segment is computed ahead into registers from the current one (the sums and
+    compares of the step, in the cycle of a consumer's ``adv``, were the KV unit's 67.5 MHz
+    path), so ``rdy`` is low for the cycle after a step or a start."""
 
     def __init__(self, m: Module, name: str, *, kq, vq, n, k_group):
         self.st = Signal(2, name=f"{name}_st", init=SEG_DONE)
         self.isv = Signal(name=f"{name}_isv")
         self.tt = Signal(15, name=f"{name}_tt")
         self.nt = Signal(15, name=f"{name}_nt")
+        self.nt_m1 = Signal(15, name=f"{name}_nt_m1")
         self.adv = Signal(name=f"{name}_adv")
+        self.rdy = Signal(name=f"{name}_rdy")
         self.kq, self.vq, self.k_group = kq, vq, k_group
+        nx_st, nx_isv = Signal(2, name=f"{name}_nx_st"), Signal(name=f"{name}_nx_isv")
+        nx_tt, nx_nt = Signal(15, name=f"{name}_nx_tt"), Signal(15, name=f"{name}_nx_nt")
         t2 = Signal(16, name=f"{name}_t2")
         m.d.comb += t2.eq(self.tt + self.nt)
         vleft = Signal(16, name=f"{name}_vleft")
         m.d.comb += vleft.eq(vq - t2)
+        m.d.sync += [nx_st.eq(self.st), nx_isv.eq(self.isv), nx_tt.eq(self.tt), nx_nt.eq(self.nt)]
+        with m.If(self.st == SEG_PARAMS):
+            m.d.sync += nx_st.eq(SEG_CODES)
+        with m.Elif((self.st == SEG_CODES) & (t2 < Mux(self.isv, vq, kq))):
+            m.d.sync += [nx_st.eq(SEG_PARAMS), nx_tt.eq(t2),
+                         nx_nt.eq(Mux(self.isv, Mux(vleft > V_CHUNK, V_CHUNK, vleft), k_group))]
+        with m.Elif(t2 < n):
+            m.d.sync += [nx_st.eq(SEG_RAW), nx_tt.eq(t2), nx_nt.eq(1)]
+        with m.Elif(~self.isv):
+            m.d.sync += [nx_isv.eq(1)] + self._side(vq, Mux(vq > V_CHUNK, V_CHUNK, vq), nx_st, nx_tt, nx_nt)
+        with m.Else():
+            m.d.sync += nx_st.eq(SEG_DONE)
+        m.d.sync += self.rdy.eq(~self.adv)
         with m.If(self.adv):
-            with m.If(self.st == SEG_PARAMS):
-                m.d.sync += self.st.eq(SEG_CODES)
-            with m.Elif((self.st == SEG_CODES) & (t2 < Mux(self.isv, vq, kq))):
-                m.d.sync += [self.st.eq(SEG_PARAMS), self.tt.eq(t2),
-                             self.nt.eq(Mux(self.isv, Mux(vleft > V_CHUNK, V_CHUNK, vleft), k_group))]
-            with m.Elif(t2 < n):
-                m.d.sync += [self.st.eq(SEG_RAW), self.tt.eq(t2), self.nt.eq(1)]
-            with m.Elif(~self.isv):
-                m.d.sync += [self.isv.eq(1)] + self._side(vq, Mux(vq > V_CHUNK, V_CHUNK, vq))
-            with m.Else():
-                m.d.sync += self.st.eq(SEG_DONE)
+            m.d.sync += [self.st.eq(nx_st), self.isv.eq(nx_isv), self.tt.eq(nx_tt), self.nt.eq(nx_nt),
+                         self.nt_m1.eq(nx_nt - 1)]
 
-    def _side(self, qn, first_nt):
-        return [self.st.eq(Mux(qn != 0, SEG_PARAMS, SEG_RAW)), self.tt.eq(0), self.nt.eq(Mux(qn != 0, first_nt, 1))]
+    @staticmethod
+    def _side(qn, first_nt, st, tt, nt):
+        return [st.eq(Mux(qn != 0, SEG_PARAMS, SEG_RAW)), tt.eq(0), nt.eq(Mux(qn != 0, first_nt, 1))]
 
     def start(self):
-        return [self.isv.eq(0)] + self._side(self.kq, self.k_group)
+        nt = Mux(self.kq != 0, self.k_group, 1)
+        return ([self.isv.eq(0), self.rdy.eq(0), self.nt_m1.eq(nt - 1)]
+                + self._side(self.kq, self.k_group, self.st, self.tt, self.nt))
 
 
 class KVCommand(data.StructLayout):
@@ -252,14 +271,20 @@ class KVUnit(wiring.Component):
         # shared by the states that need them; each state puts its operands on (mA_a, mA_b)
         # / (mB_a, mB_b) and acts once ``okA`` / ``okB`` say the product is there (a few
         # cycles per command or READ segment; combinational, a 15 x 16 product chained
-        # into the reader's address was a long path)
+        # into the reader's address was a long path). ``mkey`` names the site driving them
+        # (``MK_*``; the issuer's adds its segment kind): ``ok`` compares only it, not the
+        # operands (the operand muxes through a 32-bit compare into ``ok``, the issuer's
+        # FSM and the reader's command was the KV unit's 63.6 MHz path)
         mA_a, mA_b, mB_a, mB_b = Signal(15), Signal(17), Signal(15), Signal(17)
-        pA, okA = settled_mul(m, mA_a, mA_b, self.addr_bits, "mulA")
-        pB, okB = settled_mul(m, mB_a, mB_b, self.addr_bits, "mulB")
+        mkey = Signal(4)
+        pA, okA = settled_mul(m, mA_a, mA_b, self.addr_bits, "mulA", key=mkey)
+        pB, okB = settled_mul(m, mB_a, mB_b, self.addr_bits, "mulB", key=mkey)
+        # operands derived from registers, registered (``settled_mul`` allows one cycle late)
+        iw_tt_g, g0_g, vq_m1 = Signal(15), Signal(15), Signal(15)
 
-        def slot_mul(tok):
-            """Put ``(tok & ring_mask) * raw_bytes`` on multiplier A."""
-            return [mA_a.eq(tok & ring_mask), mA_b.eq(raw_bytes)]
+        def slot_mul(tok, key):
+            """Put ``(tok & ring_mask) * raw_bytes`` on multiplier A (site ``key``)."""
+            return [mA_a.eq(tok & ring_mask), mA_b.eq(raw_bytes), mkey.eq(key)]
 
         def slot_addr(part_off):
             return cmd.base + part_off + pA
@@ -298,33 +323,42 @@ class KVUnit(wiring.Component):
         qfifo = fifo.SyncFIFOBuffered(width=8 * P + 1, depth=16)
         m.submodules.qfifo = qfifo
         q_inflight = Signal(range(17))
-        v0, l0, v1, l1, v2, l2, v3, l3 = (Signal(name=nm) for nm in ("qv0", "ql0", "qv1", "ql1", "qv2", "ql2",
-                                                                     "qv3", "ql3"))
-        m.d.sync += [v0.eq(qp_v), l0.eq(qp_last), v1.eq(v0), l1.eq(l0), v2.eq(v1), l2.eq(l1), v3.eq(v2), l3.eq(l2)]
         qcodes = []
+        q_lat = None
         for ll in range(P):
+            pp = Pipe(m, f"q{ll}_")
             # the beat and the parameters registered first (the reader's output through the
-            # subtraction into the multiplier was a long path)
-            x0, par0 = Signal(signed(32), name=f"qx0_{ll}"), Signal(PAR_Q, name=f"qpar0_{ll}")
-            m.d.sync += [x0.eq(qp_x[ll]), par0.eq(qp_par[ll])]
-            p1 = Signal(51, name=f"qp1_{ll}")
-            sa1 = Signal(range(64), name=f"qsa1_{ll}")
-            m.d.sync += [p1.eq((x0 - par0.mn).as_unsigned()[:33] * par0.rcp),
-                         sa1.eq(Mux(par0.s + b - 8 > 0, par0.s + b - 8, 0))]
-            ph2 = Signal(52, name=f"qph2_{ll}")
-            sa2 = Signal(range(64), name=f"qsa2_{ll}")
-            m.d.sync += [ph2.eq(p1 + Mux(sa1 == 0, 0, Const(1, 51) << (sa1 - 1)[:6])), sa2.eq(sa1)]
-            sh3 = Signal(52, name=f"qsh3_{ll}")
-            m.d.sync += sh3.eq(ph2 >> sa2)
+            # subtraction into the multiplier was a long path); then x - mn registered
+            # before the product, whose MULT18X18D pieces are registered alone and summed a
+            # stage later (the subtraction, the DSP and the pieces' sum in one cycle was
+            # the KV unit's 74.3 MHz path)
+            x0 = pp.reg(qp_x[ll], 0, "x0")
+            par0 = pp.reg(qp_par[ll], 0, "par0", PAR_Q)
+            d1 = pp.reg((x0 - par0.mn).as_unsigned()[:33], 1, "d1", 33)
+            rcp1 = pp.reg(par0.rcp, 1, "rcp1")
+            sa1 = pp.reg(Mux(par0.s + b - 8 > 0, par0.s + b - 8, 0), 1, "sa1", range(64))
+            p1, k = pp.mul(d1, rcp1, 2, "p", 51)
+            sa = pp.at(sa1, k)
+            ph = pp.reg(p1 + Mux(sa == 0, 0, Const(1, 51) << (sa - 1)[:6]), k, "ph", 52)
+            sh = pp.reg(ph >> pp.at(sa1, k + 1), k + 1, "sh", 52)
             code = Signal(8, name=f"qcode{ll}")
-            m.d.comb += code.eq(Mux(sh3 > qmax, qmax, sh3))
+            m.d.comb += code.eq(Mux(sh > qmax, qmax, sh))
             qcodes.append(code)
+            q_lat = pp.stage(sh)
+        # valid and last of each stage (q_v[k]: a beat is in stage k + 1)
+        q_v = [Signal(name=f"qv{k}") for k in range(q_lat)]
+        q_l = [Signal(name=f"ql{k}") for k in range(q_lat)]
+        m.d.sync += [q_v[0].eq(qp_v), q_l[0].eq(qp_last)]
+        m.d.sync += [q_v[k].eq(q_v[k - 1]) for k in range(1, q_lat)]
+        m.d.sync += [q_l[k].eq(q_l[k - 1]) for k in range(1, q_lat)]
+        q_busy = Signal()      # a beat is in the quantization pipeline
+        m.d.comb += q_busy.eq(Cat(*q_v).any())
         qpacked = Signal(8 * P)
         with m.Switch(sel_code):
             for sel, bits in ((0, 2), (1, 4), (2, 8)):
                 with m.Case(sel):
                     m.d.comb += qpacked.eq(Cat(cd[:bits] for cd in qcodes))
-        m.d.comb += [qfifo.w_en.eq(v3), qfifo.w_data.eq(Cat(qpacked, l3))]
+        m.d.comb += [qfifo.w_en.eq(q_v[-1]), qfifo.w_data.eq(Cat(qpacked, q_l[-1]))]
         # ---- READ: lane gearbox, dequantization pipeline (lanes elements per cycle) ------
         # Takes from the beat stream: lanes codes of kv_bits, lanes raw words, or one 64-bit
         # parameter record; a take with tk_last drops the rest of its beat (rows and parameter
@@ -337,6 +371,7 @@ class KVUnit(wiring.Component):
         tk_sel = Signal(3)
         tk_last = Signal()
         tk_want = Signal()
+        tk_en = Signal()                 # tk_want, and the consumer's walker may step
         tk_valid = Signal()
         took = Signal()                  # a take happens this cycle
         tk_data = Signal(BW)
@@ -350,7 +385,7 @@ class KVUnit(wiring.Component):
                 with m.Case(sel):
                     if tb <= W:
                         m.d.comb += [tk_valid.eq(rd.data.valid), tk_data.eq(beat >> gb_off)]
-                        with m.If(tk_want & rd.data.valid & ~skip):
+                        with m.If(tk_en & rd.data.valid & ~skip):
                             end = Signal(name=f"gb_end{sel}")
                             m.d.comb += [end.eq(tk_last | (gb_off == W - tb)), gb_pop.eq(end)]
                             m.d.sync += gb_off.eq(Mux(end, 0, gb_off + tb))
@@ -359,7 +394,7 @@ class KVUnit(wiring.Component):
                         cat = Signal(BW, name=f"gb_cat{sel}")
                         m.d.comb += [cat.eq(Cat(gb_acc[W:], beat)), tk_valid.eq(rd.data.valid & (gb_have == k - 1)),
                                      tk_data.eq(cat >> (BW - tb))]
-                        with m.If(tk_want & rd.data.valid & ~skip):
+                        with m.If(tk_en & rd.data.valid & ~skip):
                             m.d.comb += gb_pop.eq(1)
                             with m.If(gb_have == k - 1):
                                 m.d.sync += gb_have.eq(0)
@@ -378,7 +413,7 @@ class KVUnit(wiring.Component):
                 m.d.comb += [tk_valid.eq(0), gb_pop.eq(rd.data.valid)]
                 with m.If(rd.data.valid & (ph == 128 // W - 1)):
                     m.d.sync += skip.eq(0)
-        m.d.comb += took.eq(tk_want & tk_valid)
+        m.d.comb += took.eq(tk_en & tk_valid)
         rec = Signal(PARAM)
         m.d.comb += rec.eq(tk_data[:64])
         # parameters of the current K group (per channel: lanes records per word) and of the
@@ -425,20 +460,24 @@ class KVUnit(wiring.Component):
             code0 = Signal(8, name=f"dcode0_{ll}")
             m.d.sync += [par.eq(Mux(d1_k, kpr.data[ll], vpr.data)), code0.eq(d1_codes[ll])]
             prod = Signal(24, name=f"dprod{ll}")
-            dsh = Signal(signed(9), name=f"dsh{ll}")
             mn1, mn2, mn3 = (Signal(signed(32), name=f"dmn{k}_{ll}") for k in range(1, 4))
-            m.d.sync += [prod.eq(code0 * par.man), dsh.eq(-par.e), mn1.eq(par.mn), mn2.eq(mn1), mn3.eq(mn2)]
+            m.d.sync += [prod.eq(code0 * par.man), mn1.eq(par.mn), mn2.eq(mn1), mn3.eq(mn2)]
             # mn + rshift_round(code*man, -e), saturated (shift clamped at 40: beyond, the
-            # result saturates or rounds to mn alike)
-            rsh = Signal(range(64), name=f"drsh{ll}")
-            lsh = Signal(range(64), name=f"dlsh{ll}")
-            m.d.comb += [rsh.eq(Mux(dsh > 0, Mux(dsh > 40, 40, dsh), 0)),
-                         lsh.eq(Mux(dsh < 0, Mux(-dsh > 40, 40, -dsh), 0))]
-            dhalf = Signal(41, name=f"dhalf{ll}")
-            m.d.comb += dhalf.eq(Mux(rsh == 0, 0, Const(1, 41) << (rsh - 1)[:6]))
+            # result saturates or rounds to mn alike). The shifts and the rounding half are
+            # made from the parameter register next to the product (from a registered
+            # shift into the rounding add was the KV unit's 77.9 MHz path)
+            dsh = Signal(signed(9), name=f"dsh{ll}")
+            m.d.comb += dsh.eq(-par.e)
+            rsh0, lsh0 = Signal(range(64), name=f"drsh0_{ll}"), Signal(range(64), name=f"dlsh0_{ll}")
+            m.d.comb += [rsh0.eq(Mux(dsh > 0, Mux(dsh > 40, 40, dsh), 0)),
+                         lsh0.eq(Mux(dsh < 0, Mux(-dsh > 40, 40, -dsh), 0))]
+            rsh, lsh = Signal(range(64), name=f"drsh{ll}"), Signal(range(64), name=f"dlsh{ll}")
+            dhalf, pos1 = Signal(41, name=f"dhalf{ll}"), Signal(name=f"dpos1_{ll}")
+            m.d.sync += [rsh.eq(rsh0), lsh.eq(lsh0), pos1.eq(dsh > 0),
+                         dhalf.eq(Mux(rsh0 == 0, 0, Const(1, 41) << (rsh0 - 1)[:6]))]
             ph, pl = Signal(42, name=f"dph{ll}"), Signal(64, name=f"dpl{ll}")
             pos2, rsh2 = Signal(name=f"dpos{ll}"), Signal(range(64), name=f"drsh2_{ll}")
-            m.d.sync += [ph.eq(prod + dhalf), pl.eq(prod << lsh), pos2.eq(dsh > 0), rsh2.eq(rsh)]
+            m.d.sync += [ph.eq(prod + dhalf), pl.eq(prod << lsh), pos2.eq(pos1), rsh2.eq(rsh)]
             deq = Signal(signed(80), name=f"deq{ll}")
             m.d.sync += deq.eq(Mux(pos2, ph >> rsh2, pl))
             dsum = Signal(signed(81), name=f"dsum{ll}")
@@ -499,6 +538,13 @@ class KVUnit(wiring.Component):
         started = Signal()         # the writer took the current transfer's address
         # READ: the consumer's counters; the segment walkers of consumer and issuer
         nrv = Signal(range(R // Lc + 1))         # vectors per row
+        # the READ consumer's "last take" bounds, registered (set at the command's start; the
+        # subtraction into tk_last's compare, the gearbox's pop and the reader's ready was
+        # the KV unit's 64.5 MHz path)
+        row_kp = Signal(range(R + 1))
+        kvh_m1 = Signal(6)
+        nrv_m1 = Signal(range(R // Lc + 1))
+        m.d.sync += [row_kp.eq(row - kp_n), kvh_m1.eq(rg.kv_heads - 1), nrv_m1.eq(nrv - 1)]
         nvh = Signal(range(R // Lc + 1))         # vectors per head
         vi = Signal(range(R // Lc + 1))          # vector within the row
         vpp = Signal(range(V_CHUNK * self.max_kv + 1))   # V parameter of the vector's head
@@ -508,6 +554,8 @@ class KVUnit(wiring.Component):
         pacc = Signal(Lc * 64)
         cw = _Walker(m, "cw", kq=kq, vq=vq, n=n, k_group=rg.k_group)
         iw = _Walker(m, "iw", kq=kq, vq=vq, n=n, k_group=rg.k_group)
+        m.d.comb += tk_en.eq(tk_want & cw.rdy)
+        m.d.sync += [iw_tt_g.eq(iw.tt >> lg_g), g0_g.eq(g0 >> lg_g), vq_m1.eq(vq - 1)]
         iss_start = Signal()
         with m.FSM(name="issuer"):
             with m.State("I_IDLE"):
@@ -518,9 +566,11 @@ class KVUnit(wiring.Component):
                     m.next = "I_IDLE"
                 with m.Else():
                     nbytes = Signal(24)
+                    iss_key = Cat(iw.isv, iw.st, Const(1, 1))    # 8..15
+                    m.d.comb += mkey.eq(iss_key)
                     with m.Switch(iw.st):
                         with m.Case(SEG_PARAMS):
-                            m.d.comb += [mA_a.eq(Mux(iw.isv, iw.tt, iw.tt >> lg_g)),
+                            m.d.comb += [mA_a.eq(Mux(iw.isv, iw.tt, iw_tt_g)),
                                          mA_b.eq(Mux(iw.isv, vpar_bytes, kpar_bytes)),
                                          mB_a.eq(iw.nt), mB_b.eq(vpar_bytes)]
                             m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_params, rg.k_params) + pA)
@@ -530,15 +580,15 @@ class KVUnit(wiring.Component):
                             m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_codes, rg.k_codes) + pA)
                             m.d.comb += nbytes.eq(pB)
                         with m.Case(SEG_RAW):
-                            m.d.comb += slot_mul(iw.tt)
+                            m.d.comb += slot_mul(iw.tt, iss_key)
                             m.d.sync += iss_addr.eq(slot_addr(Mux(iw.isv, rg.v_raw, 0)))
                             m.d.comb += nbytes.eq(raw_bytes)
                     m.d.sync += iss_beats.eq(nbytes >> (W // 8).bit_length() - 1)
                     with m.If(okA & okB):
                         m.next = "I_ISSUE"
             with m.State("I_ISSUE"):
-                m.d.comb += iss_valid.eq(1)
-                with m.If(rd.cmd.ready):
+                m.d.comb += iss_valid.eq(iw.rdy)
+                with m.If(iw.rdy & rd.cmd.ready):
                     m.d.comb += iw.adv.eq(1)
                     m.next = "I_CALC"
 
@@ -607,7 +657,7 @@ class KVUnit(wiring.Component):
                     m.d.comb += iss_start.eq(1)
                     m.next = "R_RUN"
                 with m.Else():
-                    m.d.comb += slot_mul(cmd.pos)
+                    m.d.comb += slot_mul(cmd.pos, MK_DISPATCH)
                     m.d.sync += [wr_addr.eq(slot_addr(0)), pk_sel.eq(SEL_WORD), i.eq(0)]
                     with m.If(okA):
                         m.next = "A_RAWK"
@@ -626,7 +676,7 @@ class KVUnit(wiring.Component):
                             m.d.sync += [i.eq(0), started.eq(0)]
                             m.next = nxt
             with m.State("A_RAWV_START"):
-                m.d.comb += slot_mul(cmd.pos)
+                m.d.comb += slot_mul(cmd.pos, MK_RAWV)
                 m.d.sync += wr_addr.eq(slot_addr(rg.v_raw))
                 with m.If(okA):
                     m.next = "A_RAWV"
@@ -652,7 +702,7 @@ class KVUnit(wiring.Component):
             # ---- stats pass: min/max per channel (K) or per head (V) over raw rows -----
             # a beat (P channels of one row, all of one head) per cycle
             with m.State("S_READ"):
-                m.d.comb += slot_mul(t) + [a_go.eq(okA)]
+                m.d.comb += slot_mul(t, MK_STATS) + [a_go.eq(okA)]
                 with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0)]
                     m.next = "S_ROW"
@@ -691,7 +741,7 @@ class KVUnit(wiring.Component):
             # ---- codes pass: re-read the raw rows, quantize (a beat per cycle), write the
             # code rows (the row starts are handed to the writer as it takes them, below)
             with m.State("C_READ"):
-                m.d.comb += slot_mul(t) + [mB_a.eq(t), mB_b.eq(code_bytes), a_go.eq(okA & okB)]
+                m.d.comb += slot_mul(t, MK_CODES) + [mB_a.eq(t), mB_b.eq(code_bytes), a_go.eq(okA & okB)]
                 with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0), pk_sel.eq(sel_code), pk_from_q.eq(1),
                                  wst_left.eq(rows_left),
@@ -717,8 +767,9 @@ class KVUnit(wiring.Component):
                         with m.If(rows_left == 1):
                             m.next = "C_FLUSH"
             with m.State("C_FLUSH"):     # the last row's codes leave the packer
-                m.d.comb += [mA_a.eq(Mux(is_k, g0 >> lg_g, vq - 1)), mA_b.eq(Mux(is_k, kpar_bytes, vpar_bytes))]
-                with m.If((q_inflight == 0) & ~v0 & ~v1 & ~v2 & ~v3 & (wst_left == 0) & okA):
+                m.d.comb += [mA_a.eq(Mux(is_k, g0_g, vq_m1)), mA_b.eq(Mux(is_k, kpar_bytes, vpar_bytes)),
+                             mkey.eq(MK_PARAMS)]
+                with m.If((q_inflight == 0) & ~q_busy & (wst_left == 0) & okA):
                     m.d.sync += [pk_from_q.eq(0), i.eq(0), pk_sel.eq(SEL_PARAM),
                                  wr_addr.eq(cmd.base + Mux(is_k, rg.k_params, rg.v_params) + pA)]
                     m.next = "P_START"
@@ -762,7 +813,7 @@ class KVUnit(wiring.Component):
                     with m.Case(SEG_PARAMS):
                         m.d.comb += [tk_want.eq(1), tk_sel.eq(Mux(w.isv, SEL_PARAM, SEL_KPARAMS))]
                         with m.If(~w.isv):     # K: one record per channel, kp_n per take, lanes per word
-                            m.d.comb += tk_last.eq(i == row - kp_n)
+                            m.d.comb += tk_last.eq(i == row_kp)
                             with m.If(took):
                                 recs = tk_data[:64 * kp_n]
                                 new = Cat(pacc[64 * kp_n:], recs) if Lc > kp_n else recs
@@ -770,30 +821,30 @@ class KVUnit(wiring.Component):
                                 with m.If(pl == Lc // kp_n - 1):
                                     m.d.sync += [kw_en.eq(1), kw_addr.eq(widx), kw_data.eq(new)]
                                     m.d.sync += [pl.eq(0), widx.eq(widx + 1)]
-                                with m.If(i == row - kp_n):
+                                with m.If(i == row_kp):
                                     m.d.sync += [i.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), c.eq(0), tk.eq(0)]
                                     m.d.comb += cw.adv.eq(1)
                         with m.Else():         # V: one record per head, each token's run padded
-                            m.d.comb += tk_last.eq(j == rg.kv_heads - 1)
+                            m.d.comb += tk_last.eq(j == kvh_m1)
                             with m.If(took):
                                 m.d.sync += [vw_en.eq(1), vw_addr.eq(vpp), vw_data.eq(rec)]
                                 m.d.sync += [vpp.eq(vpp + 1), j.eq(j + 1)]
-                                with m.If(j == rg.kv_heads - 1):
+                                with m.If(j == kvh_m1):
                                     m.d.sync += [j.eq(0), tk.eq(tk + 1)]
-                                    with m.If(tk == w.nt - 1):
+                                    with m.If(tk == w.nt_m1):
                                         m.d.sync += [tk.eq(0), vi.eq(0), c.eq(0), vpp.eq(0)]
                                         m.d.comb += cw.adv.eq(1)
                     with m.Case(SEG_CODES, SEG_RAW):
                         m.d.comb += [tk_want.eq(d_inflight < 12), tk_sel.eq(Mux(w.st == SEG_RAW, SEL_WORD, sel_code)),
-                                     tk_last.eq(vi == nrv - 1), d_take.eq(took)]
+                                     tk_last.eq(vi == nrv_m1), d_take.eq(took)]
                         with m.If(took):
                             m.d.sync += [d1_v.eq(1), d1_raw.eq(w.st == SEG_RAW), d1_k.eq(~w.isv),
                                          vi.eq(vi + 1), c.eq(c + 1)]
                             with m.If(c == nvh - 1):
                                 m.d.sync += [c.eq(0), vpp.eq(vpp + 1)]
-                            with m.If(vi == nrv - 1):
+                            with m.If(vi == nrv_m1):
                                 m.d.sync += [vi.eq(0), c.eq(0), tk.eq(tk + 1)]
-                                with m.If(tk == w.nt - 1):
+                                with m.If(tk == w.nt_m1):
                                     m.d.sync += [tk.eq(0), vpp.eq(0)]
                                     m.d.comb += cw.adv.eq(1)
                     with m.Case(SEG_DONE):

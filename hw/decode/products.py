@@ -79,21 +79,40 @@ def lut_mul_pipe(m, a, b, width: int | None = None, name: str = "pmul") -> tuple
     return (out[:width] if width is not None else out), latency
 
 
-def settled_mul(m, a, b, width: int | None = None, name: str = "smul") -> tuple[Value, Value]:
+def settled_mul(m, a, b, width: int | None = None, name: str = "smul", *, key=None) -> tuple[Value, Value]:
     """:func:`lut_mul_pipe` of operands that a controller holds still until the product is
-    there: returns ``(product, ok)``; ``ok`` is high while ``product == lut_mul(a, b, width)``
-    of the current ``a`` and ``b`` (they have not changed for the pipeline's latency).
-    One such multiplier can serve several FSM states, each putting its operands on
-    ``a``/``b`` and waiting for ``ok`` (a few cycles) before using the product."""
+    there: returns ``(product, ok)``; ``ok`` is high only while ``product ==
+    lut_mul(a, b, width)`` of the current ``a`` and ``b``. One such multiplier can serve
+    several FSM states, each putting its operands on ``a``/``b`` and waiting for ``ok`` (a
+    few cycles) before using the product.
+
+    Without ``key``, ``ok`` compares the operands with those of the cycle before (they have
+    not changed for the pipeline's latency): exact for any controller, but the operand
+    muxes then run through a wide compare into ``ok`` and on into whatever acts on it.
+    With ``key`` (a small signal: which site drives the operands), ``ok`` waits until
+    ``key`` has not changed for the latency plus one cycle, and compares only ``key``. The
+    caller guarantees that the operands are a function of ``key`` and of registers that
+    do not change while ``key`` stays the same, except registers loaded in the cycle
+    ``key`` changed (their registered derivatives, one cycle late, are allowed: hence
+    the extra cycle). A site that changes its operands while it stays must change
+    ``key``."""
     p, lat = lut_mul_pipe(m, a, b, width, name)
-    a_prev, b_prev = Signal.like(Value.cast(a), name=f"{name}_a_prev"), Signal.like(Value.cast(b), name=f"{name}_b_prev")
-    m.d.sync += [a_prev.eq(a), b_prev.eq(b)]
     same = Signal(name=f"{name}_same")
-    m.d.comb += same.eq((a_prev == a) & (b_prev == b))
-    cnt = Signal(range(lat + 1), name=f"{name}_cnt")
-    m.d.sync += cnt.eq(Mux(same, Mux(cnt == lat, lat, cnt + 1), 0))
+    if key is None:
+        a_prev = Signal.like(Value.cast(a), name=f"{name}_a_prev")
+        b_prev = Signal.like(Value.cast(b), name=f"{name}_b_prev")
+        m.d.sync += [a_prev.eq(a), b_prev.eq(b)]
+        m.d.comb += same.eq((a_prev == a) & (b_prev == b))
+        need = lat - 1
+    else:
+        k_prev = Signal.like(Value.cast(key), name=f"{name}_key_prev")
+        m.d.sync += k_prev.eq(key)
+        m.d.comb += same.eq(k_prev == key)
+        need = lat
+    cnt = Signal(range(need + 2), name=f"{name}_cnt")
+    m.d.sync += cnt.eq(Mux(same, Mux(cnt >= need, need, cnt + 1), 0))
     ok = Signal(name=f"{name}_ok")
-    m.d.comb += ok.eq(same & (cnt >= lat - 1))
+    m.d.comb += ok.eq(same & (cnt >= need))
     return p, ok
 
 

@@ -25,8 +25,9 @@ class BurstReader(wiring.Component):
     outstanding : bursts in flight; the data FIFO holds ``outstanding * max_burst`` beats.
     depth : optional, beats the data FIFO holds (at least ``max_burst``): a deeper
         prefetch, as many bursts in flight as its free room allows.
-    out_reg : a skid buffer after the FIFO (full throughput; ``data.payload``/``valid`` are
-        registers and ``data.ready`` reaches no further than its registers' enables). The
+    out_reg : a two-entry register FIFO after the block RAM one (full throughput;
+        ``data.payload`` is a register picked by a register, ``data.valid`` a register's
+        decode, and ``data.ready`` reaches only a pointer and a count). The
         FIFO's block RAM output has a long clock-to-out; a consumer that muxes the beat (a
         gearbox) and decides ``ready`` from it meets timing only this way. One cycle more
         latency.
@@ -116,18 +117,25 @@ class BurstReader(wiring.Component):
             buf.w_data.eq(self.axi.rdata),
         ]
         if self.out_reg:
-            # a skid buffer: the beat and the FIFO's read enable both come from registers
-            # (the consumer's ready through the FIFO's read enable into the block RAM's clock
-            # enable was as long a path as its data out)
-            skid_v, skid = Signal(), Signal(self.data_bits)
-            m.d.comb += buf.r_en.eq(~skid_v)
-            with m.If(~self.data.valid | self.data.ready):
-                with m.If(skid_v):
-                    m.d.sync += [self.data.valid.eq(1), self.data.payload.eq(skid), skid_v.eq(0)]
-                with m.Else():
-                    m.d.sync += [self.data.valid.eq(buf.r_rdy), self.data.payload.eq(buf.r_data)]
-            with m.Elif(buf.r_rdy & ~skid_v):
-                m.d.sync += [skid.eq(buf.r_data), skid_v.eq(1)]
+            # a two-entry register FIFO: the beat and the FIFO's read enable come from
+            # registers, and the consumer's ready reaches only the read pointer and the
+            # count (the consumer's ready through the FIFO's read enable into the block RAM's
+            # clock enable, then into the clock enable of a skid buffer's whole beat, were
+            # each as long a path as the data out)
+            ent = [Signal(self.data_bits, name=f"oq{k}") for k in range(2)]
+            wp, rp, cnt = Signal(), Signal(), Signal(range(3))
+            push, pop = Signal(), Signal()
+            m.d.comb += [buf.r_en.eq(cnt != 2), push.eq(buf.r_rdy & (cnt != 2)),
+                         self.data.valid.eq(cnt != 0), self.data.payload.eq(Mux(rp, ent[1], ent[0])),
+                         pop.eq(self.data.valid & self.data.ready)]
+            with m.If(push):
+                m.d.sync += wp.eq(~wp)
+                for k in range(2):
+                    with m.If(wp == k):
+                        m.d.sync += ent[k].eq(buf.r_data)
+            with m.If(pop):
+                m.d.sync += rp.eq(~rp)
+            m.d.sync += cnt.eq(cnt + push - pop)
         else:
             m.d.comb += [
                 self.data.payload.eq(buf.r_data),

@@ -102,6 +102,44 @@ def test_settled_mul_ok_only_when_settled():
     sim.run()
 
 
+def test_settled_mul_keyed_ok_only_when_settled():
+    """With ``key``: operands change only with the key, or one cycle after it (a registered
+    derivative); ``ok`` never claims a stale product and does come."""
+    from hw.decode.products import settled_mul
+    a, b, key = Signal(15), Signal(16), Signal(3)
+    m = Module()
+    p, ok = settled_mul(m, a, b, 32, key=key)
+    rng = random.Random(5)
+
+    async def bench(ctx):
+        seen, k = 0, 0
+        x, z = 0, 0
+        for _ in range(80):
+            k = (k + rng.randint(1, 7)) % 8          # a new site
+            late = rng.random() < 0.5
+            nx, nz = rng.randrange(1 << 15), rng.randrange(1 << 16)
+            ctx.set(key, k)
+            if not late:
+                x, z = nx, nz
+            ctx.set(a, x)
+            ctx.set(b, z)
+            for c in range(rng.randint(1, 7)):
+                if late and c == 1:
+                    x, z = nx, nz
+                    ctx.set(a, x)
+                    ctx.set(b, z)
+                if ctx.get(ok):
+                    assert ctx.get(p) == (x * z) % (1 << 32), (x, z, c, late)
+                    seen += 1
+                await ctx.tick()
+        assert seen > 20
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
 @pytest.mark.parametrize("wa,sa,wb,sb,lut_bits,seed", [
     (26, True, 25, True, 0, 1),     # the matvec's P x kd: 4 MULT18X18D pieces, one sum stage
     (14, True, 25, True, 0, 2),     # the matvec's S x km: 2 pieces
