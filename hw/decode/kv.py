@@ -463,23 +463,21 @@ class KVUnit(wiring.Component):
             mn1, mn2, mn3 = (Signal(signed(32), name=f"dmn{k}_{ll}") for k in range(1, 4))
             m.d.sync += [prod.eq(code0 * par.man), mn1.eq(par.mn), mn2.eq(mn1), mn3.eq(mn2)]
             # mn + rshift_round(code*man, -e), saturated (shift clamped at 40: beyond, the
-            # result saturates or rounds to mn alike). The shifts and the rounding half are
-            # made from the parameter register next to the product (from a registered
-            # shift into the rounding add was the KV unit's 77.9 MHz path)
-            dsh = Signal(signed(9), name=f"dsh{ll}")
-            m.d.comb += dsh.eq(-par.e)
-            rsh0, lsh0 = Signal(range(64), name=f"drsh0_{ll}"), Signal(range(64), name=f"dlsh0_{ll}")
-            m.d.comb += [rsh0.eq(Mux(dsh > 0, Mux(dsh > 40, 40, dsh), 0)),
-                         lsh0.eq(Mux(dsh < 0, Mux(-dsh > 40, 40, -dsh), 0))]
-            rsh, lsh = Signal(range(64), name=f"drsh{ll}"), Signal(range(64), name=f"dlsh{ll}")
-            dhalf, pos1 = Signal(41, name=f"dhalf{ll}"), Signal(name=f"dpos1_{ll}")
-            m.d.sync += [rsh.eq(rsh0), lsh.eq(lsh0), pos1.eq(dsh > 0),
-                         dhalf.eq(Mux(rsh0 == 0, 0, Const(1, 41) << (rsh0 - 1)[:6]))]
-            ph, pl = Signal(42, name=f"dph{ll}"), Signal(64, name=f"dpl{ll}")
-            pos2, rsh2 = Signal(name=f"dpos{ll}"), Signal(range(64), name=f"drsh2_{ll}")
-            m.d.sync += [ph.eq(prod + dhalf), pl.eq(prod << lsh), pos2.eq(pos1), rsh2.eq(rsh)]
+            # result saturates or rounds to mn alike). A right shift by r >= 1 rounds as
+            # ((p >> (r - 1)) + 1) >> 1, and r - 1 = ~e for e < 0: the shifts come from the
+            # parameter register with no adder (the shift's negate, clamp, - 1 and the
+            # rounding half's decode into the rounding add was the KV unit's path, 76-78 MHz)
+            e = par.e
+            neg1 = Signal(name=f"dneg1_{ll}")
+            rm1 = Signal(range(64), name=f"drm1_{ll}")          # r - 1 (e < 0)
+            lsh = Signal(range(64), name=f"dlsh{ll}")           # left shift (e > 0)
+            m.d.sync += [neg1.eq(e < 0), rm1.eq(Mux(e < -40, 39, (~e)[:6])),
+                         lsh.eq(Mux(e > 0, Mux(e > 40, 40, e[:6]), 0))]
+            pr, pl = Signal(24, name=f"dpr{ll}"), Signal(64, name=f"dpl{ll}")
+            neg2 = Signal(name=f"dneg2_{ll}")
+            m.d.sync += [pr.eq(prod >> rm1), pl.eq(prod << lsh), neg2.eq(neg1)]
             deq = Signal(signed(80), name=f"deq{ll}")
-            m.d.sync += deq.eq(Mux(pos2, ph >> rsh2, pl))
+            m.d.sync += deq.eq(Mux(neg2, (pr + 1) >> 1, pl))
             dsum = Signal(signed(81), name=f"dsum{ll}")
             m.d.comb += dsum.eq(mn3 + deq)
             m.d.sync += d2_val[ll].eq(Mux(e_raw[3], e_words[3][ll * 32:(ll + 1) * 32].as_signed(),
@@ -623,15 +621,30 @@ class KVUnit(wiring.Component):
         for ll in range(P):
             m.d.sync += [st2_lo[ll].eq(Mux(sth_k, sth_x[ll], lo_t[0])), st2_hi[ll].eq(Mux(sth_k, sth_x[ll], hi_t[0])),
                          st2_en[ll].eq(sth_en[ll])]
+        # the stored statistics are read in STH (registered) and written in ST2; a beat right
+        # after one that wrote the same word takes that word from the write's register (the
+        # LUT RAM read, compare and write back in one cycle was the KV unit's 77.2 MHz path)
+        st2_old_mn = [Signal(signed(32), name=f"st2_omn{ll}") for ll in range(P)]
+        st2_old_mx = [Signal(signed(32), name=f"st2_omx{ll}") for ll in range(P)]
+        fw_mn = [Signal(signed(32), name=f"fw_mn{ll}") for ll in range(P)]
+        fw_mx = [Signal(signed(32), name=f"fw_mx{ll}") for ll in range(P)]
+        fw_en = [Signal(name=f"fw_en{ll}") for ll in range(P)]
+        st2_fwd = Signal()        # the beat in ST2 follows a write to its word
+        m.d.sync += st2_fwd.eq(st2_v & (st2_sw == sth_sw))
         for ll in range(P):
-            m.d.comb += [mn_r[ll].addr.eq(st2_sw), mx_r[ll].addr.eq(st2_sw),
+            m.d.comb += [mn_r[ll].addr.eq(sth_sw), mx_r[ll].addr.eq(sth_sw),
                          mn_w[ll].addr.eq(st2_sw), mx_w[ll].addr.eq(st2_sw)]
+            m.d.sync += [st2_old_mn[ll].eq(mn_r[ll].data), st2_old_mx[ll].eq(mx_r[ll].data),
+                         fw_en[ll].eq(mn_w[ll].en), fw_mn[ll].eq(mn_w[ll].data), fw_mx[ll].eq(mx_w[ll].data)]
         with m.If(st2_v):
             for ll in range(P):
                 lo, hi = st2_lo[ll], st2_hi[ll]
+                fwd = st2_fwd & fw_en[ll]
+                omn = Mux(fwd, fw_mn[ll], st2_old_mn[ll])
+                omx = Mux(fwd, fw_mx[ll], st2_old_mx[ll])
                 m.d.comb += [mn_w[ll].en.eq(st2_en[ll]), mx_w[ll].en.eq(st2_en[ll]),
-                             mn_w[ll].data.eq(Mux(st2_fresh | (lo < mn_r[ll].data), lo, mn_r[ll].data)),
-                             mx_w[ll].data.eq(Mux(st2_fresh | (hi > mx_r[ll].data), hi, mx_r[ll].data))]
+                             mn_w[ll].data.eq(Mux(st2_fresh | (lo < omn), lo, omn)),
+                             mx_w[ll].data.eq(Mux(st2_fresh | (hi > omx), hi, omx))]
 
         with m.FSM():
             with m.State("IDLE"):
