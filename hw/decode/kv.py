@@ -640,11 +640,12 @@ class KVUnit(wiring.Component):
             for ll in range(P):
                 lo, hi = st2_lo[ll], st2_hi[ll]
                 fwd = st2_fwd & fw_en[ll]
-                omn = Mux(fwd, fw_mn[ll], st2_old_mn[ll])
-                omx = Mux(fwd, fw_mx[ll], st2_old_mx[ll])
+                # both compares from registers, the forward picks one (not a mux before them)
+                lt = Mux(fwd, lo < fw_mn[ll], lo < st2_old_mn[ll])
+                gt = Mux(fwd, hi > fw_mx[ll], hi > st2_old_mx[ll])
                 m.d.comb += [mn_w[ll].en.eq(st2_en[ll]), mx_w[ll].en.eq(st2_en[ll]),
-                             mn_w[ll].data.eq(Mux(st2_fresh | (lo < omn), lo, omn)),
-                             mx_w[ll].data.eq(Mux(st2_fresh | (hi > omx), hi, omx))]
+                             mn_w[ll].data.eq(Mux(st2_fresh | lt, lo, Mux(fwd, fw_mn[ll], st2_old_mn[ll]))),
+                             mx_w[ll].data.eq(Mux(st2_fresh | gt, hi, Mux(fwd, fw_mx[ll], st2_old_mx[ll])))]
 
         with m.FSM():
             with m.State("IDLE"):
