@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from amaranth.build import Attrs
 from amaranth.build.res import ResourceError
-from amaranth.hdl import ClockDomain, Elaboratable, Module, ResetSignal, Signal
+from amaranth.hdl import ClockDomain, DomainRenamer, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import In, Out, connect
@@ -134,10 +134,11 @@ class BoardTop(Elaboratable):
         if memory == "dram":
             self.dram_build = self._dram_build()
             self.mem_bytes = self.dram_build.dram_size      # LiteDRAM's own figure for the build
-            if cfg.memory.data_bits != self.dram_build.data_bits:
-                # the port was asked at the design's width; a generator that ignored it is a bug
-                raise BoardError(f"the design's memory port is {cfg.memory.data_bits} bits; {board.title}'s "
-                                 f"LiteDRAM core came out with a {self.dram_build.data_bits}-bit port")
+            bits, native = cfg.memory.data_bits, self.dram_build.data_bits
+            if bits > native or native % bits or (native // bits) & (native // bits - 1):
+                raise BoardError(f"the design's memory port is {bits} bits; {board.title}'s LiteDRAM port is "
+                                 f"{native} bits: allowed: {native} or a power-of-two fraction of it "
+                                 f"(memory.data_bits)")
         else:
             self.mem_bytes = bram_bytes
         if link == "udp":
@@ -162,6 +163,14 @@ class BoardTop(Elaboratable):
                                      write_id_bits=w.id_bits)
             self.axi_bridge = AxiAsyncBridge(addr_bits=r.addr_bits, data_bits=r.data_bits, read_id_bits=r.id_bits,
                                              write_id_bits=w.id_bits, s_domain="sync", m_domain="dram")
+            # a narrower design port: narrow bursts on the controller's native port, after the
+            # clock crossing (LiteDRAM's own width converter hangs on bursts: hw/mem/narrow.py)
+            self.narrow = None
+            if r.data_bits < self.dram_build.data_bits:
+                from hw.mem.narrow import AxiNarrowAdapter
+                self.narrow = AxiNarrowAdapter(addr_bits=r.addr_bits, narrow_bits=r.data_bits,
+                                               wide_bits=self.dram_build.data_bits, read_id_bits=r.id_bits,
+                                               write_id_bits=w.id_bits)
             self.wb_bridge = WishboneAsyncBridge(s_domain="sync", m_domain="dram")
         elif link == "uart":
             self.dram = None
@@ -177,8 +186,7 @@ class BoardTop(Elaboratable):
         except ImportError:
             raise BoardError(f"{self.board.title}: this build has no LiteDRAM integration "
                              f"(fpga_boards/litedram.py); use memory=bram") from None
-        return generate_litedram(self.board.dram.description, sys_clk_mhz=self.cfg.memory.dram_mhz,
-                                 port_bits=self.cfg.memory.data_bits)
+        return generate_litedram(self.board.dram.description, sys_clk_mhz=self.cfg.memory.dram_mhz)
 
     def describe(self) -> dict:
         link = {"kind": self.link}
@@ -303,8 +311,15 @@ class BoardTop(Elaboratable):
             m.submodules.wb_bridge = wb = self.wb_bridge
             connect(m, h.axi_r, ab.s_r)
             connect(m, h.axi_w, ab.s_w)
-            connect(m, ab.m_r, dram.axi_r)
-            connect(m, ab.m_w, dram.axi_w)
+            if self.narrow is None:
+                connect(m, ab.m_r, dram.axi_r)
+                connect(m, ab.m_w, dram.axi_w)
+            else:
+                m.submodules.narrow = nw = DomainRenamer("dram")(self.narrow)
+                connect(m, ab.m_r, nw.s_r)
+                connect(m, ab.m_w, nw.s_w)
+                connect(m, nw.m_r, dram.axi_r)
+                connect(m, nw.m_w, dram.axi_w)
             connect(m, h.ctrl, wb.s)
             connect(m, wb.m, dram.ctrl)
             init = Signal()

@@ -112,8 +112,7 @@ async def init_then_axi(dut):
     board = os.environ["LUTFORGE_DRAM_BOARD"]
     seed = int(os.environ.get("LUTFORGE_SEED", "1"))
     rng = random.Random(seed)
-    bits = os.environ.get("LUTFORGE_DRAM_PORT_BITS")
-    build = generate_litedram(board, sim=True, port_bits=int(bits) if bits else None)
+    build = generate_litedram(board, sim=True)     # the AXI port's width: the DUT's (a narrow adapter)
     cocotb.start_soon(Clock(dut.clk_in, 20, unit="ns").start())
     for name in ("ctrl__cyc", "ctrl__stb", "ctrl__we", "axi_r__arvalid", "axi_r__rready", "axi_w__awvalid",
                  "axi_w__wvalid", "axi_w__bready", "rst"):

@@ -110,13 +110,16 @@ def test_dram_clock_from_config():
     assert load_config("ecpix5_decode_tiny").memory.dram_mhz == 50
 
 
-def test_dram_port_width_follows_design():
-    """The LiteDRAM user port is generated at the design's memory.data_bits (the crossbar
-    converts to the 128-bit native words); a width LiteDRAM's port cannot take is refused."""
+def test_narrow_design_port_on_the_native_dram_port():
+    """A design port narrower than LiteDRAM's native one goes through the narrow-burst
+    adapter after the clock crossing; the controller keeps its native width (LiteDRAM's own
+    converter hangs on bursts). A width that is no power-of-two fraction is refused."""
     from ref_model.errors import LutforgeError
     cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=64"])
-    top = board_top("ecpix5-85", cfg, clock_mhz=25, memory="dram")
-    assert top.dram_build.data_bits == 64 and top.dram.axi_r.signature.members["rdata"].shape == 64
-    cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=512"])
-    with pytest.raises(LutforgeError, match="DRAM user port of 512 bits: allowed: 32, 64, 128, 256"):
+    top, plan = _plan("ecpix5-85", cfg, clock_mhz=25, memory="dram")
+    assert top.dram_build.data_bits == 128 and top.dram.axi_r.signature.members["rdata"].shape == 128
+    assert top.narrow is not None and (top.narrow.narrow_bits, top.narrow.wide_bits) == (64, 128)
+    assert "narrow" in plan.files["lutforge_top.il"]
+    cfg = load_config(None, ["core.rows=2", "core.cols=2", "memory.data_bits=256"])
+    with pytest.raises(LutforgeError, match="LiteDRAM port is 128 bits: allowed: 128 or a power-of-two fraction"):
         board_top("ecpix5-85", cfg, clock_mhz=25, memory="dram")
