@@ -34,6 +34,7 @@ class AxiNarrowAdapter(wiring.Component):
     def __init__(self, *, addr_bits: int, narrow_bits: int, wide_bits: int, read_id_bits: int = 1,
                  write_id_bits: int = 1, depth: int = 32):
         if narrow_bits >= wide_bits or wide_bits % narrow_bits or (wide_bits // narrow_bits) & (wide_bits // narrow_bits - 1):
+            self._MustUse__silence = True     # never elaborated
             raise ValueError(f"narrow AXI adapter {narrow_bits} -> {wide_bits} bits: the wide port must be "
                              f"a power-of-two multiple of the narrow one")
         self.addr_bits, self.narrow_bits, self.wide_bits, self.depth = addr_bits, narrow_bits, wide_bits, depth
