@@ -292,8 +292,10 @@ def board_yaml_text(board: str, sys_clk_mhz: float | None = None, port_bits: int
     ``sys_clk_mhz`` its ``sys_clk_freq`` replaced (a design's ``memory.dram_mhz``: a large
     design next to the controller may need a slower DRAM clock to meet timing; the DDR3
     clock is twice it, the peak bandwidth scales with it) and with ``port_bits`` the AXI
-    user port's ``data_width`` set (a design's ``memory.data_bits``: a narrower engine is
-    smaller; the crossbar's converter packs its beats into the native words)."""
+    user port's ``data_width`` set. The board tops do not use ``port_bits``: a port narrower
+    than the native width goes through LiteDRAM's up-converter, whose AXI bursts hang (an
+    8-beat 64-bit write got no response in the simulation core; docs/boards.md); a narrower
+    design reaches the native port through ``hw.mem.narrow.AxiNarrowAdapter`` instead."""
     path = yaml_path(board)
     text = path.read_text()
     if sys_clk_mhz is not None and not MIN_DRAM_MHZ <= sys_clk_mhz <= MAX_DRAM_MHZ:
