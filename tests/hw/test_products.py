@@ -69,6 +69,10 @@ def test_lut_mul_pipe_exact(sa, sb, width):
                 got = ctx.get(y) if width is None else ctx.get(y) % (1 << width)
                 assert got == want, (x0, z0, got, want)
 
+    _simulate(m, bench)
+
+
+def _simulate(m, bench):
     sim = Simulator(m)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
@@ -96,10 +100,7 @@ def test_settled_mul_ok_only_when_settled():
                 await ctx.tick()
         assert seen > 20
 
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(m, bench)
 
 
 def test_settled_mul_keyed_ok_only_when_settled():
@@ -134,10 +135,7 @@ def test_settled_mul_keyed_ok_only_when_settled():
                 await ctx.tick()
         assert seen > 20
 
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(m, bench)
 
 
 @pytest.mark.parametrize("wa,sa,wb,sb,lut_bits,seed", [
@@ -175,7 +173,4 @@ def test_pipe_mul_exact(wa, sa, wb, sb, lut_bits, seed):
         for (x, z), g in zip(cases, got):
             assert g == x * z, f"seed {seed}: {x} * {z} gave {g}"
 
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(m, bench)
