@@ -9,7 +9,7 @@ import pytest
 from amaranth.back import verilog as amaranth_verilog
 from amaranth.hdl import ClockDomain, DomainRenamer, Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.lib.wiring import In, connect, flipped
 
 from fpga_boards.litedram import LiteDRAMCore, generate_litedram
 from hw.mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
