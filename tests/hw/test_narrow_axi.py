@@ -37,8 +37,8 @@ def test_narrow_bursts_on_a_wide_slave(seed):
 
     async def bench(ctx):
         # ---- the slave model: queues of accepted bursts, served in order -------------
-        ar_q, aw_q, r_cur, w_cur, b_q = [], [], None, None, []
-        # ---- the master: writes first (each fully), interleaved reads after ---------
+        ar_q, aw_q, r_cur, b_q = [], [], None, []
+        # ---- the master: every write burst, then (all answered) the read bursts ------
         w_jobs = [(a, n, [rng.getrandbits(64) for _ in range(n)], [rng.getrandbits(8) for _ in range(n)],
                    rng.getrandbits(1)) for a, n in writes]
         for a, n, data, strb, _ in w_jobs:
