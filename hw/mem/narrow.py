@@ -10,8 +10,8 @@ AXI4 (ARM IHI 0022, A3.4.1 "narrow transfers") lets a master issue beats narrowe
 bus: ``arsize``/``awsize`` is the narrow beat's size, the address steps by it, and each beat
 travels on the byte lanes of its address. LiteDRAM's AXI front end (``AXIBurst2Beat``) steps
 the address by the size and turns each beat into one native command, so every narrow beat is
-one native access at the lanes' byte enables: half the native bandwidth at 64 of 128 bits
-(ECPIX-5: 400 of 800 MB/s at 50 MHz, against the engine's 120 MB/s at 15 MHz).
+one native access (a BL8 burst of 16 bytes on ECPIX-5's x16 DDR3) at the lanes' byte
+enables: half the DRAM's peak at 64 of 128 bits (ECPIX-5: 200 of 400 MB/s at 50 MHz).
 
 Interface: ``s_r``/``s_w`` are the narrow slave ports (the master's side: ``In``),
 ``m_r``/``m_w`` the wide master ports; ``arsize``/``awsize`` pass through (the narrow master
