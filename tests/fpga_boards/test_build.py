@@ -58,9 +58,10 @@ def test_ecpix5_tensor_core_on_ddr3_bitstream(tmp_path):
 
 @pytest.mark.slow
 def test_ecpix5_decode_bitstream(tmp_path):
-    """ECPIX-5 85F: decode_tiny's engine (4 attention lanes, 16 matvec lanes in LUTs: 148
-    MULT18X18D after Yosys' DSP mapping) + host link + LiteDRAM DDR3 at 15 MHz (tens of
-    minutes; the engine before those changes stopped at the fit check with 295)."""
+    """ECPIX-5 85F: ecpix5_decode_tiny (decode_tiny's 4-lane engine on a 64-bit port, narrow
+    bursts on LiteDRAM's 128-bit port; 118 MULT18X18D) + host link + LiteDRAM DDR3 at 50 MHz
+    (~25 minutes; routed and met on 2026-12-03; an engine of 2026-12-01 stopped at the fit
+    check with 295 MULT18X18D, the 128-bit one of 2026-12-02 did not route)."""
     cfg = load_config("ecpix5_decode_tiny")
     man = build_bitstream("ecpix5-85", cfg, tmp_path, log=print)
     _check_manifest(tmp_path, man, "ecpix5-85")
