@@ -27,7 +27,8 @@ SETs) and runs two commands:
   (:class:`_Walker`) and takes per cycle ``lanes`` codes (or raw words, or a beat of K
   parameter records) through a lane gearbox into ``lanes`` dequantizers. Cycles: about
   one per vector (KV4 at 32 lanes: one per beat), ``row / (W/64)`` per K group and
-  ``kv_heads`` per V token for the parameters.
+  ``kv_heads`` per V token for the parameters, and a cycle per segment (the walkers compute
+  the next segment ahead).
 
 Memory goes through one burst reader and one burst writer with a run-time-width packer
 (raw words 32 bits, a beat's codes ``W/32 x`` 2/4/8 bits, parameter records 64 bits).
