@@ -49,6 +49,8 @@ MATRIX = [
     ("ulx3s-85", "bitserial_8x8", ["memory.data_bits=128"], 50.0, "bram"),
     ("ulx3s-85", "lut_w2a8", ["memory.data_bits=128"], 50.0, "bram"),
     ("ecpix5-85", "ecpix5_decode_tiny", [], 15.0, "dram"),
+    # the ECPIX-5 tensor-core config on OrangeCrab's DDR3 (its 48 MHz oscillator's clock)
+    ("orangecrab-85", "ecpix5_systolic_8x8", [], 48.0, "dram"),
 ]
 
 

@@ -63,12 +63,16 @@ def _timing_check(clocks: dict, what: str) -> None:
 def _label_clocks(clocks: dict, top) -> None:
     """Name each nextpnr clock net by what it clocks (its net name follows whatever signal
     the global buffer took): ``design`` (the PLL's design clock), ``dram`` (the DRAM
-    controller's system clock), else ``other``."""
+    controller's system clock), else ``other``. The AXI crossing's DRAM-side clock net and
+    the oscillator's input buffer are known by name (on OrangeCrab the design, the
+    controller and the oscillator all run at 48 MHz); the rest by frequency."""
     dram_mhz = top.dram_mhz
     eth_mhz = top.eth_mhz if top.link == "udp" else None
-    for c in clocks.values():
+    for name, c in clocks.items():
         t = c["target_mhz"]
-        c["domain"] = ("design" if abs(t - top.clock_mhz) < 0.01 * top.clock_mhz else
+        c["domain"] = ("dram" if dram_mhz and name.endswith("axi_bridge.ar.dram_clk") else
+                       "other" if "clk_buf" in name else
+                       "design" if abs(t - top.clock_mhz) < 0.01 * top.clock_mhz else
                        "dram" if dram_mhz and abs(t - dram_mhz) < 0.01 * dram_mhz else
                        "eth" if eth_mhz and abs(t - eth_mhz) < 0.01 * eth_mhz else "other")
 

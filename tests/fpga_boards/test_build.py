@@ -67,3 +67,17 @@ def test_ecpix5_decode_bitstream(tmp_path):
     _check_manifest(tmp_path, man, "ecpix5-85")
     assert man["resources"]["dsp"]["used"] <= 156
     assert man["memory"]["kind"] == "dram" and man["memory"]["bytes"] == 512 << 20
+
+
+def test_clock_labels_when_clocks_share_a_frequency():
+    """OrangeCrab: design, DRAM controller and oscillator all at 48 MHz; the crossing's DRAM
+    clock and the oscillator's buffer are told apart by their nets."""
+    from types import SimpleNamespace
+
+    from fpga_boards.build import _label_clocks
+    clocks = {n: {"target_mhz": t} for n, t in (("$glbnet$axi_bridge.ar.clk", 48.0),
+                                                ("$glbnet$axi_bridge.ar.dram_clk", 48.0),
+                                                ("$glbnet$clk_buf.buf.i", 48.0),
+                                                ("$glbnet$dram.core.crg_clkout1", 24.0))}
+    _label_clocks(clocks, SimpleNamespace(dram_mhz=48.0, clock_mhz=48.0, link="uart"))
+    assert [c["domain"] for c in clocks.values()] == ["design", "dram", "other", "other"]
