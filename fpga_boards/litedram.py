@@ -282,57 +282,39 @@ main()
 """
 
 
-#: AXI user port widths a design may ask of the controller (``memory.data_bits``): LiteDRAM's
-#: crossbar converts between them and the PHY's native width.
-PORT_BITS = (32, 64, 128, 256)
-
-
-def board_yaml_text(board: str, sys_clk_mhz: float | None = None, port_bits: int | None = None) -> str:
+def board_yaml_text(board: str, sys_clk_mhz: float | None = None) -> str:
     """The YAML ``litedram_gen`` is given for ``board``: the shipped file, or with
     ``sys_clk_mhz`` its ``sys_clk_freq`` replaced (a design's ``memory.dram_mhz``: a large
     design next to the controller may need a slower DRAM clock to meet timing; the DDR3
-    clock is twice it, the peak bandwidth scales with it) and with ``port_bits`` the AXI
-    user port's ``data_width`` set. The board tops do not use ``port_bits``: a port narrower
-    than the native width goes through LiteDRAM's up-converter, whose AXI bursts hang (an
-    8-beat 64-bit write got no response in the simulation core; docs/boards.md); a narrower
-    design reaches the native port through ``hw.mem.narrow.AxiNarrowAdapter`` instead."""
+    clock is twice it, the peak bandwidth scales with it)."""
     path = yaml_path(board)
     text = path.read_text()
-    if sys_clk_mhz is not None and not MIN_DRAM_MHZ <= sys_clk_mhz <= MAX_DRAM_MHZ:
+    if sys_clk_mhz is None:
+        return text
+    if not MIN_DRAM_MHZ <= sys_clk_mhz <= MAX_DRAM_MHZ:
         raise BoardError(f"DRAM controller clock {sys_clk_mhz:g} MHz is out of range "
                          f"(allowed: {MIN_DRAM_MHZ:g} to {MAX_DRAM_MHZ:g} MHz)")
-    if port_bits is not None and port_bits not in PORT_BITS:
-        raise BoardError(f"DRAM user port of {port_bits} bits: allowed: {', '.join(map(str, PORT_BITS))}")
-    cfg = _read_yaml(path)
-    port = cfg["user_ports"][AXI_PORT]
-    changes = []
-    if sys_clk_mhz is not None:
-        cfg["sys_clk_freq"] = float(sys_clk_mhz) * 1e6
-        changes.append(f"sys_clk_freq = {sys_clk_mhz:g} MHz (memory.dram_mhz)")
-    if port_bits is not None and port.get("data_width") != port_bits:
-        port["data_width"] = int(port_bits)
-        changes.append(f"{AXI_PORT} data_width = {port_bits} (memory.data_bits)")
-    if not changes:
-        return text
     import yaml
-    return f"# {path.name} with {', '.join(changes)}\n" + yaml.safe_dump(cfg, sort_keys=False)
+    cfg = _read_yaml(path)
+    cfg["sys_clk_freq"] = float(sys_clk_mhz) * 1e6
+    return (f"# {path.name} with sys_clk_freq = {sys_clk_mhz:g} MHz (memory.dram_mhz)\n"
+            + yaml.safe_dump(cfg, sort_keys=False))
 
 
 def generate_litedram(board: str, *, sim: bool = False, force: bool = False,
-                      sys_clk_mhz: float | None = None, port_bits: int | None = None) -> LiteDRAMBuild:
+                      sys_clk_mhz: float | None = None) -> LiteDRAMBuild:
     """Generate (or take from the cache) the LiteDRAM core of ``board``.
 
     ``sim=True`` asks ``litedram_gen --sim`` for the same controller with LiteDRAM's DRAM
     model (``SDRAMPHYModel``: a DFI PHY over a memory array) in place of the FPGA PHY and
     pins, for simulation (``litedram_<board>_sim``; its CSRs have no read leveling).
-    ``sys_clk_mhz`` and ``port_bits`` change the shipped YAML (:func:`board_yaml_text`).
 
     Runs ``litedram_gen --name litedram_<board> <board>.yml`` (:func:`board_yaml_text`) in a scratch folder, fixes the
     Verilog (:func:`_clean_verilog`) and moves the result into the cache
     folder in one rename, so concurrent callers never see half a build. About 1 s."""
-    text = board_yaml_text(board, sys_clk_mhz, port_bits)
-    tag = ("" if sys_clk_mhz is None else f"-{sys_clk_mhz:g}mhz") + ("" if port_bits is None else f"-{port_bits}b")
-    folder = cache_folder("litedram", f"{board}{'-sim' if sim else ''}{tag}", cache_key(text, sim))
+    text = board_yaml_text(board, sys_clk_mhz)
+    clk = "" if sys_clk_mhz is None else f"-{sys_clk_mhz:g}mhz"
+    folder = cache_folder("litedram", f"{board}{'-sim' if sim else ''}{clk}", cache_key(text, sim))
     if force and folder.exists():
         shutil.rmtree(folder)
     module = module_name(board, sim)
@@ -391,7 +373,8 @@ class LiteDRAMCore(wiring.Component):
 
     * ``axi_r`` : In(AXI4ReadSignature), ``axi_w`` : In(AXI4WriteSignature): the AXI4 slave,
       ``build.data_bits`` wide (128 on the DDR3 boards: the native width of the 1:2 ECP5 PHY
-      with BL8 on x16; 64 on ULX3S through the crossbar's up-converter). ``addr_bits`` is the
+      with BL8 on x16; 64 on ULX3S through the crossbar's down-converter; a narrower design port goes through
+      ``hw.mem.narrow.AxiNarrowAdapter``, not LiteDRAM's up-converter: docs/boards.md). ``addr_bits`` is the
       master's address width; the core decodes the low ``build.addr_bits`` (higher bits
       alias). Read IDs are ``read_id_bits`` wide and write IDs ``write_id_bits`` (the decode
       engine's 3 and 1), zero-extended to the core's ``build.id_bits``. INCR bursts.
