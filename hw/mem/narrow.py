@@ -11,7 +11,8 @@ bus: ``arsize``/``awsize`` is the narrow beat's size, the address steps by it, a
 travels on the byte lanes of its address. LiteDRAM's AXI front end (``AXIBurst2Beat``) steps
 the address by the size and turns each beat into one native command, so every narrow beat is
 one native access (a BL8 burst of 16 bytes on ECPIX-5's x16 DDR3) at the lanes' byte
-enables: half the DRAM's peak at 64 of 128 bits (ECPIX-5: 200 of 400 MB/s at 50 MHz).
+enables: by that count half the DRAM's peak at 64 of 128 bits (ECPIX-5: 200 of 400 MB/s at
+50 MHz; not measured).
 
 Interface: ``s_r``/``s_w`` are the narrow slave ports (the master's side: ``In``),
 ``m_r``/``m_w`` the wide master ports; ``arsize``/``awsize`` pass through (the narrow master
