@@ -622,31 +622,41 @@ class KVUnit(wiring.Component):
         for ll in range(P):
             m.d.sync += [st2_lo[ll].eq(Mux(sth_k, sth_x[ll], lo_t[0])), st2_hi[ll].eq(Mux(sth_k, sth_x[ll], hi_t[0])),
                          st2_en[ll].eq(sth_en[ll])]
-        # the stored statistics are read in STH (registered) and written in ST2; a beat right
-        # after one that wrote the same word takes that word from the write's register (the
-        # LUT RAM read, compare and write back in one cycle was the KV unit's 77.2 MHz path)
+        # the stored statistics are read in STH (registered), compared in ST2 and written in
+        # ST3 from registers (the compare -> mux -> LUT RAM write data in one cycle was the
+        # KV unit's 82.5 MHz path: most of it the route to the RAM). A beat's read misses the
+        # two beats ahead of it (one in ST3, not yet written; one written at the edge that
+        # registered the read), so ST2 takes their words from ST3 and ST4, the nearer first.
         st2_old_mn = [Signal(signed(32), name=f"st2_omn{ll}") for ll in range(P)]
         st2_old_mx = [Signal(signed(32), name=f"st2_omx{ll}") for ll in range(P)]
-        fw_mn = [Signal(signed(32), name=f"fw_mn{ll}") for ll in range(P)]
-        fw_mx = [Signal(signed(32), name=f"fw_mx{ll}") for ll in range(P)]
-        fw_en = [Signal(name=f"fw_en{ll}") for ll in range(P)]
-        st2_fwd = Signal()        # the beat in ST2 follows a write to its word
-        m.d.sync += st2_fwd.eq(st2_v & (st2_sw == sth_sw))
+        st3_mn = [Signal(signed(32), name=f"st3_mn{ll}") for ll in range(P)]
+        st3_mx = [Signal(signed(32), name=f"st3_mx{ll}") for ll in range(P)]
+        st3_en = [Signal(name=f"st3_en{ll}") for ll in range(P)]
+        st4_mn = [Signal(signed(32), name=f"st4_mn{ll}") for ll in range(P)]
+        st4_mx = [Signal(signed(32), name=f"st4_mx{ll}") for ll in range(P)]
+        st4_en = [Signal(name=f"st4_en{ll}") for ll in range(P)]
+        st3_v, st3_sw, st4_v = Signal(), Signal(range(sdepth)), Signal()
+        st2_f3, st2_f4 = Signal(), Signal()   # the beat in ST2 follows the one in ST3 / ST4 to its word
+        m.d.sync += [st3_v.eq(st2_v), st3_sw.eq(st2_sw), st4_v.eq(st3_v),
+                     st2_f3.eq(st2_v & (st2_sw == sth_sw)), st2_f4.eq(st3_v & (st3_sw == sth_sw))]
         for ll in range(P):
             m.d.comb += [mn_r[ll].addr.eq(sth_sw), mx_r[ll].addr.eq(sth_sw),
-                         mn_w[ll].addr.eq(st2_sw), mx_w[ll].addr.eq(st2_sw)]
+                         mn_w[ll].addr.eq(st3_sw), mx_w[ll].addr.eq(st3_sw),
+                         mn_w[ll].en.eq(st3_v & st3_en[ll]), mx_w[ll].en.eq(st3_v & st3_en[ll]),
+                         mn_w[ll].data.eq(st3_mn[ll]), mx_w[ll].data.eq(st3_mx[ll])]
             m.d.sync += [st2_old_mn[ll].eq(mn_r[ll].data), st2_old_mx[ll].eq(mx_r[ll].data),
-                         fw_en[ll].eq(mn_w[ll].en), fw_mn[ll].eq(mn_w[ll].data), fw_mx[ll].eq(mx_w[ll].data)]
-        with m.If(st2_v):
-            for ll in range(P):
-                lo, hi = st2_lo[ll], st2_hi[ll]
-                fwd = st2_fwd & fw_en[ll]
-                # both compares from registers, the forward picks one (not a mux before them)
-                lt = Mux(fwd, lo < fw_mn[ll], lo < st2_old_mn[ll])
-                gt = Mux(fwd, hi > fw_mx[ll], hi > st2_old_mx[ll])
-                m.d.comb += [mn_w[ll].en.eq(st2_en[ll]), mx_w[ll].en.eq(st2_en[ll]),
-                             mn_w[ll].data.eq(Mux(st2_fresh | lt, lo, Mux(fwd, fw_mn[ll], st2_old_mn[ll]))),
-                             mx_w[ll].data.eq(Mux(st2_fresh | gt, hi, Mux(fwd, fw_mx[ll], st2_old_mx[ll])))]
+                         st3_en[ll].eq(st2_v & st2_en[ll]), st4_en[ll].eq(st3_v & st3_en[ll]),
+                         st4_mn[ll].eq(st3_mn[ll]), st4_mx[ll].eq(st3_mx[ll])]
+            lo, hi = st2_lo[ll], st2_hi[ll]
+            f3 = st2_f3 & st3_en[ll]
+            f4 = st2_f4 & st4_en[ll]       # f3 first (the Muxes below)
+            # the three compares from registers, the forward picks one (not a mux before them)
+            lt = Mux(f3, lo < st3_mn[ll], Mux(f4, lo < st4_mn[ll], lo < st2_old_mn[ll]))
+            gt = Mux(f3, hi > st3_mx[ll], Mux(f4, hi > st4_mx[ll], hi > st2_old_mx[ll]))
+            old_mn = Mux(f3, st3_mn[ll], Mux(f4, st4_mn[ll], st2_old_mn[ll]))
+            old_mx = Mux(f3, st3_mx[ll], Mux(f4, st4_mx[ll], st2_old_mx[ll]))
+            m.d.sync += [st3_mn[ll].eq(Mux(st2_fresh | lt, lo, old_mn)),
+                         st3_mx[ll].eq(Mux(st2_fresh | gt, hi, old_mx))]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -740,7 +750,7 @@ class KVUnit(wiring.Component):
                             m.d.sync += [ms_idx.eq(0), nparams.eq(Mux(is_k, row, rg.kv_heads))]
                             m.next = "S_DRAIN"
             with m.State("S_DRAIN"):    # the last beats' statistics are written
-                with m.If(~st1_v & ~sth_v & ~st2_v):
+                with m.If(~st1_v & ~sth_v & ~st2_v & ~st3_v):
                     m.next = "S_SCALE"
             with m.State("S_SCALE"):    # one statistic per cycle into the scale unit
                 for ll in range(P):

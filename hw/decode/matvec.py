@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out, connect
 from ..mem.axi4 import AXI4ReadSignature
 from ..mem.gearbox import UnitUnpacker
 from ..mem.reader import BurstReader, ReadArbiter
+from ..pipeline import RegFIFO2
 from .funcs import MantScaleUnit
 from .products import Pipe, lut_mul
 from .isa import WeightKind
@@ -326,6 +327,13 @@ class MatvecUnit(wiring.Component):
         m.submodules.uscales = uscales = UnitUnpacker(data_bits=W, unit_bits=(16, 32))
         connect(m, rcodes.data, ucodes.beats)
         connect(m, rscales.data, uscales.beats)
+        # the groups' codes and scales through register FIFOs: DOT's issue (both valid)
+        # as the unpackers' ready, through the code unpacker into the reader's FIFO count
+        # and back to the unpacker's buffer enable, was the matvec's 94.4 MHz path
+        m.submodules.qcodes = qcodes = RegFIFO2(ucodes.max_unit)
+        m.submodules.qscales = qscales = RegFIFO2(uscales.max_unit)
+        connect(m, ucodes.units, qcodes.i)
+        connect(m, uscales.units, qscales.i)
         connect(m, wiring.flipped(self.x), quant.data)
 
         # ---- command: start the weight reads at once (prefetch), then quantize ----------
@@ -399,8 +407,8 @@ class MatvecUnit(wiring.Component):
                     m.d.sync += [row.eq(0), g.eq(0)]
                     m.next = "DOT"
             with m.State("DOT"):
-                can = ucodes.units.valid & uscales.units.valid & (inflight < 16)
-                m.d.comb += [issue.eq(can), self.weight_stall.eq(~(ucodes.units.valid & uscales.units.valid))]
+                can = qcodes.o.valid & qscales.o.valid & (inflight < 16)
+                m.d.comb += [issue.eq(can), self.weight_stall.eq(~(qcodes.o.valid & qscales.o.valid))]
                 with m.If(can):
                     m.d.sync += g.eq(g + 1)
                     with m.If(g == gpr - 1):
@@ -412,7 +420,7 @@ class MatvecUnit(wiring.Component):
                 with m.If((inflight == 0) & ~out_fifo.r_rdy):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
-        m.d.comb += [ucodes.units.ready.eq(issue), uscales.units.ready.eq(issue),
+        m.d.comb += [qcodes.o.ready.eq(issue), qscales.o.ready.eq(issue),
                      quant.rd_addr.eq(g), quant.rd_en.eq(1)]
 
         # ---- datapath -----------------------------------------------------------------
@@ -422,8 +430,8 @@ class MatvecUnit(wiring.Component):
         v0, last0 = Signal(), Signal()
         codes0 = Signal(256)
         sc0 = Signal(32)
-        m.d.sync += [v0.eq(issue), last0.eq(row_end_issue), codes0.eq(ucodes.units.payload),
-                     sc0.eq(uscales.units.payload)]
+        m.d.sync += [v0.eq(issue), last0.eq(row_end_issue), codes0.eq(qcodes.o.payload),
+                     sc0.eq(qscales.o.payload)]
         v1, last1 = Signal(), Signal()
         sc1 = Signal(32)
         qw = Signal(self.quant.word)

@@ -4,6 +4,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..pipeline import RegFIFO2
 from .axi4 import AXI4ReadSignature, BURST_INCR, burst_limit, size_code
 
 #: Widest transfer one command may ask for, in beats.
@@ -117,25 +118,13 @@ class BurstReader(wiring.Component):
             buf.w_data.eq(self.axi.rdata),
         ]
         if self.out_reg:
-            # a two-entry register FIFO: the beat and the FIFO's read enable come from
-            # registers, and the consumer's ready reaches only the read pointer and the
-            # count (the consumer's ready through the FIFO's read enable into the block RAM's
-            # clock enable, then into the clock enable of a skid buffer's whole beat, were
-            # each as long a path as the data out)
-            ent = [Signal(self.data_bits, name=f"oq{k}") for k in range(2)]
-            wp, rp, cnt = Signal(), Signal(), Signal(range(3))
-            push, pop = Signal(), Signal()
-            m.d.comb += [buf.r_en.eq(cnt != 2), push.eq(buf.r_rdy & (cnt != 2)),
-                         self.data.valid.eq(cnt != 0), self.data.payload.eq(Mux(rp, ent[1], ent[0])),
-                         pop.eq(self.data.valid & self.data.ready)]
-            with m.If(push):
-                m.d.sync += wp.eq(~wp)
-                for k in range(2):
-                    with m.If(wp == k):
-                        m.d.sync += ent[k].eq(buf.r_data)
-            with m.If(pop):
-                m.d.sync += rp.eq(~rp)
-            m.d.sync += cnt.eq(cnt + push - pop)
+            # the beat and the FIFO's read enable come from registers, and the consumer's
+            # ready reaches only the read pointer and the count (the consumer's ready through
+            # the FIFO's read enable into the block RAM's clock enable, then into the clock
+            # enable of a skid buffer's whole beat, were each as long a path as the data out)
+            m.submodules.oq = oq = RegFIFO2(self.data_bits)
+            m.d.comb += [oq.i.payload.eq(buf.r_data), oq.i.valid.eq(buf.r_rdy), buf.r_en.eq(oq.i.ready)]
+            wiring.connect(m, oq.o, wiring.flipped(self.data))
         else:
             m.d.comb += [
                 self.data.payload.eq(buf.r_data),

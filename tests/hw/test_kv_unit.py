@@ -48,6 +48,14 @@ def test_kv_unit_64bit_port(lanes, kv_bits, k_group, window, tokens):
     _run(kv_bits, k_group, window, tokens, lanes, 16, data_bits=64, check_read=True)
 
 
+@pytest.mark.parametrize("kv_bits,k_group", [(4, 4), (8, 2)])
+def test_kv_stats_forward_from_two_beats_ahead(kv_bits, k_group):
+    """Two KV heads of 4 channels at 128 bits (4 channels a beat): the statistics words go
+    0, 1, 0, 1 (K: a row is 2 beats; V: a head is 1 beat), so each beat's read of its
+    statistic misses the write of the beat two ahead and must take it from ST4."""
+    _run(kv_bits, k_group, 0, 9, 4, 4, data_bits=128, check_read=True)
+
+
 def test_kv_append_quantizes_a_beat_per_cycle():
     """The K-group quantization takes a beat (4 channels at 128 bits) per cycle: the APPEND
     that completes a group of 16 rows of 128 channels costs, beyond one that does not,
