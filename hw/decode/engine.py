@@ -85,26 +85,36 @@ def matvec_prefetch(limits: EngineLimits, *, max_burst: int = 16, outstanding: i
 
 class _Streamer(wiring.Component):
     """Streams ``count`` words of one buffer (a synchronous read port shared through the
-    engine's port mux) with a small FIFO, so the consumer may stall."""
+    engine's port mux) with a small FIFO, so the consumer may stall.
 
-    def __init__(self, index_bits: int):
+    ``data`` arrives ``read_latency`` cycles after ``en`` (the port's read register, then
+    the engine's registered mux over the buffers); at most ``depth - 1`` words are in
+    flight or queued, so the FIFO never overflows; one word per cycle while the consumer
+    takes them."""
+
+    def __init__(self, index_bits: int, *, read_latency: int = 2):
+        self.read_latency = read_latency
+        self.depth = read_latency + 3
         super().__init__({"start": In(1), "count": In(index_bits), "addr": Out(index_bits), "en": Out(1),
                           "data": In(signed(32)), "out": Out(stream.Signature(signed(32))), "done": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.q = q = fifo.SyncFIFOBuffered(width=32, depth=4)
+        m.submodules.q = q = fifo.SyncFIFOBuffered(width=32, depth=self.depth)
         left = Signal.like(self.count)
-        inflight = Signal(range(5))
-        got = Signal()
+        inflight = Signal(range(self.depth + 1))
         issue = Signal()
-        m.d.comb += issue.eq((left != 0) & (inflight + q.level < 3))
+        m.d.comb += issue.eq((left != 0) & (inflight + q.level < self.depth - 1))
         with m.If(self.start):
             m.d.sync += [left.eq(self.count), self.addr.eq(0)]
         with m.Elif(issue):
             m.d.sync += [left.eq(left - 1), self.addr.eq(self.addr + 1)]
         m.d.comb += self.en.eq(issue)
-        m.d.sync += got.eq(issue)
+        got = issue
+        for k in range(self.read_latency):
+            nxt = Signal(name=f"got{k}")
+            m.d.sync += nxt.eq(got)
+            got = nxt
         m.d.comb += [q.w_en.eq(got), q.w_data.eq(self.data), self.out.payload.eq(q.r_data.as_signed()),
                      self.out.valid.eq(q.r_rdy), q.r_en.eq(self.out.ready)]
         popped = q.r_rdy & q.r_en
@@ -208,16 +218,19 @@ class DecodeEngine(wiring.Component):
             rp = rports[b]
             m.d.comb += [rp.addr.eq(Mux(sel_a == b, chan_a.addr, chan_b.addr)),
                          rp.en.eq(Mux(sel_a == b, chan_a.en, Mux(sel_b == b, chan_b.en, 0)))]
+        # the buffers' outputs muxed into a register (a block RAM's clock-to-out through the
+        # mux over the buffers into the streamer's FIFO in one cycle was a long path); the
+        # streamers count it in their read latency
         data_a = Signal(signed(32))
         data_b = Signal(signed(32))
         with m.Switch(sel_a):
             for b in Buf:
                 with m.Case(b):
-                    m.d.comb += data_a.eq(rports[b].data)
+                    m.d.sync += data_a.eq(rports[b].data)
         with m.Switch(sel_b):
             for b in Buf:
                 with m.Case(b):
-                    m.d.comb += data_b.eq(rports[b].data)
+                    m.d.sync += data_b.eq(rports[b].data)
         m.d.comb += [chan_a.data.eq(data_a), chan_b.data.eq(data_b)]
         w_valid = Signal()
         w_data = Signal(signed(32))
