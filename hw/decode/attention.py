@@ -456,21 +456,32 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [s_t.eq(s_t + 1), s_ptr.eq(s_t + 1)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [s_ptr.eq(0), s_t.eq(0)]
+        # the running max compares the score with every KV head's max at once and a one-hot
+        # head (registered) picks the one to update: the head-indexed mux before the 32-bit
+        # compare was the attention unit's 80.0 MHz path
+        kj5_hot = Signal(KV)
+        m.d.sync += kj5_hot.eq(Const(1, KV) << kj5b)
         for rr_ in range(R):
             with m.If(s_v[5]):
                 m.d.comb += [sws[rr_].addr.eq(s_ptr), sws[rr_].data.eq(sval[rr_]), sws[rr_].en.eq(1)]
-                with m.If(sval[rr_] > smax[rr_][kj[5]]):
-                    m.d.sync += smax[rr_][kj[5]].eq(sval[rr_])
+                for jj in range(KV):
+                    with m.If(kj5_hot[jj] & (sval[rr_] > smax[rr_][jj])):
+                        m.d.sync += smax[rr_][jj].eq(sval[rr_])
 
         # ---- exp: one (j, t) of every bank per cycle ----------------------------------------
-        e_v2 = Signal()
-        m.d.sync += e_v2.eq(e_v)
+        # the score (the block RAM's output) and its head's max registered, then S - max
+        # saturated and registered (the RAM's clock-to-out into the subtract was a long path)
+        e_v2, e_v3 = Signal(), Signal()
+        m.d.sync += [e_v2.eq(e_v), e_v3.eq(e_v2)]
         for rr_, ex in enumerate(exs):
+            es = Signal(signed(32), name=f"ed_s{rr_}")
+            em = Signal(signed(32), name=f"ed_m{rr_}")
             dd = Signal(signed(34), name=f"ed{rr_}")
-            dx = Signal(signed(32), name=f"ed_x{rr_}")   # registered: the block RAM's output
-            m.d.comb += dd.eq(srs[rr_].data - smax[rr_][e_j])
+            dx = Signal(signed(32), name=f"ed_x{rr_}")
+            m.d.sync += [es.eq(srs[rr_].data), em.eq(smax[rr_][e_j])]
+            m.d.comb += dd.eq(es - em)
             m.d.sync += dx.eq(sat32(m, dd, f"ed_sat{rr_}"))
-            m.d.comb += [ex.i_valid.eq(e_v2), ex.x.eq(dx)]
+            m.d.comb += [ex.i_valid.eq(e_v3), ex.x.eq(dx)]
         # results return in issue order: their own (j, t) pointer
         x_ptr = Signal(range(KV * T + 1))
         x_base = Signal(range(KV * T + 1))
