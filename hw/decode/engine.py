@@ -235,9 +235,18 @@ class DecodeEngine(wiring.Component):
         w_valid = Signal()
         w_data = Signal(signed(32))
         w_idx = Signal(self.index_bits)
-        for b in Buf:
+        # the write registered (address, data, the buffer's one-hot enable): the producing
+        # units' outputs through the state mux to the write ports of every buffer across the
+        # die was a long route; a buffer is written one cycle after the unit's result (the
+        # sequencer's FETCH and EXEC come before any instruction reads it)
+        wr_idx = Signal(self.index_bits)
+        wr_data = Signal(signed(32))
+        wr_en = Signal(len(Buf))
+        m.d.sync += [wr_idx.eq(w_idx), wr_data.eq(w_data),
+                     wr_en.eq(Cat(*(w_valid & (sel_w == b) for b in Buf)))]
+        for k, b in enumerate(Buf):
             wp = wports[b]
-            m.d.comb += [wp.addr.eq(w_idx), wp.data.eq(w_data), wp.en.eq(w_valid & (sel_w == b))]
+            m.d.comb += [wp.addr.eq(wr_idx), wp.data.eq(wr_data), wp.en.eq(wr_en[k])]
         with m.If(w_valid):
             m.d.sync += w_idx.eq(w_idx + 1)
 
