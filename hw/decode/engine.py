@@ -174,8 +174,10 @@ class DecodeEngine(wiring.Component):
         m.submodules.elem, m.submodules.argmax, m.submodules.attention, m.submodules.kv = elem, amax, att, kv
 
         # ---- memory: program reader, word reader (gains, constants, embedding), store writer
-        prog_rd = BurstReader(**rdp)
-        word_rd = BurstReader(**rdp)
+        # registered reader outputs (as the matvec's and the KV unit's): the consumers' ready
+        # reaches only the output FIFO's pointer and count, not the block RAM's read enable
+        prog_rd = BurstReader(**rdp, out_reg=True)
+        word_rd = BurstReader(**rdp, out_reg=True)
         m.submodules.prog_rd, m.submodules.word_rd = prog_rd, word_rd
         m.submodules.prog_unp = prog_unp = VectorUnpacker(data_bits=W, vector_bits=INSTR_BITS)
         m.submodules.word_unp = word_unp = UnitUnpacker(data_bits=W, unit_bits=(8, 16, 32, 64))

@@ -727,7 +727,11 @@ class KVUnit(wiring.Component):
             # ---- stats pass: min/max per channel (K) or per head (V) over raw rows -----
             # a beat (P channels of one row, all of one head) per cycle
             with m.State("S_READ"):
-                m.d.comb += slot_mul(t, MK_STATS) + [a_go.eq(okA)]
+                # the raw rows are read back only once the writer has them acknowledged on B:
+                # AXI orders nothing between the read and the write channels, and the row
+                # APPEND just wrote may still be in the writer's FIFO (a memory that took the
+                # read first gave the statistics the ring slot's old row)
+                m.d.comb += slot_mul(t, MK_STATS) + [a_go.eq(okA & wr.idle & ~wr.start.valid)]
                 with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0)]
                     m.next = "S_ROW"

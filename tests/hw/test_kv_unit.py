@@ -48,6 +48,15 @@ def test_kv_unit_64bit_port(lanes, kv_bits, k_group, window, tokens):
     _run(kv_bits, k_group, window, tokens, lanes, 16, data_bits=64, check_read=True)
 
 
+@pytest.mark.parametrize("data_bits,lanes,seed", [(64, 4, 1), (128, 4, 2), (128, 16, 3)])
+def test_kv_unit_stalled_memory(data_bits, lanes, seed):
+    """A memory that withholds read beats (20% of cycles) and write-data ready (80%) at
+    random, seeded: APPEND reads back the raw row it has just written only after the
+    writer's B response (it read the ring slot's old row when the write landed late), and
+    every pass takes beats with gaps."""
+    _run(8, 4, 0, 10, lanes, 16, data_bits=data_bits, check_read=True, stall=20, w_stall=80, seed=seed)
+
+
 @pytest.mark.parametrize("kv_bits,k_group", [(4, 4), (8, 2)])
 def test_kv_stats_forward_from_two_beats_ahead(kv_bits, k_group):
     """Two KV heads of 4 channels at 128 bits (4 channels a beat): the statistics words go
@@ -67,12 +76,12 @@ def test_kv_append_quantizes_a_beat_per_cycle():
     assert extra < bound, f"K-group quantization took {extra} cycles (one channel per cycle would be ~{2 * k_group * row})"
 
 
-def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read, nkv=2, max_kv_dim=64):
+def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read, nkv=2, max_kv_dim=64, stall=0, w_stall=0, seed=0):
     ctx = 16
     L = KVLayout(ctx, nkv, hd, kv_bits, k_group, window)
     num = DecodeNumerics(kv_bits=kv_bits, k_group=k_group, kv_window=window)
     size = BASE + L.size + 4096
-    mem = AXIMemory(size, data_bits, latency=4)
+    mem = AXIMemory(size, data_bits, latency=4, stall_percent=stall, write_stall_percent=w_stall, seed=seed)
     ref = DecodeISAModel(bytearray(size), num)
     regs = {Reg.N_KV_HEADS: nkv, Reg.HEAD_DIM: hd, Reg.KV_BITS: kv_bits, Reg.K_GROUP: k_group,
             Reg.KV_WINDOW: window, Reg.MAX_CTX: ctx}
