@@ -545,6 +545,9 @@ class KVUnit(wiring.Component):
         nrv_m1 = Signal(range(R // Lc + 1))
         m.d.sync += [row_kp.eq(row - kp_n), kvh_m1.eq(rg.kv_heads - 1), nrv_m1.eq(nrv - 1)]
         nvh = Signal(range(R // Lc + 1))         # vectors per head
+        # the READ consumer's own counters (i, j, c are APPEND's): the take's clock enables
+        # then reach only these, not the counters every APPEND state also writes
+        ri, rj, rc = Signal.like(i, name="ri"), Signal.like(j, name="rj"), Signal.like(c, name="rc")
         vi = Signal(range(R // Lc + 1))          # vector within the row
         vpp = Signal(range(V_CHUNK * self.max_kv + 1))   # V parameter of the vector's head
         tk = Signal(15)                          # token within the segment
@@ -677,7 +680,7 @@ class KVUnit(wiring.Component):
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(cmd.read):
-                    m.d.sync += [reading.eq(1), gb_off.eq(0), gb_have.eq(0), i.eq(0), j.eq(0), c.eq(0), vi.eq(0),
+                    m.d.sync += [reading.eq(1), gb_off.eq(0), gb_have.eq(0), ri.eq(0), rj.eq(0), rc.eq(0), vi.eq(0),
                                  vpp.eq(0), tk.eq(0), pl.eq(0), widx.eq(0)] + cw.start() + iw.start()
                     m.d.comb += iss_start.eq(1)
                     m.next = "R_RUN"
@@ -842,37 +845,37 @@ class KVUnit(wiring.Component):
                     with m.Case(SEG_PARAMS):
                         m.d.comb += [tk_want.eq(1), tk_sel.eq(Mux(w.isv, SEL_PARAM, SEL_KPARAMS))]
                         with m.If(~w.isv):     # K: one record per channel, kp_n per take, lanes per word
-                            m.d.comb += tk_last.eq(i == row_kp)
+                            m.d.comb += tk_last.eq(ri == row_kp)
                             with m.If(took):
                                 recs = tk_data[:64 * kp_n]
                                 new = Cat(pacc[64 * kp_n:], recs) if Lc > kp_n else recs
-                                m.d.sync += [pacc.eq(new), i.eq(i + kp_n), pl.eq(pl + 1)]
+                                m.d.sync += [pacc.eq(new), ri.eq(ri + kp_n), pl.eq(pl + 1)]
                                 with m.If(pl == Lc // kp_n - 1):
                                     m.d.sync += [kw_en.eq(1), kw_addr.eq(widx), kw_data.eq(new)]
                                     m.d.sync += [pl.eq(0), widx.eq(widx + 1)]
-                                with m.If(i == row_kp):
-                                    m.d.sync += [i.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), c.eq(0), tk.eq(0)]
+                                with m.If(ri == row_kp):
+                                    m.d.sync += [ri.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), rc.eq(0), tk.eq(0)]
                                     m.d.comb += cw.adv.eq(1)
                         with m.Else():         # V: one record per head, each token's run padded
-                            m.d.comb += tk_last.eq(j == kvh_m1)
+                            m.d.comb += tk_last.eq(rj == kvh_m1)
                             with m.If(took):
                                 m.d.sync += [vw_en.eq(1), vw_addr.eq(vpp), vw_data.eq(rec)]
-                                m.d.sync += [vpp.eq(vpp + 1), j.eq(j + 1)]
-                                with m.If(j == kvh_m1):
-                                    m.d.sync += [j.eq(0), tk.eq(tk + 1)]
+                                m.d.sync += [vpp.eq(vpp + 1), rj.eq(rj + 1)]
+                                with m.If(rj == kvh_m1):
+                                    m.d.sync += [rj.eq(0), tk.eq(tk + 1)]
                                     with m.If(tk == w.nt_m1):
-                                        m.d.sync += [tk.eq(0), vi.eq(0), c.eq(0), vpp.eq(0)]
+                                        m.d.sync += [tk.eq(0), vi.eq(0), rc.eq(0), vpp.eq(0)]
                                         m.d.comb += cw.adv.eq(1)
                     with m.Case(SEG_CODES, SEG_RAW):
                         m.d.comb += [tk_want.eq(d_inflight < 12), tk_sel.eq(Mux(w.st == SEG_RAW, SEL_WORD, sel_code)),
                                      tk_last.eq(vi == nrv_m1), d_take.eq(took)]
                         with m.If(took):
                             m.d.sync += [d1_v.eq(1), d1_raw.eq(w.st == SEG_RAW), d1_k.eq(~w.isv),
-                                         vi.eq(vi + 1), c.eq(c + 1)]
-                            with m.If(c == nvh - 1):
-                                m.d.sync += [c.eq(0), vpp.eq(vpp + 1)]
+                                         vi.eq(vi + 1), rc.eq(rc + 1)]
+                            with m.If(rc == nvh - 1):
+                                m.d.sync += [rc.eq(0), vpp.eq(vpp + 1)]
                             with m.If(vi == nrv_m1):
-                                m.d.sync += [vi.eq(0), c.eq(0), tk.eq(tk + 1)]
+                                m.d.sync += [vi.eq(0), rc.eq(0), tk.eq(tk + 1)]
                                 with m.If(tk == w.nt_m1):
                                     m.d.sync += [tk.eq(0), vpp.eq(0)]
                                     m.d.comb += cw.adv.eq(1)
