@@ -838,56 +838,61 @@ class KVUnit(wiring.Component):
             # ======================= READ ============================================
             # The issuer (below) queues every burst of the READ ahead; this consumer walks
             # the same segments and turns their beats into lanes-wide K, then V vectors.
-            with m.State("R_RUN"):
-                w = cw
-                m.d.comb += [kpr.addr.eq(vi), vpr.addr.eq(vpp)]
-                with m.Switch(w.st):
-                    with m.Case(SEG_PARAMS):
-                        m.d.comb += [tk_want.eq(1), tk_sel.eq(Mux(w.isv, SEL_PARAM, SEL_KPARAMS))]
-                        with m.If(~w.isv):     # K: one record per channel, kp_n per take, lanes per word
-                            m.d.comb += tk_last.eq(ri == row_kp)
-                            with m.If(took):
-                                recs = tk_data[:64 * kp_n]
-                                new = Cat(pacc[64 * kp_n:], recs) if Lc > kp_n else recs
-                                m.d.sync += [pacc.eq(new), ri.eq(ri + kp_n), pl.eq(pl + 1)]
-                                with m.If(pl == Lc // kp_n - 1):
-                                    m.d.sync += [kw_en.eq(1), kw_addr.eq(widx), kw_data.eq(new)]
-                                    m.d.sync += [pl.eq(0), widx.eq(widx + 1)]
-                                with m.If(ri == row_kp):
-                                    m.d.sync += [ri.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), rc.eq(0), tk.eq(0)]
-                                    m.d.comb += cw.adv.eq(1)
-                        with m.Else():         # V: one record per head, each token's run padded
-                            m.d.comb += tk_last.eq(rj == kvh_m1)
-                            with m.If(took):
-                                m.d.sync += [vw_en.eq(1), vw_addr.eq(vpp), vw_data.eq(rec)]
-                                m.d.sync += [vpp.eq(vpp + 1), rj.eq(rj + 1)]
-                                with m.If(rj == kvh_m1):
-                                    m.d.sync += [rj.eq(0), tk.eq(tk + 1)]
-                                    with m.If(tk == w.nt_m1):
-                                        m.d.sync += [tk.eq(0), vi.eq(0), rc.eq(0), vpp.eq(0)]
-                                        m.d.comb += cw.adv.eq(1)
-                    with m.Case(SEG_CODES, SEG_RAW):
-                        m.d.comb += [tk_want.eq(d_inflight < 12), tk_sel.eq(Mux(w.st == SEG_RAW, SEL_WORD, sel_code)),
-                                     tk_last.eq(vi == nrv_m1), d_take.eq(took)]
-                        with m.If(took):
-                            m.d.sync += [d1_v.eq(1), d1_raw.eq(w.st == SEG_RAW), d1_k.eq(~w.isv),
-                                         vi.eq(vi + 1), rc.eq(rc + 1)]
-                            with m.If(rc == nvh - 1):
-                                m.d.sync += [rc.eq(0), vpp.eq(vpp + 1)]
-                            with m.If(vi == nrv_m1):
-                                m.d.sync += [vi.eq(0), rc.eq(0), tk.eq(tk + 1)]
-                                with m.If(tk == w.nt_m1):
-                                    m.d.sync += [tk.eq(0), vpp.eq(0)]
-                                    m.d.comb += cw.adv.eq(1)
-                    with m.Case(SEG_DONE):
-                        with m.If((d_inflight == 0) & ~d1_v & ~d2_v):
-                            m.d.sync += reading.eq(0)
-                            m.next = "FINISH"
+            with m.State("R_RUN"):     # the consumer runs below while ``reading``
+                with m.If(~reading):
+                    m.next = "FINISH"
 
             with m.State("FINISH"):
                 with m.If(wr.idle & ~wr.start.valid):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
+        # ---- the READ consumer, gated by ``reading`` (a register, set with R_RUN and cleared
+        # as it ends) rather than the FSM's state decode, which was the head of the take
+        # enable's path to the counters and the dequantizer's stage registers
+        with m.If(reading):
+            w = cw
+            m.d.comb += [kpr.addr.eq(vi), vpr.addr.eq(vpp)]
+            with m.Switch(w.st):
+                with m.Case(SEG_PARAMS):
+                    m.d.comb += [tk_want.eq(1), tk_sel.eq(Mux(w.isv, SEL_PARAM, SEL_KPARAMS))]
+                    with m.If(~w.isv):     # K: one record per channel, kp_n per take, lanes per word
+                        m.d.comb += tk_last.eq(ri == row_kp)
+                        with m.If(took):
+                            recs = tk_data[:64 * kp_n]
+                            new = Cat(pacc[64 * kp_n:], recs) if Lc > kp_n else recs
+                            m.d.sync += [pacc.eq(new), ri.eq(ri + kp_n), pl.eq(pl + 1)]
+                            with m.If(pl == Lc // kp_n - 1):
+                                m.d.sync += [kw_en.eq(1), kw_addr.eq(widx), kw_data.eq(new)]
+                                m.d.sync += [pl.eq(0), widx.eq(widx + 1)]
+                            with m.If(ri == row_kp):
+                                m.d.sync += [ri.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), rc.eq(0), tk.eq(0)]
+                                m.d.comb += cw.adv.eq(1)
+                    with m.Else():         # V: one record per head, each token's run padded
+                        m.d.comb += tk_last.eq(rj == kvh_m1)
+                        with m.If(took):
+                            m.d.sync += [vw_en.eq(1), vw_addr.eq(vpp), vw_data.eq(rec)]
+                            m.d.sync += [vpp.eq(vpp + 1), rj.eq(rj + 1)]
+                            with m.If(rj == kvh_m1):
+                                m.d.sync += [rj.eq(0), tk.eq(tk + 1)]
+                                with m.If(tk == w.nt_m1):
+                                    m.d.sync += [tk.eq(0), vi.eq(0), rc.eq(0), vpp.eq(0)]
+                                    m.d.comb += cw.adv.eq(1)
+                with m.Case(SEG_CODES, SEG_RAW):
+                    m.d.comb += [tk_want.eq(d_inflight < 12), tk_sel.eq(Mux(w.st == SEG_RAW, SEL_WORD, sel_code)),
+                                 tk_last.eq(vi == nrv_m1), d_take.eq(took)]
+                    with m.If(took):
+                        m.d.sync += [d1_v.eq(1), d1_raw.eq(w.st == SEG_RAW), d1_k.eq(~w.isv),
+                                     vi.eq(vi + 1), rc.eq(rc + 1)]
+                        with m.If(rc == nvh - 1):
+                            m.d.sync += [rc.eq(0), vpp.eq(vpp + 1)]
+                        with m.If(vi == nrv_m1):
+                            m.d.sync += [vi.eq(0), rc.eq(0), tk.eq(tk + 1)]
+                            with m.If(tk == w.nt_m1):
+                                m.d.sync += [tk.eq(0), vpp.eq(0)]
+                                m.d.comb += cw.adv.eq(1)
+                with m.Case(SEG_DONE):
+                    with m.If((d_inflight == 0) & ~d1_v & ~d2_v):
+                        m.d.sync += reading.eq(0)
         # codes pass: one writer transfer per code row (rows are padded to 16 bytes), each
         # started as soon as the writer has closed the previous one
         with m.If(wst_left != 0):
