@@ -445,6 +445,7 @@ class MatvecUnit(wiring.Component):
         qw = Signal(self.quant.word)
         m.d.sync += [v1.eq(v0), last1.eq(last0), sc1.eq(sc0), qw.eq(quant.rd_data)]
         prods = [Signal(signed(self.quant.code_bits + 9), name=f"prod{k}") for k in range(GROUP)]
+        lane_terms = []         # per lane, the registered terms whose sum is its product
         for k, p in enumerate(prods):
             w = Signal(signed(9), name=f"w{k}")
             w1 = Signal(signed(9), name=f"w{k}_r")
@@ -456,7 +457,17 @@ class MatvecUnit(wiring.Component):
                     m.d.comb += w.eq(c4 - offset)
                 with m.Default():
                     m.d.comb += w.eq(c8.as_signed())
-            m.d.sync += [w1.eq(w), p.eq(lut_mul(qw.a[k], w1) if k < self.lut_lanes else qw.a[k] * w1)]
+            m.d.sync += w1.eq(w)
+            if k < self.lut_lanes:
+                # a LUT lane's product in two registered halves, w1 = lo + 32 * hi (lo 5 bits
+                # unsigned, hi 4 bits signed), summed by the adder tree's first level (the
+                # whole 9-term LUT product in one cycle was the matvec's 96.3 MHz path)
+                hi = Signal(signed(self.quant.code_bits + 9), name=f"prod{k}_hi")
+                m.d.sync += [p.eq(lut_mul(qw.a[k], w1[:5])), hi.eq(lut_mul(qw.a[k], w1[5:].as_signed()) << 5)]
+                lane_terms.append([p, hi])
+            else:
+                m.d.sync += p.eq(qw.a[k] * w1)
+                lane_terms.append([p])
         md, ed = _f16(m, sc1[:16], "d")
         mm, em = _f16(m, sc1[16:32], "m")
         side = Signal(2)             # valid, last: travel with every stage
@@ -483,12 +494,13 @@ class MatvecUnit(wiring.Component):
 
         # d3..d5: adder tree 32 -> 8 -> 2 -> 1 (P, 26 bits)
         pbits = self.quant.code_bits + 9 + 5
-        tree = prods
+        tree = lane_terms
         for level, fan in enumerate((4, 4, 2)):
             nxt = [Signal(signed(pbits), name=f"sum{level}_{k}") for k in range(len(tree) // fan)]
             for k, t in enumerate(nxt):
-                m.d.sync += t.eq(sum(tree[fan * k:fan * k + fan]))
-            tree = nxt
+                m.d.sync += t.eq(sum(x for lane in tree[fan * k:fan * k + fan] for x in lane))
+            tree = [[t] for t in nxt]
+        tree = [t for (t,) in tree]
         P5 = tree[0]
         shifts = {}
         for name, sh, yb in (("d", shd, pbits + 25), ("m", shm, len(s2) + 25)):
