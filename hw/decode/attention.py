@@ -186,6 +186,14 @@ class AttentionUnit(wiring.Component):
         last_r = r == rep - 1
         last_lane = lane == L - 1
         qv = self.q.payload
+        # per-head |q| max in two steps: |q| and its head (one-hot) registered, then compared
+        # with every head's maximum at once (the port's value through the negation, the
+        # head mux and the compare into the maximum's enable was the unit's 80.0 MHz path)
+        qm_v, qm_mag, qm_hot = Signal(), Signal(32), Signal(H)
+        m.d.sync += qm_v.eq(0)
+        for hh in range(H):
+            with m.If(qm_v & qm_hot[hh] & (qm_mag > amax[hh])):
+                m.d.sync += amax[hh].eq(qm_mag)
 
         def clear_counters():
             return [j.eq(0), r.eq(0), lane.eq(0), cv.eq(0), vi.eq(0), vbase.eq(0), t.eq(0), ptr.eq(0), pbase.eq(0)]
@@ -259,17 +267,16 @@ class AttentionUnit(wiring.Component):
                     m.next = "Q_IN"
             with m.State("Q_IN"):     # raw queries in head order, per-head |q| max
                 m.d.comb += [self.q.ready.eq(1), qw.addr.eq(i), qw.data.eq(qv), qw.en.eq(self.q.valid)]
-                mag = Signal(32)
-                m.d.comb += mag.eq(Mux(qv < 0, -qv, qv))
                 with m.If(self.q.valid):
-                    with m.If(mag > amax[h]):
-                        m.d.sync += amax[h].eq(mag)
+                    m.d.sync += [qm_v.eq(1), qm_mag.eq(Mux(qv < 0, -qv, qv)), qm_hot.eq(Const(1, H) << h)]
                     m.d.sync += [c.eq(c + 1), i.eq(i + 1)]
                     with m.If(c == hd - 1):
                         m.d.sync += [c.eq(0), h.eq(h + 1)]
                         with m.If(h == cmd.heads - 1):
                             m.d.sync += h.eq(0)
-                            m.next = "Q_SHIFT"
+                            m.next = "Q_MAX"
+            with m.State("Q_MAX"):    # the last |q| reaches its head's maximum
+                m.next = "Q_SHIFT"
             with m.State("Q_SHIFT"):  # per head: the power-of-two shift, kept by (r, j)
                 # four register steps per head (the head's maximum, its bit length, the
                 # rounding add, the check): one combinational path was far too long

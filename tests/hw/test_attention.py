@@ -98,6 +98,22 @@ def test_attention_matches_reference(lanes, nh, nkv, hd, n, seed):
     assert got == want.tolist(), f"seed {seed}"
 
 
+@pytest.mark.parametrize("nh", [1, 2])
+def test_attention_query_max_in_last_element(nh):
+    """The last query element has the largest magnitude of its head (the last head): its
+    |q| reaches the head's maximum one cycle after the element, before the shift is taken."""
+    hd, n, lanes = 8, 3, 4
+    q, k, v = _case(nh, 1, hd, n, 13 + nh)
+    q[-1, -1] = -(1 << 30)
+    want = U.attention(q, k, v, F).reshape(-1)
+    dut = AttentionUnit(max_heads=4, max_head_dim=16, max_ctx=16, frac=F, exp_table=T["exp2"],
+                        log2e_q30=T["log2e_q30"][0], rcp_table=T["reciprocal"], lanes=lanes)
+    c = round((1 << 16) / hd ** 0.5)
+    got, _ = _run(dut, {"heads": nh, "kv_heads": 1, "head_dim": hd, "n": n, "c": c}, q.reshape(-1).tolist(),
+                  _lanes(k.reshape(-1).tolist(), lanes), _lanes(v.reshape(-1).tolist(), lanes), nh * hd, 13 + nh)
+    assert got == want.tolist(), f"seed {13 + nh}"
+
+
 def test_attention_lanes_cycles():
     """At full input rate the K and V phases take one cycle per vector: 16 lanes need
     about 1/16 of the scalar unit's cycles for them (GQA 2:1: the K vector serves both heads)."""
