@@ -240,7 +240,9 @@ class AttentionUnit(wiring.Component):
         o_r, o_l = Signal(range(R + 1)), Signal(range(L))
         ex_done = Signal()
         rc_done = Signal()
-        qs_ph = Signal(2)
+        qs_ph = Signal(3)
+        qs_shr = Signal(34)     # the rounded maximum shifted (its own step: the shift, compare and
+                                # write of the per-head shift in one cycle was a 68.9 MHz path)
         qs_a, qs_ah = Signal(32), Signal(34)
         qs_s0 = Signal(signed(8))
 
@@ -278,8 +280,8 @@ class AttentionUnit(wiring.Component):
             with m.State("Q_MAX"):    # the last |q| reaches its head's maximum
                 m.next = "Q_SHIFT"
             with m.State("Q_SHIFT"):  # per head: the power-of-two shift, kept by (r, j)
-                # four register steps per head (the head's maximum, its bit length, the
-                # rounding add, the check): one combinational path was far too long
+                # five register steps per head (the head's maximum, its bit length, the
+                # rounding add, the shift, the check): one combinational path was far too long
                 m.d.sync += qs_ph.eq(qs_ph + 1)
                 with m.Switch(qs_ph):
                     with m.Case(0):
@@ -292,9 +294,11 @@ class AttentionUnit(wiring.Component):
                         m.d.comb += half.eq(Mux(qs_s0 > 0, Const(1, 33) << (qs_s0 - 1).as_unsigned()[:5], 0))
                         m.d.sync += qs_ah.eq(qs_a + half)
                     with m.Case(3):
+                        m.d.sync += qs_shr.eq(qs_ah >> qs_s0.as_unsigned()[:5])
+                    with m.Case(4):
                         over = Signal()
-                        m.d.comb += over.eq((qs_s0 > 0) & ((qs_ah >> qs_s0.as_unsigned()[:5]) > 127))
-                        m.d.sync += [shb[r][j].eq(qs_s0 + over), h.eq(h + 1), r.eq(r + 1)]
+                        m.d.comb += over.eq((qs_s0 > 0) & (qs_shr > 127))
+                        m.d.sync += [shb[r][j].eq(qs_s0 + over), h.eq(h + 1), r.eq(r + 1), qs_ph.eq(0)]
                         with m.If(last_r):
                             m.d.sync += [r.eq(0), j.eq(j + 1)]
                         with m.If(h == cmd.heads - 1):
