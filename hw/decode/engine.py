@@ -31,6 +31,7 @@ from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
 from ..mem.gearbox import UnitPacker, UnitUnpacker, VectorUnpacker
 from ..mem.reader import BurstReader, ReadArbiter
 from ..mem.writer import BurstWriter
+from ..pipeline import delay
 from .attention import AttentionUnit
 from .isa import GROUP, INSTR_BITS, MODE_NORM_INPUT, Buf, InstrLayout, Op, Reg
 from .kv import KVUnit
@@ -110,11 +111,7 @@ class _Streamer(wiring.Component):
         with m.Elif(issue):
             m.d.sync += [left.eq(left - 1), self.addr.eq(self.addr + 1)]
         m.d.comb += self.en.eq(issue)
-        got = issue
-        for k in range(self.read_latency):
-            nxt = Signal(name=f"got{k}")
-            m.d.sync += nxt.eq(got)
-            got = nxt
+        got = delay(m, issue, self.read_latency, 1, name="got")   # the word arrives
         m.d.comb += [q.w_en.eq(got), q.w_data.eq(self.data), self.out.payload.eq(q.r_data.as_signed()),
                      self.out.valid.eq(q.r_rdy), q.r_en.eq(self.out.ready)]
         popped = q.r_rdy & q.r_en

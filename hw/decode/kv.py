@@ -643,17 +643,17 @@ class KVUnit(wiring.Component):
         st4_mn = [Signal(signed(32), name=f"st4_mn{ll}") for ll in range(P)]
         st4_mx = [Signal(signed(32), name=f"st4_mx{ll}") for ll in range(P)]
         st4_en = [Signal(name=f"st4_en{ll}") for ll in range(P)]
-        st3_v, st3_sw, st4_v = Signal(), Signal(range(sdepth)), Signal()
+        st3_v, st3_sw = Signal(), Signal(range(sdepth))
         st2_f3, st2_f4 = Signal(), Signal()   # the beat in ST2 follows the one in ST3 / ST4 to its word
-        m.d.sync += [st3_v.eq(st2_v), st3_sw.eq(st2_sw), st4_v.eq(st3_v),
+        m.d.sync += [st3_v.eq(st2_v), st3_sw.eq(st2_sw),
                      st2_f3.eq(st2_v & (st2_sw == sth_sw)), st2_f4.eq(st3_v & (st3_sw == sth_sw))]
         for ll in range(P):
             m.d.comb += [mn_r[ll].addr.eq(sth_sw), mx_r[ll].addr.eq(sth_sw),
                          mn_w[ll].addr.eq(st3_sw), mx_w[ll].addr.eq(st3_sw),
-                         mn_w[ll].en.eq(st3_v & st3_en[ll]), mx_w[ll].en.eq(st3_v & st3_en[ll]),
+                         mn_w[ll].en.eq(st3_en[ll]), mx_w[ll].en.eq(st3_en[ll]),
                          mn_w[ll].data.eq(st3_mn[ll]), mx_w[ll].data.eq(st3_mx[ll])]
             m.d.sync += [st2_old_mn[ll].eq(mn_r[ll].data), st2_old_mx[ll].eq(mx_r[ll].data),
-                         st3_en[ll].eq(st2_v & st2_en[ll]), st4_en[ll].eq(st3_v & st3_en[ll]),
+                         st3_en[ll].eq(st2_v & st2_en[ll]), st4_en[ll].eq(st3_en[ll]),
                          st4_mn[ll].eq(st3_mn[ll]), st4_mx[ll].eq(st3_mx[ll])]
             lo, hi = st2_lo[ll], st2_hi[ll]
             f3 = st2_f3 & st3_en[ll]

@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out, connect
 from ..mem.axi4 import AXI4ReadSignature
 from ..mem.gearbox import UnitUnpacker
 from ..mem.reader import BurstReader, ReadArbiter
-from ..pipeline import RegFIFO2
+from ..pipeline import RegFIFO2, delay
 from .funcs import MantScaleUnit
 from .products import Pipe, lut_mul, lut_mul_pipe
 from .isa import WeightKind
@@ -486,22 +486,19 @@ class MatvecUnit(wiring.Component):
 
         def later(sig, n, name):
             """``sig`` delayed by ``n`` registers."""
-            for k in range(n):
-                nxt = Signal.like(sig, name=f"{name}_{k}")
-                m.d.sync += nxt.eq(sig)
-                sig = nxt
-            return sig
+            return delay(m, sig, n, 1, name=name)
 
         # d3..d5: adder tree 32 -> 8 -> 2 -> 1 (P, 26 bits)
         pbits = self.quant.code_bits + 9 + 5
+        # every entry is a list of terms (two for a LUT lane, one otherwise) summed with
+        # its group's others
         tree = lane_terms
         for level, fan in enumerate((4, 4, 2)):
             nxt = [Signal(signed(pbits), name=f"sum{level}_{k}") for k in range(len(tree) // fan)]
             for k, t in enumerate(nxt):
-                m.d.sync += t.eq(sum(x for lane in tree[fan * k:fan * k + fan] for x in lane))
+                m.d.sync += t.eq(sum(x for terms in tree[fan * k:fan * k + fan] for x in terms))
             tree = [[t] for t in nxt]
-        tree = [t for (t,) in tree]
-        P5 = tree[0]
+        (P5,), = tree
         shifts = {}
         for name, sh, yb in (("d", shd, pbits + 25), ("m", shm, len(s2) + 25)):
             # d4: decode the shift amount (from d3); d5: the rounding half
