@@ -264,25 +264,39 @@ class DecodeEngine(wiring.Component):
                      kv.regs.v_params.eq(reg(Reg.KV_V_PARAMS))]
 
         # ---- word reader requests (gains, RoPE constants, embedding row) -------------------
+        # The states put a request on wr_go / wr_addr / wr_count / wr_sel and hold it until
+        # wr_started. The request is registered, then its sums (leading units to skip, units
+        # and beats to read) one register level each: the combinational sums from the FSM
+        # state into the reader's counters were the engine's longest path. wr_ok (a
+        # register) raises the commands once the pipeline holds this request: every state
+        # holds its request still from the cycle wr_go rises, and wr_go falls for at least a
+        # cycle after each start (the state marks the request taken), so the age count
+        # restarts for each request.
         wr_go = Signal()
         wr_addr = Signal(self.addr_bits)     # byte address (any alignment of the unit size)
         wr_count = Signal(16)
         wr_sel = Signal(2)                   # 8 / 16 / 32 / 64-bit units
         wr_taken = Signal(2)
-        ubytes = Signal(4)
-        m.d.comb += ubytes.eq(Const(1, 4) << wr_sel)
+        r_addr, r_count, r_sel = Signal(self.addr_bits), Signal(16), Signal(2)
+        m.d.sync += [r_addr.eq(wr_addr), r_count.eq(wr_count), r_sel.eq(wr_sel)]
         skip = Signal(16)                    # leading units of the first beat to drop
-        m.d.comb += skip.eq((wr_addr & (bpb - 1)) >> wr_sel)
         total = Signal(17)
-        m.d.comb += total.eq(wr_count + skip)
-        m.d.comb += [word_rd.cmd.payload.addr.eq(wr_addr & ~Const(bpb - 1, self.addr_bits)),
-                     word_rd.cmd.payload.beats.eq(((total << wr_sel) + bpb - 1) >> (bpb.bit_length() - 1)),
-                     word_unp.cmd.payload.count.eq(total), word_unp.cmd.payload.sel.eq(wr_sel),
-                     word_rd.cmd.valid.eq(wr_go & ~wr_taken[0]), word_unp.cmd.valid.eq(wr_go & ~wr_taken[1])]
+        q_sel, q_addr = Signal(2), Signal(self.addr_bits)
+        m.d.sync += [skip.eq((r_addr & (bpb - 1)) >> r_sel), total.eq(r_count + ((r_addr & (bpb - 1)) >> r_sel)),
+                     q_sel.eq(r_sel), q_addr.eq(r_addr & ~Const(bpb - 1, self.addr_bits))]
+        beats = Signal(16)
+        m.d.sync += beats.eq(((total << q_sel) + bpb - 1) >> (bpb.bit_length() - 1))
+        wr_age = Signal(2)
+        wr_ok = Signal()
+        m.d.sync += wr_age.eq(Mux(wr_go, Mux(wr_age == 3, 3, wr_age + 1), 0))
+        m.d.comb += [word_rd.cmd.payload.addr.eq(q_addr), word_rd.cmd.payload.beats.eq(beats),
+                     word_unp.cmd.payload.count.eq(total), word_unp.cmd.payload.sel.eq(q_sel),
+                     word_rd.cmd.valid.eq(wr_ok & ~wr_taken[0]), word_unp.cmd.valid.eq(wr_ok & ~wr_taken[1])]
         took = Cat(word_rd.cmd.valid & word_rd.cmd.ready, word_unp.cmd.valid & word_unp.cmd.ready)
         wr_started = Signal()
-        m.d.comb += wr_started.eq(wr_go & ((wr_taken | took) == 0b11))
-        with m.If(wr_go):
+        m.d.comb += wr_started.eq(wr_ok & ((wr_taken | took) == 0b11))
+        m.d.sync += wr_ok.eq(wr_go & (wr_age >= 2) & ~wr_started)
+        with m.If(wr_ok):
             m.d.sync += wr_taken.eq(Mux(wr_started, 0, wr_taken | took))
         to_skip = Signal(16)
         words = stream.Signature(64).create()   # the word stream after the skipped units
