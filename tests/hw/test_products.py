@@ -80,7 +80,7 @@ def _simulate(m, bench):
 
 
 def test_settled_mul_ok_only_when_settled():
-    """``ok`` never claims a stale product: random operand holds of 1..6 cycles."""
+    """``ok`` never claims a stale product: random operand holds of 1..8 cycles."""
     from hw.decode.products import settled_mul
     a, b = Signal(15), Signal(16)
     m = Module()
@@ -93,7 +93,7 @@ def test_settled_mul_ok_only_when_settled():
             x, z = rng.randrange(1 << 15), rng.randrange(1 << 16)
             ctx.set(a, x)
             ctx.set(b, z)
-            for k in range(rng.randint(1, 6)):
+            for k in range(rng.randint(1, 8)):
                 if ctx.get(ok):
                     assert ctx.get(p) == (x * z) % (1 << 32), (x, z)
                     seen += 1
@@ -124,7 +124,7 @@ def test_settled_mul_keyed_ok_only_when_settled():
                 x, z = nx, nz
             ctx.set(a, x)
             ctx.set(b, z)
-            for c in range(rng.randint(1, 7)):
+            for c in range(rng.randint(1, 9)):
                 if late and c == 1:
                     x, z = nx, nz
                     ctx.set(a, x)
