@@ -552,10 +552,12 @@ class AttentionUnit(wiring.Component):
             m.d.sync += [v_v[k].eq(v_v[k - 1]), vaddr[k].eq(vaddr[k - 1]), vfirst[k].eq(vfirst[k - 1])]
         with m.If(v_v[0]):
             m.d.comb += [o.addr.eq(vaddr[0]) for o in ors]
-        fwd = Signal()            # V2: the previous cycle's V2 wrote this vector's word
-        w_v, w_addr = Signal(), Signal.like(vaddr[2])
-        m.d.sync += [w_v.eq(v_v[2]), w_addr.eq(vaddr[2])]
-        m.d.comb += fwd.eq(w_v & (w_addr == vaddr[2]))
+        # V2: the previous cycle's V2 wrote this vector's word. Decided a stage early (the
+        # vector in V2 now is the previous one when the vector in V1 gets there; the stages
+        # advance every cycle) and registered: the address compare in V2 fanning out to
+        # every accumulator lane's base mux was the unit's 78 MHz path
+        fwd = Signal()
+        m.d.sync += fwd.eq(v_v[2] & (vaddr[2] == vaddr[1]))
         for rr_ in range(R):
             for ll in range(L):
                 rd = Signal(signed(ACC_BITS), name=f"ord{rr_}_{ll}")
