@@ -8,7 +8,7 @@ config (``decode_tiny`` by default), converts it to Verilog and runs
 at the config's clock. Prints Fmax, LUT4 / FF / DSP / BRAM and nextpnr's critical path
 report (the cell/net chain of the slowest path, from ``nextpnr.log``); appends the result
 under ``UNIT`` to ``bench/results/decode_units.json`` (or ``--json OUT``). A unit takes a
-few minutes (``engine``, the whole engine: 15-30 min); ``--workdir`` keeps the logs.
+few minutes (``engine``, the whole engine: about an hour on 2 cores); ``--workdir`` keeps the logs.
 
 Units: ``matvec``, ``quant`` (the matvec's ActQuantizer), ``attention``, ``kv``,
 ``norm``, ``rope``, ``elem``, ``argmax``, ``reader`` (a BurstReader), ``unpacker`` (the

@@ -542,13 +542,19 @@ class KVUnit(wiring.Component):
         started = Signal()         # the writer took the current transfer's address
         # READ: the consumer's counters; the segment walkers of consumer and issuer
         nrv = Signal(range(R // Lc + 1))         # vectors per row
-        # the READ consumer's "last take" bounds, registered (set at the command's start; the
-        # subtraction into tk_last's compare, the gearbox's pop and the reader's ready was
-        # the KV unit's 64.5 MHz path)
-        row_kp = Signal(range(R + 1))
-        kvh_m1 = Signal(6)
-        nrv_m1 = Signal(range(R // Lc + 1))
-        m.d.sync += [row_kp.eq(row - kp_n), kvh_m1.eq(rg.kv_heads - 1), nrv_m1.eq(nrv - 1)]
+        # "this take is the last" of a K parameter row / a V parameter run / a row of vectors,
+        # as registers: each counter's flag is set with the counter, from a compare of its
+        # old value with the bound one step earlier (registered at the command's start); a
+        # counter reset to 0 takes the flag of a one-take bound. (The subtraction into
+        # tk_last's compare, then the compare itself, into the gearbox's pop and the
+        # reader's output FIFO were the KV unit's 64.5 and 77.5 MHz paths.)
+        row_kp2 = Signal(range(R + 1))
+        kvh_m2 = Signal(6)
+        nrv_m2 = Signal(range(R // Lc + 1))
+        m.d.sync += [row_kp2.eq(row - 2 * kp_n), kvh_m2.eq(rg.kv_heads - 2), nrv_m2.eq(nrv - 2)]
+        ri_last, rj_last, vi_last = Signal(), Signal(), Signal()
+        ri_last0, rj_last0, vi_last0 = Signal(), Signal(), Signal()   # the flag of a counter at 0
+        m.d.comb += [ri_last0.eq(row == kp_n), rj_last0.eq(rg.kv_heads == 1), vi_last0.eq(nrv == 1)]
         nvh = Signal(range(R // Lc + 1))         # vectors per head
         # the READ consumer's own counters (i, j, c are APPEND's): the take's clock enables
         # then reach only these, not the counters every APPEND state also writes
@@ -686,7 +692,8 @@ class KVUnit(wiring.Component):
             with m.State("DISPATCH"):
                 with m.If(cmd.read):
                     m.d.sync += [reading.eq(1), gb_off.eq(0), gb_have.eq(0), ri.eq(0), rj.eq(0), rc.eq(0), vi.eq(0),
-                                 vpp.eq(0), tk.eq(0), pl.eq(0), widx.eq(0)] + cw.start() + iw.start()
+                                 vpp.eq(0), tk.eq(0), pl.eq(0), widx.eq(0), ri_last.eq(ri_last0),
+                                 rj_last.eq(rj_last0), vi_last.eq(vi_last0)] + cw.start() + iw.start()
                     m.d.comb += iss_start.eq(1)
                     m.next = "R_RUN"
                 with m.Else():
@@ -861,37 +868,38 @@ class KVUnit(wiring.Component):
                 with m.Case(SEG_PARAMS):
                     m.d.comb += [tk_want.eq(1), tk_sel.eq(Mux(w.isv, SEL_PARAM, SEL_KPARAMS))]
                     with m.If(~w.isv):     # K: one record per channel, kp_n per take, lanes per word
-                        m.d.comb += tk_last.eq(ri == row_kp)
+                        m.d.comb += tk_last.eq(ri_last)
                         with m.If(took):
                             recs = tk_data[:64 * kp_n]
                             new = Cat(pacc[64 * kp_n:], recs) if Lc > kp_n else recs
-                            m.d.sync += [pacc.eq(new), ri.eq(ri + kp_n), pl.eq(pl + 1)]
+                            m.d.sync += [pacc.eq(new), ri.eq(ri + kp_n), pl.eq(pl + 1), ri_last.eq(ri == row_kp2)]
                             with m.If(pl == Lc // kp_n - 1):
                                 m.d.sync += [kw_en.eq(1), kw_addr.eq(widx), kw_data.eq(new)]
                                 m.d.sync += [pl.eq(0), widx.eq(widx + 1)]
-                            with m.If(ri == row_kp):
-                                m.d.sync += [ri.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), rc.eq(0), tk.eq(0)]
+                            with m.If(ri_last):
+                                m.d.sync += [ri.eq(0), pl.eq(0), widx.eq(0), vi.eq(0), rc.eq(0), tk.eq(0),
+                                             ri_last.eq(ri_last0), vi_last.eq(vi_last0)]
                                 m.d.comb += cw.adv.eq(1)
                     with m.Else():         # V: one record per head, each token's run padded
-                        m.d.comb += tk_last.eq(rj == kvh_m1)
+                        m.d.comb += tk_last.eq(rj_last)
                         with m.If(took):
                             m.d.sync += [vw_en.eq(1), vw_addr.eq(vpp), vw_data.eq(rec)]
-                            m.d.sync += [vpp.eq(vpp + 1), rj.eq(rj + 1)]
-                            with m.If(rj == kvh_m1):
-                                m.d.sync += [rj.eq(0), tk.eq(tk + 1)]
+                            m.d.sync += [vpp.eq(vpp + 1), rj.eq(rj + 1), rj_last.eq(rj == kvh_m2)]
+                            with m.If(rj_last):
+                                m.d.sync += [rj.eq(0), tk.eq(tk + 1), rj_last.eq(rj_last0)]
                                 with m.If(tk == w.nt_m1):
-                                    m.d.sync += [tk.eq(0), vi.eq(0), rc.eq(0), vpp.eq(0)]
+                                    m.d.sync += [tk.eq(0), vi.eq(0), rc.eq(0), vpp.eq(0), vi_last.eq(vi_last0)]
                                     m.d.comb += cw.adv.eq(1)
                 with m.Case(SEG_CODES, SEG_RAW):
                     m.d.comb += [tk_want.eq(d_room), tk_sel.eq(Mux(w.st == SEG_RAW, SEL_WORD, sel_code)),
-                                 tk_last.eq(vi == nrv_m1), d_take.eq(took)]
+                                 tk_last.eq(vi_last), d_take.eq(took)]
                     with m.If(took):
                         m.d.sync += [d1_v.eq(1), d1_raw.eq(w.st == SEG_RAW), d1_k.eq(~w.isv),
-                                     vi.eq(vi + 1), rc.eq(rc + 1)]
+                                     vi.eq(vi + 1), rc.eq(rc + 1), vi_last.eq(vi == nrv_m2)]
                         with m.If(rc == nvh - 1):
                             m.d.sync += [rc.eq(0), vpp.eq(vpp + 1)]
-                        with m.If(vi == nrv_m1):
-                            m.d.sync += [vi.eq(0), rc.eq(0), tk.eq(tk + 1)]
+                        with m.If(vi_last):
+                            m.d.sync += [vi.eq(0), rc.eq(0), tk.eq(tk + 1), vi_last.eq(vi_last0)]
                             with m.If(tk == w.nt_m1):
                                 m.d.sync += [tk.eq(0), vpp.eq(0)]
                                 m.d.comb += cw.adv.eq(1)
