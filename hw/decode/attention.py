@@ -217,9 +217,9 @@ class AttentionUnit(wiring.Component):
         s_v = [Signal(name=f"s_v{k}") for k in range(7)]
         e_v = Signal()
         p_v = [Signal(name=f"p_v{k}") for k in range(5)]
-        v_v = [Signal(name=f"v_v{k}") for k in range(3)]
+        v_v = [Signal(name=f"v_v{k}") for k in range(4)]
         o_v, o_v1 = Signal(), Signal()
-        s_x = [Signal(name=f"s_x{k}") for k in range(4)]   # the extra score stages (see below)
+        s_x = [Signal(name=f"s_x{k}") for k in range(5)]   # the extra score stages (see below)
         for sig in [qc_v, e_v, o_v] + s_v + p_v + v_v:
             m.d.sync += sig.eq(0)
 
@@ -232,8 +232,8 @@ class AttentionUnit(wiring.Component):
         klast = [Signal(name=f"klast{k}") for k in range(4)]
         kj = [Signal(6, name=f"kj{k}") for k in range(7)]
         vvec1 = Signal(lane_vector(L))
-        vfirst = [Signal(name=f"vfirst{k}") for k in range(3)]
-        vaddr = [Signal(range(VW + 1), name=f"vaddr{k}") for k in range(3)]
+        vfirst = [Signal(name=f"vfirst{k}") for k in range(4)]
+        vaddr = [Signal(range(VW + 1), name=f"vaddr{k}") for k in range(4)]
         e_j = Signal(6)
         p_a = [Signal(range(KV * T + 1), name=f"p_a{k}") for k in range(5)]
         p_j = Signal(6)
@@ -400,7 +400,11 @@ class AttentionUnit(wiring.Component):
         # ---- the multipliers: one array of par_heads x lanes, shared by the score phase
         # (int8 query code x K channel) and the value phase (17-bit P x V channel); the two
         # phases never overlap (all K vectors of a command, then all V vectors), so one
-        # 18 x 32 multiplier per (head, lane) serves both
+        # 18 x 32 multiplier per (head, lane) serves both. An 18 x 32 product is two
+        # MULT18X18D (x the low 17 and the high 15 bits of the 32-bit side), each registered
+        # alone, then their sum registered (the DSP output through the carry chain that sums
+        # the two halves in one cycle was the unit's 85 MHz path): ``mul`` is there three
+        # cycles after the operands' sources (the registered operands, the halves, the sum)
         mul = [[Signal(signed(50), name=f"mul{rr_}_{ll}") for ll in range(L)] for rr_ in range(R)]
         for rr_ in range(R):
             pval = srs[rr_].data.as_unsigned()[:17]
@@ -411,14 +415,20 @@ class AttentionUnit(wiring.Component):
                 ma = Signal(signed(18), name=f"mul_a{rr_}_{ll}")
                 mb = Signal(signed(32), name=f"mul_b{rr_}_{ll}")
                 m.d.sync += [ma.eq(Mux(v_v[0], pval, qa)), mb.eq(Mux(v_v[0], vvec1[ll], kvec1[ll]))]
-                m.d.sync += mul[rr_][ll].eq(ma * mb)
+                mlo = Signal(signed(36), name=f"mul_lo{rr_}_{ll}")
+                mhi = Signal(signed(33), name=f"mul_hi{rr_}_{ll}")
+                m.d.sync += [mlo.eq(ma * mb[:17]), mhi.eq(ma * mb[17:].as_signed())]
+                m.d.sync += mul[rr_][ll].eq((mhi << 17) + mlo)
 
         # ---- score pipeline ---------------------------------------------------------------
         # S1: products of the group's codes with the K vector
         prod = [[mul[rr_][ll][:40].as_signed() for ll in range(L)] for rr_ in range(R)]
+        # (two stages ahead of it: the registered operands, the product halves)
         s_pre, klast_pre, kj_pre = s_x[0], Signal(), Signal(6)
+        s_pre2, klast_pre2, kj_pre2 = s_x[4], Signal(), Signal(6)
         m.d.sync += [s_pre.eq(s_v[0]), klast_pre.eq(klast[0]), kj_pre.eq(kj[0]),
-                     s_v[1].eq(s_pre), klast[1].eq(klast_pre), kj[1].eq(kj_pre)]
+                     s_pre2.eq(s_pre), klast_pre2.eq(klast_pre), kj_pre2.eq(kj_pre),
+                     s_v[1].eq(s_pre2), klast[1].eq(klast_pre2), kj[1].eq(kj_pre2)]
         # S2: adder tree per head
         psum = [Signal(signed(SCORE_BITS), name=f"ps{rr_}") for rr_ in range(R)]
         for rr_ in range(R):
@@ -540,35 +550,35 @@ class AttentionUnit(wiring.Component):
                 m.d.comb += [sws[rr_].addr.eq(p_a[4]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
 
         # ---- value pipeline ----------------------------------------------------------------
-        # V0: the accumulator word is read (the products are made in V0..V2); V1: the word
-        # leaves the block RAM and is registered; V2: accumulate and write back. The block
+        # V1: the accumulator word is read (the products are made in V0..V3); V2: the word
+        # leaves the block RAM and is registered; V3: accumulate and write back. The block
         # RAM's output straight into the 56-bit add and back into its write port was one
         # cycle; now the add starts from registers. The previous vector's sum is not in the
         # word read one cycle before it was written: a vector whose predecessor (in the
         # previous cycle) wrote the same word takes that sum from ``wsum`` instead; two
         # cycles apart, the transparent read already sees the write.
         vprod = mul
-        for k in range(1, 3):
+        for k in range(1, 4):
             m.d.sync += [v_v[k].eq(v_v[k - 1]), vaddr[k].eq(vaddr[k - 1]), vfirst[k].eq(vfirst[k - 1])]
-        with m.If(v_v[0]):
-            m.d.comb += [o.addr.eq(vaddr[0]) for o in ors]
-        # V2: the previous cycle's V2 wrote this vector's word. Decided a stage early (the
-        # vector in V2 now is the previous one when the vector in V1 gets there; the stages
-        # advance every cycle) and registered: the address compare in V2 fanning out to
-        # every accumulator lane's base mux was the unit's 78 MHz path
+        with m.If(v_v[1]):
+            m.d.comb += [o.addr.eq(vaddr[1]) for o in ors]
+        # V3: the previous cycle's V3 wrote this vector's word. Decided a stage early (the
+        # vector in V3 now is the previous one when the vector in V2 gets there; the stages
+        # advance every cycle) and registered: the address compare in the accumulate stage
+        # fanning out to every accumulator lane's base mux was the unit's 78 MHz path
         fwd = Signal()
-        m.d.sync += fwd.eq(v_v[2] & (vaddr[2] == vaddr[1]))
+        m.d.sync += fwd.eq(v_v[3] & (vaddr[3] == vaddr[2]))
         for rr_ in range(R):
             for ll in range(L):
                 rd = Signal(signed(ACC_BITS), name=f"ord{rr_}_{ll}")
                 ws = Signal(signed(ACC_BITS), name=f"wsum{rr_}_{ll}")
                 tot = Signal(signed(ACC_BITS), name=f"otot{rr_}_{ll}")
-                base = Mux(vfirst[2], 0, Mux(fwd, ws, rd))   # the first token starts from zero
+                base = Mux(vfirst[3], 0, Mux(fwd, ws, rd))   # the first token starts from zero
                 m.d.comb += tot.eq(base + vprod[rr_][ll])
                 m.d.sync += rd.eq(ors[rr_].data[ll])
-                with m.If(v_v[2]):
+                with m.If(v_v[3]):
                     m.d.sync += ws.eq(tot)
-                    m.d.comb += [ows[rr_].addr.eq(vaddr[2]), ows[rr_].en.eq(1), ows[rr_].data[ll].eq(tot)]
+                    m.d.comb += [ows[rr_].addr.eq(vaddr[3]), ows[rr_].en.eq(1), ows[rr_].data[ll].eq(tot)]
 
         # ---- out: sat32(rshift_round(o, 16)) of bank o_r, lane o_l --------------------------
         banks = Array(Array(o.data[ll] for ll in range(L)) for o in ors)
