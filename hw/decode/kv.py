@@ -317,10 +317,17 @@ class KVUnit(wiring.Component):
         pk_from_q = Signal()
         # ---- quantization pipeline: (x - mn)*R -> + half -> >> sa -> clamp -> packer ----
         # P lanes (a beat of raw words per cycle); their codes leave packed as one unit
-        qp_v = Signal()
-        qp_last = Signal()
+        # C_ROW takes a beat (qt_*); the beat, its last flag and its parameters' word and
+        # head are registered (qp_*), and the parameters are read from the LUT RAMs at that
+        # registered address (the FSM's state decode into the RAMs' address mux, the read
+        # and the lane mux into the first stage was the KV unit's 83.2 MHz path)
+        qt_v, qt_last = Signal(), Signal()
+        qp_v, qp_last = Signal(), Signal()
         qp_x = [Signal(signed(32), name=f"qp_x{ll}") for ll in range(P)]
         qp_par = [Signal(PAR_Q, name=f"qp_par{ll}") for ll in range(P)]
+        qp_pw = Signal(range(sdepth))
+        qp_j = Signal.like(j, name="qp_j")
+        m.d.sync += [qp_v.eq(qt_v), qp_last.eq(qt_last)]
         qfifo = fifo.SyncFIFOBuffered(width=8 * P + 1, depth=16)
         m.submodules.qfifo = qfifo
         q_inflight = Signal(range(17))
@@ -508,7 +515,7 @@ class KVUnit(wiring.Component):
                      pk.units.valid.eq(Mux(pk_from_q, qfifo.r_rdy, pk_valid)),
                      qfifo.r_en.eq(pk_from_q & pk.units.ready),
                      q_pop.eq(qfifo.r_rdy & qfifo.r_en)]
-        m.d.sync += q_inflight.eq(q_inflight + qp_v - q_pop)
+        m.d.sync += q_inflight.eq(q_inflight + qt_v - q_pop)
 
         # ---- the scale unit: amax = max - min of an element's stats, results by index ----
         ms_idx = Signal(range(R + 1))      # next result's index
@@ -792,17 +799,12 @@ class KVUnit(wiring.Component):
                                  wr_addr.eq(cmd.base + Mux(is_k, rg.k_codes, rg.v_codes) + pB)]
                     m.next = "C_ROW"
             with m.State("C_ROW"):
-                pw = Signal(range(sdepth), name="c_word")
-                m.d.comb += pw.eq(Mux(is_k, i >> lg_p, j >> lg_p))
-                for ll in range(P):
-                    m.d.comb += par_r[ll].addr.eq(pw)
-                vpar = lane_sel(par_r, j)          # V: every channel of the beat is of head j
                 m.d.comb += a_pop.eq(q_inflight < 10)
                 with m.If(rd.data.valid & (q_inflight < 10)):
-                    m.d.comb += [qp_v.eq(1), qp_last.eq(i == row - P)]
-                    for ll in range(P):
-                        m.d.comb += [qp_x[ll].eq(xs[ll]), qp_par[ll].eq(Mux(is_k, par_r[ll].data.as_value(),
-                                                                              vpar.as_value()))]
+                    m.d.comb += [qt_v.eq(1), qt_last.eq(i == row - P)]
+                    # the parameters' word: the beat's channels' (K) or its head's (V)
+                    m.d.sync += [qp_pw.eq(Mux(is_k, i >> lg_p, j >> lg_p)), qp_j.eq(j)]
+                    m.d.sync += [qp_x[ll].eq(xs[ll]) for ll in range(P)]
                     m.d.sync += [i.eq(i + P), c.eq(c + P)]
                     with m.If(c == rg.head_dim - P):
                         m.d.sync += [c.eq(0), j.eq(j + 1)]
@@ -858,6 +860,12 @@ class KVUnit(wiring.Component):
                 with m.If(wr.idle & ~wr.start.valid):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
+        # the codes pass's parameters, read at the registered word of the beat in qp_*
+        # (no other state reads these RAMs while a beat is there: P_WRITE comes after the flush)
+        vpar = lane_sel(par_r, qp_j)           # V: every channel of the beat is of head j
+        with m.If(qp_v):
+            m.d.comb += [par_r[ll].addr.eq(qp_pw) for ll in range(P)]
+        m.d.comb += [qp_par[ll].eq(Mux(is_k, par_r[ll].data.as_value(), vpar.as_value())) for ll in range(P)]
         # ---- the READ consumer, gated by ``reading`` (a register, set with R_RUN and cleared
         # as it ends) rather than the FSM's state decode, which was the head of the take
         # enable's path to the counters and the dequantizer's stage registers
