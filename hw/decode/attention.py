@@ -217,7 +217,8 @@ class AttentionUnit(wiring.Component):
         s_v = [Signal(name=f"s_v{k}") for k in range(7)]
         e_v = Signal()
         p_v = [Signal(name=f"p_v{k}") for k in range(5)]
-        v_v = [Signal(name=f"v_v{k}") for k in range(4)]
+        VA = 4                   # the value pipeline's accumulate stage (see below)
+        v_v = [Signal(name=f"v_v{k}") for k in range(VA + 1)]
         o_v, o_v1 = Signal(), Signal()
         s_x = [Signal(name=f"s_x{k}") for k in range(5)]   # the extra score stages (see below)
         for sig in [qc_v, e_v, o_v] + s_v + p_v + v_v:
@@ -232,8 +233,8 @@ class AttentionUnit(wiring.Component):
         klast = [Signal(name=f"klast{k}") for k in range(4)]
         kj = [Signal(6, name=f"kj{k}") for k in range(7)]
         vvec1 = Signal(lane_vector(L))
-        vfirst = [Signal(name=f"vfirst{k}") for k in range(4)]
-        vaddr = [Signal(range(VW + 1), name=f"vaddr{k}") for k in range(4)]
+        vfirst = [Signal(name=f"vfirst{k}") for k in range(VA + 1)]
+        vaddr = [Signal(range(VW + 1), name=f"vaddr{k}") for k in range(VA + 1)]
         e_j = Signal(6)
         p_a = [Signal(range(KV * T + 1), name=f"p_a{k}") for k in range(5)]
         p_j = Signal(6)
@@ -406,15 +407,21 @@ class AttentionUnit(wiring.Component):
         # the two halves in one cycle was the unit's 85 MHz path): ``mul`` is there three
         # cycles after the operands' sources (the registered operands, the halves, the sum)
         mul = [[Signal(signed(50), name=f"mul{rr_}_{ll}") for ll in range(L)] for rr_ in range(R)]
+        # the value phase's operands a cycle later: P registered by its block RAM first (the
+        # RAM's 5.6 ns clock-to-out across the die into the operand mux was the unit's
+        # 87.5 MHz path), the V vector with it
+        vvec2 = Signal.like(vvec1)
+        m.d.sync += vvec2.eq(vvec1)
         for rr_ in range(R):
-            pval = srs[rr_].data.as_unsigned()[:17]
+            pval = Signal(17, name=f"pval{rr_}")
+            m.d.sync += pval.eq(srs[rr_].data.as_unsigned()[:17])
             for ll in range(L):
                 qa = qcr.data[(rr_ * L + ll) * 8:(rr_ * L + ll + 1) * 8].as_signed()
                 # operands registered (a block RAM's output through the mux into the two
                 # MULT18X18D of an 18 x 32 product was a long path): products one cycle later
                 ma = Signal(signed(18), name=f"mul_a{rr_}_{ll}")
                 mb = Signal(signed(32), name=f"mul_b{rr_}_{ll}")
-                m.d.sync += [ma.eq(Mux(v_v[0], pval, qa)), mb.eq(Mux(v_v[0], vvec1[ll], kvec1[ll]))]
+                m.d.sync += [ma.eq(Mux(v_v[1], pval, qa)), mb.eq(Mux(v_v[1], vvec2[ll], kvec1[ll]))]
                 mlo = Signal(signed(36), name=f"mul_lo{rr_}_{ll}")
                 mhi = Signal(signed(33), name=f"mul_hi{rr_}_{ll}")
                 m.d.sync += [mlo.eq(ma * mb[:17]), mhi.eq(ma * mb[17:].as_signed())]
@@ -550,35 +557,36 @@ class AttentionUnit(wiring.Component):
                 m.d.comb += [sws[rr_].addr.eq(p_a[4]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
 
         # ---- value pipeline ----------------------------------------------------------------
-        # V1: the accumulator word is read (the products are made in V0..V3); V2: the word
-        # leaves the block RAM and is registered; V3: accumulate and write back. The block
-        # RAM's output straight into the 56-bit add and back into its write port was one
-        # cycle; now the add starts from registers. The previous vector's sum is not in the
-        # word read one cycle before it was written: a vector whose predecessor (in the
-        # previous cycle) wrote the same word takes that sum from ``wsum`` instead; two
-        # cycles apart, the transparent read already sees the write.
+        # V(VA-2): the accumulator word is read (the products are made in V0..VA: P and V
+        # registered, the operands, the halves, the sum); V(VA-1): the word leaves the block
+        # RAM and is registered; V(VA): accumulate and write back. The block RAM's output
+        # straight into the 56-bit add and back into its write port was one cycle; now the
+        # add starts from registers. The previous vector's sum is not in the word read one
+        # cycle before it was written: a vector whose predecessor (in the previous cycle)
+        # wrote the same word takes that sum from ``wsum`` instead; two cycles apart, the
+        # transparent read already sees the write.
         vprod = mul
-        for k in range(1, 4):
+        for k in range(1, VA + 1):
             m.d.sync += [v_v[k].eq(v_v[k - 1]), vaddr[k].eq(vaddr[k - 1]), vfirst[k].eq(vfirst[k - 1])]
-        with m.If(v_v[1]):
-            m.d.comb += [o.addr.eq(vaddr[1]) for o in ors]
-        # V3: the previous cycle's V3 wrote this vector's word. Decided a stage early (the
-        # vector in V3 now is the previous one when the vector in V2 gets there; the stages
-        # advance every cycle) and registered: the address compare in the accumulate stage
-        # fanning out to every accumulator lane's base mux was the unit's 78 MHz path
+        with m.If(v_v[VA - 2]):
+            m.d.comb += [o.addr.eq(vaddr[VA - 2]) for o in ors]
+        # V(VA): the previous cycle's V(VA) wrote this vector's word. Decided a stage early
+        # (the vector in VA now is the previous one when the vector in VA-1 gets there; the
+        # stages advance every cycle) and registered: the address compare in the accumulate
+        # stage fanning out to every accumulator lane's base mux was the unit's 78 MHz path
         fwd = Signal()
-        m.d.sync += fwd.eq(v_v[3] & (vaddr[3] == vaddr[2]))
+        m.d.sync += fwd.eq(v_v[VA] & (vaddr[VA] == vaddr[VA - 1]))
         for rr_ in range(R):
             for ll in range(L):
                 rd = Signal(signed(ACC_BITS), name=f"ord{rr_}_{ll}")
                 ws = Signal(signed(ACC_BITS), name=f"wsum{rr_}_{ll}")
                 tot = Signal(signed(ACC_BITS), name=f"otot{rr_}_{ll}")
-                base = Mux(vfirst[3], 0, Mux(fwd, ws, rd))   # the first token starts from zero
+                base = Mux(vfirst[VA], 0, Mux(fwd, ws, rd))   # the first token starts from zero
                 m.d.comb += tot.eq(base + vprod[rr_][ll])
                 m.d.sync += rd.eq(ors[rr_].data[ll])
-                with m.If(v_v[3]):
+                with m.If(v_v[VA]):
                     m.d.sync += ws.eq(tot)
-                    m.d.comb += [ows[rr_].addr.eq(vaddr[3]), ows[rr_].en.eq(1), ows[rr_].data[ll].eq(tot)]
+                    m.d.comb += [ows[rr_].addr.eq(vaddr[VA]), ows[rr_].en.eq(1), ows[rr_].data[ll].eq(tot)]
 
         # ---- out: sat32(rshift_round(o, 16)) of bank o_r, lane o_l --------------------------
         banks = Array(Array(o.data[ll] for ll in range(L)) for o in ors)
