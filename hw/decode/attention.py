@@ -282,20 +282,11 @@ class AttentionUnit(wiring.Component):
                 m.next = "Q_SHIFT"
             with m.State("Q_SHIFT"):  # per head: the power-of-two shift, kept by (r, j)
                 # five register steps per head (the head's maximum, its bit length, the
-                # rounding add, the shift, the check): one combinational path was far too long
+                # rounding add, the shift, the check): one combinational path was far too long.
+                # The first four run every cycle outside the FSM (below) from the head h, which
+                # stays for the five steps; the fifth keeps the result
                 m.d.sync += qs_ph.eq(qs_ph + 1)
                 with m.Switch(qs_ph):
-                    with m.Case(0):
-                        m.d.sync += qs_a.eq(amax[h])
-                    with m.Case(1):
-                        bl = bit_length(m, qs_a, 32, "q_bl")
-                        m.d.sync += qs_s0.eq(Mux(qs_a == 0, -16, bl - 7))
-                    with m.Case(2):
-                        half = Signal(33)
-                        m.d.comb += half.eq(Mux(qs_s0 > 0, Const(1, 33) << (qs_s0 - 1).as_unsigned()[:5], 0))
-                        m.d.sync += qs_ah.eq(qs_a + half)
-                    with m.Case(3):
-                        m.d.sync += qs_shr.eq(qs_ah >> qs_s0.as_unsigned()[:5])
                     with m.Case(4):
                         over = Signal()
                         m.d.comb += over.eq((qs_s0 > 0) & (qs_shr > 127))
@@ -388,6 +379,16 @@ class AttentionUnit(wiring.Component):
             with m.State("DONE"):
                 m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"
+
+        # ---- Q_SHIFT's first four steps, free-running (no clock enable from the FSM, whose
+        # state decode routed across the die into the rounding add was the unit's 90.1 MHz
+        # path): the head's |q| max, its shift, the rounding add, the shifted value ---------
+        m.d.sync += qs_a.eq(amax[h])
+        bl = bit_length(m, qs_a, 32, "q_bl")
+        m.d.sync += qs_s0.eq(Mux(qs_a == 0, -16, bl - 7))
+        half = Signal(33)
+        m.d.comb += half.eq(Mux(qs_s0 > 0, Const(1, 33) << (qs_s0 - 1).as_unsigned()[:5], 0))
+        m.d.sync += [qs_ah.eq(qs_a + half), qs_shr.eq(qs_ah >> qs_s0.as_unsigned()[:5])]
 
         # ---- Q codes: the shifted query, written to its byte lane ----------------------
         code = _shift_round_reg(m, qc_x, qc_s, 33, "qcode_v")
