@@ -293,7 +293,11 @@ class KVUnit(wiring.Component):
         # ---- transfer helpers --------------------------------------------------------
         # APPEND reads a pass's raw rows (the whole K group: its ring slots are contiguous,
         # the ring being a power of two no smaller than k_group) with one command
-        a_go = Signal()
+        # a_go: a register, raised the cycle after the state's go_want (the products' ok
+        # through the state decode and the read/issue mux into the reader's command was
+        # the KV unit's 83.1 MHz path); the state holds its operands until the reader takes
+        # the command, and leaves then, so the late raise only costs a cycle
+        a_go, go_want = Signal(), Signal()
         rbeats = Signal(range(R // P + 1))       # beats per raw row
         a_beats = Signal(24)
         a_part = Signal(32)
@@ -301,7 +305,10 @@ class KVUnit(wiring.Component):
         iss_valid = Signal()
         iss_addr = Signal(self.addr_bits)
         iss_beats = Signal(24)
-        m.d.comb += [rd.cmd.payload.addr.eq(Mux(reading, iss_addr, slot_addr(a_part))),
+        a_addr = Signal(self.addr_bits)          # registered like a_go (its product is there by then)
+        m.d.sync += a_addr.eq(slot_addr(a_part))
+        m.d.sync += a_go.eq(go_want & ~(a_go & rd.cmd.ready))
+        m.d.comb += [rd.cmd.payload.addr.eq(Mux(reading, iss_addr, a_addr)),
                      rd.cmd.payload.beats.eq(Mux(reading, iss_beats, a_beats)),
                      rd.cmd.valid.eq(Mux(reading, iss_valid, a_go))]
         wr_addr = Signal(self.addr_bits)
@@ -753,7 +760,7 @@ class KVUnit(wiring.Component):
                 # AXI orders nothing between the read and the write channels, and the row
                 # APPEND just wrote may still be in the writer's FIFO (a memory that took the
                 # read first gave the statistics the ring slot's old row)
-                m.d.comb += slot_mul(t, MK_STATS) + [a_go.eq(okA & wr.idle & ~wr.start.valid)]
+                m.d.comb += slot_mul(t, MK_STATS) + [go_want.eq(okA & wr.idle & ~wr.start.valid)]
                 with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0)]
                     m.next = "S_ROW"
@@ -792,7 +799,7 @@ class KVUnit(wiring.Component):
             # ---- codes pass: re-read the raw rows, quantize (a beat per cycle), write the
             # code rows (the row starts are handed to the writer as it takes them, below)
             with m.State("C_READ"):
-                m.d.comb += slot_mul(t, MK_CODES) + [mB_a.eq(t), mB_b.eq(code_bytes), a_go.eq(okA & okB)]
+                m.d.comb += slot_mul(t, MK_CODES) + [mB_a.eq(t), mB_b.eq(code_bytes), go_want.eq(okA & okB)]
                 with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0), pk_sel.eq(sel_code), pk_from_q.eq(1),
                                  wst_left.eq(rows_left),
