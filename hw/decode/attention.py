@@ -281,13 +281,13 @@ class AttentionUnit(wiring.Component):
             with m.State("Q_MAX"):    # the last |q| reaches its head's maximum
                 m.next = "Q_SHIFT"
             with m.State("Q_SHIFT"):  # per head: the power-of-two shift, kept by (r, j)
-                # five register steps per head (the head's maximum, its bit length, the
-                # rounding add, the shift, the check): one combinational path was far too long.
-                # The first four run every cycle outside the FSM (below) from the head h, which
-                # stays for the five steps; the fifth keeps the result
+                # six register steps per head (the head's maximum, its bit length, the shift
+                # amount, the rounding add, the shift, the check): one combinational path was
+                # far too long. The first five run every cycle outside the FSM (below) from
+                # the head h, which stays for the six steps; the sixth keeps the result
                 m.d.sync += qs_ph.eq(qs_ph + 1)
                 with m.Switch(qs_ph):
-                    with m.Case(4):
+                    with m.Case(5):
                         over = Signal()
                         m.d.comb += over.eq((qs_s0 > 0) & (qs_shr > 127))
                         m.d.sync += [shb[r][j].eq(qs_s0 + over), h.eq(h + 1), r.eq(r + 1), qs_ph.eq(0)]
@@ -380,12 +380,15 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"
 
-        # ---- Q_SHIFT's first four steps, free-running (no clock enable from the FSM, whose
+        # ---- Q_SHIFT's first five steps, free-running (no clock enable from the FSM, whose
         # state decode routed across the die into the rounding add was the unit's 90.1 MHz
-        # path): the head's |q| max, its shift, the rounding add, the shifted value ---------
+        # path): the head's |q| max, its bit length (the priority encoder into the - 7 and
+        # the zero mux in one cycle was the unit's 95.2 MHz path), the shift, the rounding
+        # add, the shifted value ------------------------------------------------------------
         m.d.sync += qs_a.eq(amax[h])
-        bl = bit_length(m, qs_a, 32, "q_bl")
-        m.d.sync += qs_s0.eq(Mux(qs_a == 0, -16, bl - 7))
+        qs_bl, qs_z = Signal(6), Signal()
+        m.d.sync += [qs_bl.eq(bit_length(m, qs_a, 32, "q_bl")), qs_z.eq(qs_a == 0)]
+        m.d.sync += qs_s0.eq(Mux(qs_z, -16, qs_bl - 7))
         half = Signal(33)
         m.d.comb += half.eq(Mux(qs_s0 > 0, Const(1, 33) << (qs_s0 - 1).as_unsigned()[:5], 0))
         m.d.sync += [qs_ah.eq(qs_a + half), qs_shr.eq(qs_ah >> qs_s0.as_unsigned()[:5])]
