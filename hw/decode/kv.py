@@ -58,9 +58,6 @@ SEL_KPARAMS = 5          # READ only: the K parameter records of a whole beat (u
 V_CHUNK = 16
 #: Segments of a READ (see :class:`_Walker`).
 SEG_PARAMS, SEG_CODES, SEG_RAW, SEG_DONE = 0, 1, 2, 3
-# the sites that drive the shared address multipliers (``mkey``; 0 = none; the READ
-# issuer's are 8 + its segment kind and side)
-MK_DISPATCH, MK_RAWV, MK_STATS, MK_CODES, MK_PARAMS = 1, 2, 3, 4, 5
 PARAM = data.StructLayout({"mn": signed(32), "e": signed(8), "pad": 8, "man": 16})
 
 
@@ -228,14 +225,18 @@ class KVUnit(wiring.Component):
 
         cmd = Signal(KVCommand(self.addr_bits))
         rg = self.regs
+        # constants of the KV format, registered: they follow the registers, which the
+        # program SETs long before any KV command (the engine's kv_bits register through
+        # the take width's decode into the gearbox and the reader's ready was the whole
+        # engine's 62.5 MHz path)
         q = Signal()                             # quantized KV (kv_bits != 16)
-        m.d.comb += q.eq(rg.kv_bits != 16)
+        m.d.sync += q.eq(rg.kv_bits != 16)
         sel_code = Signal(3)
-        m.d.comb += sel_code.eq(Mux(rg.kv_bits == 2, 0, Mux(rg.kv_bits == 4, 1, 2)))
+        m.d.sync += sel_code.eq(Mux(rg.kv_bits == 2, 0, Mux(rg.kv_bits == 4, 1, 2)))
         qmax = Signal(8)
-        m.d.comb += qmax.eq((Const(1, 9) << rg.kv_bits[:4]) - 1)
+        m.d.sync += qmax.eq((Const(1, 9) << rg.kv_bits[:4]) - 1)
         cmul = Signal(25)
-        m.d.comb += cmul.eq(Mux(rg.kv_bits == 2, ((1 << 25) // 3 + 1) >> 1,
+        m.d.sync += cmul.eq(Mux(rg.kv_bits == 2, ((1 << 25) // 3 + 1) >> 1,
                                 Mux(rg.kv_bits == 4, ((1 << 25) // 15 + 1) >> 1, ((1 << 25) // 255 + 1) >> 1)))
         # log2(k_group) and the ring mask depend on the registers only (SET long before any
         # KV command): registered, with the ring's sum one stage earlier (a priority encoder
@@ -272,20 +273,23 @@ class KVUnit(wiring.Component):
         # shared by the states that need them; each state puts its operands on (mA_a, mA_b)
         # / (mB_a, mB_b) and acts once ``okA`` / ``okB`` say the product is there (a few
         # cycles per command or READ segment; combinational, a 15 x 16 product chained
-        # into the reader's address was a long path). ``mkey`` names the site driving them
-        # (``MK_*``; the issuer's adds its segment kind): ``ok`` compares only it, not the
-        # operands (the operand muxes through a 32-bit compare into ``ok``, the issuer's
-        # FSM and the reader's command was the KV unit's 63.6 MHz path)
+        # into the reader's address was a long path). ``mkey`` names the site driving them:
+        # the state registers of both FSMs and the issuer's segment (kind, side), wired
+        # after the FSMs below. ``ok`` compares only it, not the operands (the operand muxes
+        # through a 32-bit compare into ``ok`` was the KV unit's 63.6 MHz path), and it is
+        # registers only (a key muxed from the state decode, one constant per site, into
+        # that compare, ``ok`` and a command was its 81.4 MHz path). Every site's operands
+        # are a function of its state and registers it does not change while in the state.
         mA_a, mA_b, mB_a, mB_b = Signal(15), Signal(17), Signal(15), Signal(17)
-        mkey = Signal(4)
+        mkey = Signal(16)
         pA, okA = settled_mul(m, mA_a, mA_b, self.addr_bits, "mulA", key=mkey)
         pB, okB = settled_mul(m, mB_a, mB_b, self.addr_bits, "mulB", key=mkey)
         # operands derived from registers, registered (``settled_mul`` allows one cycle late)
         iw_tt_g, g0_g, vq_m1 = Signal(15), Signal(15), Signal(15)
 
-        def slot_mul(tok, key):
-            """Put ``(tok & ring_mask) * raw_bytes`` on multiplier A (site ``key``)."""
-            return [mA_a.eq(tok & ring_mask), mA_b.eq(raw_bytes), mkey.eq(key)]
+        def slot_mul(tok):
+            """Put ``(tok & ring_mask) * raw_bytes`` on multiplier A."""
+            return [mA_a.eq(tok & ring_mask), mA_b.eq(raw_bytes)]
 
         def slot_addr(part_off):
             return cmd.base + part_off + pA
@@ -584,7 +588,7 @@ class KVUnit(wiring.Component):
         m.d.comb += tk_en.eq(tk_want & cw.rdy)
         m.d.sync += [iw_tt_g.eq(iw.tt >> lg_g), g0_g.eq(g0 >> lg_g), vq_m1.eq(vq - 1)]
         iss_start = Signal()
-        with m.FSM(name="issuer"):
+        with m.FSM(name="issuer") as iss_fsm:
             with m.State("I_IDLE"):
                 with m.If(iss_start):
                     m.next = "I_CALC"
@@ -593,8 +597,6 @@ class KVUnit(wiring.Component):
                     m.next = "I_IDLE"
                 with m.Else():
                     nbytes = Signal(24)
-                    iss_key = Cat(iw.isv, iw.st, Const(1, 1))    # 8..15
-                    m.d.comb += mkey.eq(iss_key)
                     with m.Switch(iw.st):
                         with m.Case(SEG_PARAMS):
                             m.d.comb += [mA_a.eq(Mux(iw.isv, iw.tt, iw_tt_g)),
@@ -607,7 +609,7 @@ class KVUnit(wiring.Component):
                             m.d.sync += iss_addr.eq(cmd.base + Mux(iw.isv, rg.v_codes, rg.k_codes) + pA)
                             m.d.comb += nbytes.eq(pB)
                         with m.Case(SEG_RAW):
-                            m.d.comb += slot_mul(iw.tt, iss_key)
+                            m.d.comb += slot_mul(iw.tt)
                             m.d.sync += iss_addr.eq(slot_addr(Mux(iw.isv, rg.v_raw, 0)))
                             m.d.comb += nbytes.eq(raw_bytes)
                     m.d.sync += iss_beats.eq(nbytes >> (W // 8).bit_length() - 1)
@@ -686,7 +688,7 @@ class KVUnit(wiring.Component):
             m.d.sync += [st3_mn[ll].eq(Mux(st2_fresh | lt, lo, old_mn)),
                          st3_mx[ll].eq(Mux(st2_fresh | gt, hi, old_mx))]
 
-        with m.FSM():
+        with m.FSM() as main_fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
@@ -711,7 +713,7 @@ class KVUnit(wiring.Component):
                     m.d.comb += iss_start.eq(1)
                     m.next = "R_RUN"
                 with m.Else():
-                    m.d.comb += slot_mul(cmd.pos, MK_DISPATCH)
+                    m.d.comb += slot_mul(cmd.pos)
                     m.d.sync += [wr_addr.eq(slot_addr(0)), pk_sel.eq(SEL_WORD), i.eq(0)]
                     with m.If(okA):
                         m.next = "A_RAWK"
@@ -730,7 +732,7 @@ class KVUnit(wiring.Component):
                             m.d.sync += [i.eq(0), started.eq(0)]
                             m.next = nxt
             with m.State("A_RAWV_START"):
-                m.d.comb += slot_mul(cmd.pos, MK_RAWV)
+                m.d.comb += slot_mul(cmd.pos)
                 m.d.sync += wr_addr.eq(slot_addr(rg.v_raw))
                 with m.If(okA):
                     m.next = "A_RAWV"
@@ -760,7 +762,7 @@ class KVUnit(wiring.Component):
                 # AXI orders nothing between the read and the write channels, and the row
                 # APPEND just wrote may still be in the writer's FIFO (a memory that took the
                 # read first gave the statistics the ring slot's old row)
-                m.d.comb += slot_mul(t, MK_STATS) + [go_want.eq(okA & wr.idle & ~wr.start.valid)]
+                m.d.comb += slot_mul(t) + [go_want.eq(okA & wr.idle & ~wr.start.valid)]
                 with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0)]
                     m.next = "S_ROW"
@@ -799,7 +801,7 @@ class KVUnit(wiring.Component):
             # ---- codes pass: re-read the raw rows, quantize (a beat per cycle), write the
             # code rows (the row starts are handed to the writer as it takes them, below)
             with m.State("C_READ"):
-                m.d.comb += slot_mul(t, MK_CODES) + [mB_a.eq(t), mB_b.eq(code_bytes), go_want.eq(okA & okB)]
+                m.d.comb += slot_mul(t) + [mB_a.eq(t), mB_b.eq(code_bytes), go_want.eq(okA & okB)]
                 with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0), pk_sel.eq(sel_code), pk_from_q.eq(1),
                                  wst_left.eq(rows_left),
@@ -820,8 +822,7 @@ class KVUnit(wiring.Component):
                         with m.If(rows_left == 1):
                             m.next = "C_FLUSH"
             with m.State("C_FLUSH"):     # the last row's codes leave the packer
-                m.d.comb += [mA_a.eq(Mux(is_k, g0_g, vq_m1)), mA_b.eq(Mux(is_k, kpar_bytes, vpar_bytes)),
-                             mkey.eq(MK_PARAMS)]
+                m.d.comb += [mA_a.eq(Mux(is_k, g0_g, vq_m1)), mA_b.eq(Mux(is_k, kpar_bytes, vpar_bytes))]
                 with m.If((q_inflight == 0) & ~q_busy & (wst_left == 0) & okA):
                     m.d.sync += [pk_from_q.eq(0), i.eq(0), pk_sel.eq(SEL_PARAM),
                                  wr_addr.eq(cmd.base + Mux(is_k, rg.k_params, rg.v_params) + pA)]
@@ -867,6 +868,9 @@ class KVUnit(wiring.Component):
                 with m.If(wr.idle & ~wr.start.valid):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
+        key = Cat(main_fsm.state, iss_fsm.state, iw.isv, iw.st)
+        assert len(key) <= len(mkey), len(key)
+        m.d.comb += mkey.eq(key)
         # the codes pass's parameters, read at the registered word of the beat in qp_*
         # (no other state reads these RAMs while a beat is there: P_WRITE comes after the flush)
         vpar = lane_sel(par_r, qp_j)           # V: every channel of the beat is of head j
