@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -91,6 +92,20 @@ def critical_path(log_text: str) -> str:
     return "\n".join(out)
 
 
+def source_commit() -> str | None:
+    """The checkout's commit (short hash; ``+dirty`` when ``hw/`` has uncommitted changes),
+    so a result names the gateware it measured; None outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hw"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def measure(name: str, cfg_name: str = "decode_tiny", workdir: Path | None = None) -> dict:
     from amaranth.back import verilog
 
@@ -111,7 +126,8 @@ def measure(name: str, cfg_name: str = "decode_tiny", workdir: Path | None = Non
     return {"unit": name, "config": cfg_name, "device": rep["device"], "clock_mhz": rep["clock_mhz"],
             "fmax_mhz": pnr["fmax_mhz"], "lut4": pnr["lut4"], "ff": pnr["ff"], "dsp": pnr["dsp"],
             "bram": pnr["bram"], "seconds": {"elaborate": round(t_elab, 1), **rep["seconds"]},
-            "critical_path": critical_path(log), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "critical_path": critical_path(log), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": source_commit()}
 
 
 def main(argv=None):
