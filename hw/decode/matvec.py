@@ -132,6 +132,12 @@ class ActQuantizer(wiring.Component):
         m.d.comb += mag.eq(Mux(y < 0, -y, y))
         new_max = Signal(32)
         m.d.comb += new_max.eq(Mux(mag > amax, mag, amax))
+        # "the element is a block's / the vector's last" as registers, set with their
+        # counters from a compare one step earlier (the counters' compares with length - 1
+        # and blk_len - 1 into the handshake and the block index's enable was the matvec's
+        # 101.3 MHz path); the same for the quantize pass's j / qin
+        length_m2, blk_len_m2 = Signal(16), Signal(16)
+        i_last, blk_last, j_last, qin_last = Signal(), Signal(), Signal(), Signal()
 
         # ---- block scales: the shared mantissa-scale unit, 6 cycles per block ------------
         m.submodules.scale = ms = MantScaleUnit(b)
@@ -172,28 +178,33 @@ class ActQuantizer(wiring.Component):
             m.d.comb += [raw_r.addr.eq(j), raw_r.en.eq(1)]
             m.d.sync += [v1.eq(1), lane1.eq(j[:5]), g1.eq(j[5:]), blk1.eq(b_r.data),
                          j.eq(j + 1), qin.eq(qin + 1)]
-            with m.If((qin == blk_len - 1) | (j == length - 1)):
-                m.d.sync += [qin.eq(0), qblk.eq(qblk + 1)]
-            with m.If(j == length - 1):
+            m.d.sync += [j_last.eq(j == length_m2), qin_last.eq(qin == blk_len_m2)]
+            with m.If(qin_last | j_last):
+                m.d.sync += [qin.eq(0), qblk.eq(qblk + 1), qin_last.eq(blk_len == 1)]
+            with m.If(j_last):
                 m.d.sync += qrun.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [length.eq(self.cmd.payload.length), norm.eq(self.cmd.payload.norm),
+                    n = self.cmd.payload.length
+                    bl = self.act_block if self.act_block else n
+                    m.d.sync += [length.eq(n), norm.eq(self.cmd.payload.norm),
                                  i.eq(0), in_blk.eq(0), amax.eq(0), blk_idx.eq(0), self.done.eq(0),
-                                 blk_len.eq(self.act_block if self.act_block else self.cmd.payload.length),
+                                 blk_len.eq(bl), length_m2.eq(n - 2), blk_len_m2.eq(bl - 2),
+                                 i_last.eq(n == 1), j_last.eq(n == 1), blk_last.eq(bl == 1), qin_last.eq(bl == 1),
                                  j.eq(0), qblk.eq(0), qin.eq(0), ssum.eq(0), scaled.eq(0), qrun.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [self.data.ready.eq(~pend), raw_w.addr.eq(i), raw_w.data.eq(y),
                              raw_w.en.eq(self.data.valid & ~pend)]
                 with m.If(self.data.valid & ~pend):
-                    m.d.sync += [i.eq(i + 1), in_blk.eq(in_blk + 1), amax.eq(new_max)]
-                    with m.If((in_blk == blk_len - 1) | (i == length - 1)):
+                    m.d.sync += [i.eq(i + 1), in_blk.eq(in_blk + 1), amax.eq(new_max),
+                                 i_last.eq(i == length_m2), blk_last.eq(in_blk == blk_len_m2)]
+                    with m.If(blk_last | i_last):
                         m.d.sync += [pend.eq(1), pend_max.eq(new_max), pend_idx.eq(blk_idx),
-                                     blk_idx.eq(blk_idx + 1), in_blk.eq(0), amax.eq(0)]
-                    with m.If(i == length - 1):
+                                     blk_idx.eq(blk_idx + 1), in_blk.eq(0), amax.eq(0), blk_last.eq(blk_len == 1)]
+                    with m.If(i_last):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~qrun & ~v1 & ~v1b & ~v2 & ~v3b & ~v4b & ~v3):

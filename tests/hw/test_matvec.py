@@ -43,10 +43,10 @@ def _input(cols: int, g: torch.Generator, norm: bool):
 
 
 def _run(kind: WeightKind, rows: int, cols: int, seed: int, norm: bool, data_bits: int = 128, acc_frac: int = 24,
-         prefetch=None, lut_lanes=0):
+         prefetch=None, lut_lanes=0, x=None):
     g = torch.Generator().manual_seed(seed)
     codes, d, m = _matrix(kind, rows, cols, g)
-    x = _input(cols, g, norm)
+    x = _input(cols, g, norm) if x is None else x
     num = U.DecodeNumerics(acc_frac=acc_frac)
     bits = num.norm_act_bits if norm else num.act_bits
     a, e, man = U.quantize_act(x, num.act_frac, num.act_block, bits, num.act_scale_bits)
@@ -108,6 +108,18 @@ def test_matvec_matches_reference(kind, rows, cols, norm):
     seed = 100 + rows * 7 + cols + int(kind)
     got, want = _run(kind, rows, cols, seed, norm)
     assert torch.equal(got, want), f"seed {seed}, {kind.name} {rows}x{cols}: got {got.tolist()} want {want.tolist()}"
+
+
+def test_matvec_block_maxima_at_block_edges():
+    """Each activation block's maximum |x| sits on one of its edges (last, first, last...),
+    growing block by block: a block boundary off by one element in the load or the
+    quantize pass changes a block's scale."""
+    g = torch.Generator().manual_seed(41)
+    x = (torch.randn(160, generator=g) * 64).to(torch.int64)
+    for k in range(5):
+        x[k * 32 + (31 if k % 2 == 0 else 0)] = (-1) ** k * (1000 << (2 * k))
+    got, want = _run(WeightKind.Q8_0, 3, 160, 41, False, x=x)
+    assert torch.equal(got, want), f"seed 41: got {got.tolist()} want {want.tolist()}"
 
 
 def test_matvec_on_a_64_bit_port():
