@@ -294,6 +294,18 @@ class KVUnit(wiring.Component):
         def slot_addr(part_off):
             return cmd.base + part_off + pA
 
+        # the writer's start addresses, summed into registers every cycle from the products
+        # (a state loads one once the product was there a cycle before: ``okA & okA_d``, or
+        # ``a_go``, a cycle after its ok); the three-input sums behind the state decode into
+        # the writer's address were the KV unit's 87.2 MHz path
+        okA_d = Signal()
+        m.d.sync += okA_d.eq(okA)
+        wa_raw_k, wa_raw_v, wa_codes, wa_params = (Signal(self.addr_bits, name=f"wa_{n}")
+                                                   for n in ("raw_k", "raw_v", "codes", "params"))
+        m.d.sync += [wa_raw_k.eq(slot_addr(0)), wa_raw_v.eq(slot_addr(rg.v_raw)),
+                     wa_codes.eq(cmd.base + Mux(is_k, rg.k_codes, rg.v_codes) + pB),
+                     wa_params.eq(cmd.base + Mux(is_k, rg.k_params, rg.v_params) + pA)]
+
         # ---- transfer helpers --------------------------------------------------------
         # APPEND reads a pass's raw rows (the whole K group: its ring slots are contiguous,
         # the ring being a power of two no smaller than k_group) with one command
@@ -714,8 +726,8 @@ class KVUnit(wiring.Component):
                     m.next = "R_RUN"
                 with m.Else():
                     m.d.comb += slot_mul(cmd.pos)
-                    m.d.sync += [wr_addr.eq(slot_addr(0)), pk_sel.eq(SEL_WORD), i.eq(0)]
-                    with m.If(okA):
+                    m.d.sync += [wr_addr.eq(wa_raw_k), pk_sel.eq(SEL_WORD), i.eq(0)]
+                    with m.If(okA & okA_d):
                         m.next = "A_RAWK"
 
             # ======================= APPEND ==========================================
@@ -733,8 +745,8 @@ class KVUnit(wiring.Component):
                             m.next = nxt
             with m.State("A_RAWV_START"):
                 m.d.comb += slot_mul(cmd.pos)
-                m.d.sync += wr_addr.eq(slot_addr(rg.v_raw))
-                with m.If(okA):
+                m.d.sync += wr_addr.eq(wa_raw_v)
+                with m.If(okA & okA_d):
                     m.next = "A_RAWV"
             with m.State("A_QCHECK"):
                 # V: the token pos - window leaves the window now (vq grew by one)
@@ -805,7 +817,7 @@ class KVUnit(wiring.Component):
                 with m.If(a_go & rd.cmd.ready):
                     m.d.sync += [i.eq(0), c.eq(0), j.eq(0), pk_sel.eq(sel_code), pk_from_q.eq(1),
                                  wst_left.eq(rows_left),
-                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_codes, rg.v_codes) + pB)]
+                                 wr_addr.eq(wa_codes)]
                     m.next = "C_ROW"
             with m.State("C_ROW"):
                 m.d.comb += a_pop.eq(q_inflight < 10)
@@ -823,9 +835,8 @@ class KVUnit(wiring.Component):
                             m.next = "C_FLUSH"
             with m.State("C_FLUSH"):     # the last row's codes leave the packer
                 m.d.comb += [mA_a.eq(Mux(is_k, g0_g, vq_m1)), mA_b.eq(Mux(is_k, kpar_bytes, vpar_bytes))]
-                with m.If((q_inflight == 0) & ~q_busy & (wst_left == 0) & okA):
-                    m.d.sync += [pk_from_q.eq(0), i.eq(0), pk_sel.eq(SEL_PARAM),
-                                 wr_addr.eq(cmd.base + Mux(is_k, rg.k_params, rg.v_params) + pA)]
+                with m.If((q_inflight == 0) & ~q_busy & (wst_left == 0) & okA & okA_d):
+                    m.d.sync += [pk_from_q.eq(0), i.eq(0), pk_sel.eq(SEL_PARAM), wr_addr.eq(wa_params)]
                     m.next = "P_START"
             with m.State("P_START"):
                 m.d.comb += wr.start.valid.eq(1)
