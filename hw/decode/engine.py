@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out, connect
 
 from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
 from ..mem.gearbox import UnitPacker, UnitUnpacker, VectorUnpacker
-from ..mem.reader import BurstReader, ReadArbiter
+from ..mem.reader import BEATS_BITS, BurstReader, ReadArbiter
 from ..mem.writer import BurstWriter
 from ..pipeline import delay
 from .attention import AttentionUnit
@@ -284,7 +284,7 @@ class DecodeEngine(wiring.Component):
         q_sel, q_addr = Signal(2), Signal(self.addr_bits)
         m.d.sync += [skip.eq((r_addr & (bpb - 1)) >> r_sel), total.eq(r_count + ((r_addr & (bpb - 1)) >> r_sel)),
                      q_sel.eq(r_sel), q_addr.eq(r_addr & ~Const(bpb - 1, self.addr_bits))]
-        beats = Signal(16)
+        beats = Signal(BEATS_BITS)          # as wide as the reader's command field
         m.d.sync += beats.eq(((total << q_sel) + bpb - 1) >> (bpb.bit_length() - 1))
         wr_age = Signal(2)
         wr_ok = Signal()
