@@ -316,13 +316,12 @@ class KVUnit(wiring.Component):
         a_go, go_want = Signal(), Signal()
         rbeats = Signal(range(R // P + 1))       # beats per raw row
         a_beats = Signal(24)
-        a_part = Signal(32)
-        m.d.comb += [a_part.eq(Mux(is_k, 0, rg.v_raw)), a_beats.eq(Mux(is_k, rbeats << lg_g, rbeats))]
+        m.d.comb += a_beats.eq(Mux(is_k, rbeats << lg_g, rbeats))
         iss_valid = Signal()
         iss_addr = Signal(self.addr_bits)
         iss_beats = Signal(24)
-        a_addr = Signal(self.addr_bits)          # registered like a_go (its product is there by then)
-        m.d.sync += a_addr.eq(slot_addr(a_part))
+        a_addr = Signal(self.addr_bits)          # the K or V raw slot, summed like a_go's (registered)
+        m.d.comb += a_addr.eq(Mux(is_k, wa_raw_k, wa_raw_v))
         m.d.sync += a_go.eq(go_want & ~(a_go & rd.cmd.ready))
         m.d.comb += [rd.cmd.payload.addr.eq(Mux(reading, iss_addr, a_addr)),
                      rd.cmd.payload.beats.eq(Mux(reading, iss_beats, a_beats)),
