@@ -31,7 +31,7 @@ from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
 from ..mem.gearbox import UnitPacker, UnitUnpacker, VectorUnpacker
 from ..mem.reader import BEATS_BITS, BurstReader, ReadArbiter
 from ..mem.writer import BurstWriter
-from ..pipeline import delay
+from ..pipeline import RegFIFO2, delay
 from .attention import AttentionUnit
 from .isa import GROUP, INSTR_BITS, MODE_NORM_INPUT, Buf, InstrLayout, Op, Reg
 from .kv import KVUnit
@@ -91,7 +91,9 @@ class _Streamer(wiring.Component):
     ``data`` arrives ``read_latency`` cycles after ``en`` (the port's read register, then
     the engine's registered mux over the buffers); at most ``depth - 1`` words are in
     flight or queued, so the FIFO never overflows; one word per cycle while the consumer
-    takes them."""
+    takes them. ``out`` is a :class:`~hw.pipeline.RegFIFO2`'s output (``valid`` and
+    ``payload`` from registers; ``ready`` reaches only its pointers): a word is out three
+    cycles after the FIFO received it."""
 
     def __init__(self, index_bits: int, *, read_latency: int = 2):
         self.read_latency = read_latency
@@ -112,11 +114,15 @@ class _Streamer(wiring.Component):
             m.d.sync += [left.eq(left - 1), self.addr.eq(self.addr + 1)]
         m.d.comb += self.en.eq(issue)
         got = delay(m, issue, self.read_latency, 1, name="got")   # the word arrives
-        m.d.comb += [q.w_en.eq(got), q.w_data.eq(self.data), self.out.payload.eq(q.r_data.as_signed()),
-                     self.out.valid.eq(q.r_rdy), q.r_en.eq(self.out.ready)]
-        popped = q.r_rdy & q.r_en
+        # the output through a two-entry register FIFO: the consumer's ready (a unit's
+        # handshake across the die) reaches only its pointers, not the FIFO's level and
+        # read enable above, which feed ``issue`` (that route was the engine's path)
+        m.submodules.ob = ob = RegFIFO2(signed(32))
+        m.d.comb += [q.w_en.eq(got), q.w_data.eq(self.data), ob.i.payload.eq(q.r_data.as_signed()),
+                     ob.i.valid.eq(q.r_rdy), q.r_en.eq(ob.i.ready)]
+        wiring.connect(m, ob.o, wiring.flipped(self.out))
         m.d.sync += inflight.eq(inflight + issue - got)
-        m.d.comb += self.done.eq((left == 0) & (inflight == 0) & ~q.r_rdy & ~popped)
+        m.d.comb += self.done.eq((left == 0) & (inflight == 0) & ~q.r_rdy & ~ob.o.valid)
         return m
 
 
@@ -249,6 +255,31 @@ class DecodeEngine(wiring.Component):
         with m.If(w_valid):
             m.d.sync += w_idx.eq(w_idx + 1)
 
+        # ---- channel routes: which unit consumes channel A / B ------------------------------
+        # One-hot registers set in EXEC. Each consumer's valid is the channel's valid AND its
+        # bit, the channel's ready an OR of (bit AND that consumer's ready): the handshakes
+        # no longer pass the sequencer's state decode (the channel-A consumer mux in every
+        # state was the engine's 57 MHz path). A route stays set until the next EXEC; the
+        # channel is idle (done) from the end of an instruction to the start of the next.
+        RA = {k: i for i, k in enumerate(("mv", "norm", "rope", "elem", "kv", "att", "amax", "store"))}
+        RB = {k: i for i, k in enumerate(("elem", "kv"))}
+        route_a, route_b = Signal(len(RA)), Signal(len(RB))
+        a_sinks = {"mv": mv.x, "norm": norm.x, "rope": rope.x, "elem": elem.a, "kv": kv.k_in, "att": att.q}
+        b_sinks = {"elem": elem.b, "kv": kv.v_in}
+        a_ready, b_ready = [], []
+        for k, sink in a_sinks.items():
+            m.d.comb += [sink.payload.eq(chan_a.out.payload), sink.valid.eq(chan_a.out.valid & route_a[RA[k]])]
+            a_ready.append(route_a[RA[k]] & sink.ready)
+        for k, sink in b_sinks.items():
+            m.d.comb += [sink.payload.eq(chan_b.out.payload), sink.valid.eq(chan_b.out.valid & route_b[RB[k]])]
+            b_ready.append(route_b[RB[k]] & sink.ready)
+        # ARGMAX takes every word; STORE hands them to the packer
+        a_ready += [route_a[RA["amax"]], route_a[RA["store"]] & st_pk.units.ready]
+        m.d.comb += [chan_a.out.ready.eq(Cat(*a_ready).any()), chan_b.out.ready.eq(Cat(*b_ready).any())]
+        # the KV unit's READ rows go only to the attention unit (it produces them in ATTEND only)
+        connect_stream(m, kv.k_out, att.k)
+        connect_stream(m, kv.v_out, att.v)
+
         # ---- registers and the instruction stream ------------------------------------------
         regs = [Signal(32, name=f"reg_{r.name.lower()}") for r in Reg]
         ins = Signal(InstrLayout())
@@ -375,31 +406,34 @@ class DecodeEngine(wiring.Component):
                         m.next = "FETCH"
                     with m.Case(Op.MATVEC):
                         m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(0),
-                                     snoop_ok.eq(1), snoop_buf.eq(ins.dst), snoop_n.eq(ins.rows)]
+                                     snoop_ok.eq(1), snoop_buf.eq(ins.dst), snoop_n.eq(ins.rows),
+                                     route_a.eq(1 << RA["mv"])]
                         m.next = "MATVEC"
                     with m.Case(Op.RMSNORM):
-                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3)]
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3), route_a.eq(1 << RA["norm"])]
                         m.next = "RMSNORM"
                     with m.Case(Op.ROPE):
-                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3)]
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3), route_a.eq(1 << RA["rope"])]
                         m.next = "ROPE"
                     with m.Case(Op.ADD, Op.SWIGLU):
-                        m.d.sync += [sel_a.eq(ins.src), sel_b.eq(ins.src2), sel_w.eq(ins.dst), phase_ct.eq(3)]
+                        m.d.sync += [sel_a.eq(ins.src), sel_b.eq(ins.src2), sel_w.eq(ins.dst), phase_ct.eq(3),
+                                     route_a.eq(1 << RA["elem"]), route_b.eq(1 << RB["elem"])]
                         m.next = "ELEM"
                     with m.Case(Op.ARGMAX):
-                        m.d.sync += [sel_a.eq(ins.src), phase_ct.eq(3)]
+                        m.d.sync += [sel_a.eq(ins.src), phase_ct.eq(3), route_a.eq(1 << RA["amax"])]
                         with m.If(snoop_ok & (snoop_buf == ins.src) & (snoop_n == ins.cols)):
                             m.next = "ARGMAX_DONE"
                         with m.Else():
                             m.next = "ARGMAX"
                     with m.Case(Op.STORE):
-                        m.d.sync += [sel_a.eq(ins.src), phase_ct.eq(3)]
+                        m.d.sync += [sel_a.eq(ins.src), phase_ct.eq(3), route_a.eq(1 << RA["store"])]
                         m.next = "STORE"
                     with m.Case(Op.KV_APPEND):
-                        m.d.sync += [sel_a.eq(ins.src), sel_b.eq(ins.src2), w_kv.eq(1), phase_ct.eq(2)]
+                        m.d.sync += [sel_a.eq(ins.src), sel_b.eq(ins.src2), w_kv.eq(1), phase_ct.eq(2),
+                                     route_a.eq(1 << RA["kv"]), route_b.eq(1 << RB["kv"])]
                         m.next = "KV_APPEND"
                     with m.Case(Op.ATTEND):
-                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(1)]
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(1), route_a.eq(1 << RA["att"])]
                         m.next = "ATTEND"
                     with m.Case(Op.EMBED):
                         m.d.sync += [sel_w.eq(ins.dst), phase_ct.eq(3)]
@@ -419,7 +453,6 @@ class DecodeEngine(wiring.Component):
                              mv.cmd.payload.rows.eq(ins.rows), mv.cmd.payload.cols.eq(ins.cols),
                              mv.cmd.payload.codes_addr.eq(ins.addr), mv.cmd.payload.scales_addr.eq(ins.addr2),
                              chan_a.start.eq(mv.cmd.valid & mv.cmd.ready), chan_a.count.eq(ins.cols)]
-                connect_stream(m, chan_a.out, mv.x)
                 m.d.comb += [mv.y.ready.eq(1), w_valid.eq(mv.y.valid), w_data.eq(mv.y.payload),
                              amax.start.eq(mv.cmd.valid & mv.cmd.ready), amax.i_valid.eq(mv.y.valid),
                              amax.x.eq(mv.y.payload)]
@@ -435,7 +468,6 @@ class DecodeEngine(wiring.Component):
                              chan_a.start.eq(norm.cmd.valid & norm.cmd.ready), chan_a.count.eq(ins.cols),
                              wr_go.eq(started_unit & ~words_started), wr_addr.eq(ins.addr),
                              wr_count.eq(ins.cols), wr_sel.eq(2)]
-                connect_stream(m, chan_a.out, norm.x)
                 m.d.comb += [norm.gain.payload.eq(words.payload[:32].as_signed()), norm.gain.valid.eq(words.valid),
                              words.ready.eq(norm.gain.ready),
                              w_valid.eq(norm.o_valid), w_data.eq(norm.y)]
@@ -456,7 +488,6 @@ class DecodeEngine(wiring.Component):
                              chan_a.start.eq(rope.cmd.valid & rope.cmd.ready), chan_a.count.eq(p_rc),
                              wr_go.eq(~words_started & pready), wr_addr.eq(ins.addr), wr_count.eq(ins.cols >> 1),
                              wr_sel.eq(3)]
-                connect_stream(m, chan_a.out, rope.x)
                 m.d.comb += [rope.consts.payload.eq(words.payload), rope.consts.valid.eq(words.valid),
                              words.ready.eq(rope.consts.ready), w_valid.eq(rope.o_valid), w_data.eq(rope.y)]
                 with m.If(rope.cmd.valid & rope.cmd.ready):
@@ -473,8 +504,6 @@ class DecodeEngine(wiring.Component):
                              chan_a.start.eq(elem.cmd.valid & elem.cmd.ready), chan_a.count.eq(ins.cols),
                              chan_b.start.eq(elem.cmd.valid & elem.cmd.ready), chan_b.count.eq(ins.cols),
                              w_valid.eq(elem.o_valid), w_data.eq(elem.y)]
-                connect_stream(m, chan_a.out, elem.a)
-                connect_stream(m, chan_b.out, elem.b)
                 with m.If(elem.cmd.valid & elem.cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(started_unit & chan_a.done & chan_b.done & ~elem.busy):
@@ -482,7 +511,7 @@ class DecodeEngine(wiring.Component):
             # ARGMAX: snoop the source
             with m.State("ARGMAX"):
                 m.d.comb += [amax.start.eq(~started_unit), chan_a.start.eq(~started_unit), chan_a.count.eq(ins.cols),
-                             chan_a.out.ready.eq(1), amax.i_valid.eq(chan_a.out.valid), amax.x.eq(chan_a.out.payload)]
+                             amax.i_valid.eq(chan_a.out.valid), amax.x.eq(chan_a.out.payload)]
                 m.d.sync += started_unit.eq(1)
                 with m.If(started_unit & chan_a.done):
                     m.next = "ARGMAX_DONE"
@@ -494,8 +523,8 @@ class DecodeEngine(wiring.Component):
                 m.d.comb += [st_wr.start.valid.eq(~started_unit), st_wr.start.payload.eq(ins.addr),
                              chan_a.start.eq(st_wr.start.valid & st_wr.start.ready), chan_a.count.eq(ins.cols),
                              st_pk.sel.eq(0), st_pk.units.payload.unit.eq(chan_a.out.payload.as_unsigned()),
-                             st_pk.units.payload.last.eq(store_left == 1), st_pk.units.valid.eq(chan_a.out.valid),
-                             chan_a.out.ready.eq(st_pk.units.ready)]
+                             st_pk.units.payload.last.eq(store_left == 1),
+                             st_pk.units.valid.eq(chan_a.out.valid & route_a[RA["store"]])]
                 with m.If(st_wr.start.valid & st_wr.start.ready):
                     m.d.sync += [started_unit.eq(1), store_left.eq(ins.cols)]
                 with m.If(chan_a.out.valid & chan_a.out.ready):
@@ -508,8 +537,6 @@ class DecodeEngine(wiring.Component):
                              kv.cmd.payload.base.eq(ins.addr), kv.cmd.payload.pos.eq(pos),
                              chan_a.start.eq(kv.cmd.valid & kv.cmd.ready), chan_b.start.eq(kv.cmd.valid & kv.cmd.ready),
                              chan_a.count.eq(p_kv), chan_b.count.eq(p_kv)]
-                connect_stream(m, chan_a.out, kv.k_in)
-                connect_stream(m, chan_b.out, kv.v_in)
                 with m.If(kv.cmd.valid & kv.cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(started_unit & ~kv.busy & chan_a.done & chan_b.done):
@@ -527,9 +554,6 @@ class DecodeEngine(wiring.Component):
                              att.cmd.payload.n.eq(pos + 1), att.cmd.payload.c.eq(cval),
                              chan_a.start.eq(~started_unit & pready), chan_a.count.eq(p_rc),
                              w_valid.eq(att.o_valid), w_data.eq(att.y)]
-                connect_stream(m, chan_a.out, att.q)
-                connect_stream(m, kv.k_out, att.k)
-                connect_stream(m, kv.v_out, att.v)
                 with m.If(pready):
                     m.d.sync += started_unit.eq(1)   # both units idle here: they take it at once
                 with m.If(started_unit & ~kv.busy & ~att.busy & chan_a.done):

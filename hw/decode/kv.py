@@ -474,17 +474,18 @@ class KVUnit(wiring.Component):
                 m.d.sync += [d1_codes[ll].eq(tk_data[ll * bits:(ll + 1) * bits]) for ll in range(Lc)]
         m.d.sync += d1_words.eq(tk_data[:Lc * 32])
         # E0: the lanes' parameters registered (block RAM outputs); E1: code * man;
-        # E2: the rounding add (or the left shift); E3: the right shift; D2: + mn, saturated
-        # (all in one cycle after D1 was the KV unit's long path)
-        e_v = [Signal(name=f"e_v{k}") for k in range(4)]
-        e_k = [Signal(name=f"e_k{k}") for k in range(4)]
-        e_raw = [Signal(name=f"e_raw{k}") for k in range(4)]
-        e_words = [Signal(Lc * 32, name=f"e_words{k}") for k in range(4)]
+        # E2: the rounding add (or the left shift); E3: the right shift; E4: + mn; D2:
+        # saturated (all in one cycle after D1 was the KV unit's long path)
+        NE = 5
+        e_v = [Signal(name=f"e_v{k}") for k in range(NE)]
+        e_k = [Signal(name=f"e_k{k}") for k in range(NE)]
+        e_raw = [Signal(name=f"e_raw{k}") for k in range(NE)]
+        e_words = [Signal(Lc * 32, name=f"e_words{k}") for k in range(NE)]
         m.d.sync += [e_v[0].eq(d1_v), e_k[0].eq(d1_k), e_raw[0].eq(d1_raw), e_words[0].eq(d1_words)]
-        for k in range(1, 4):
+        for k in range(1, NE):
             m.d.sync += [e_v[k].eq(e_v[k - 1]), e_k[k].eq(e_k[k - 1]), e_raw[k].eq(e_raw[k - 1]),
                          e_words[k].eq(e_words[k - 1])]
-        m.d.sync += [d2_v.eq(e_v[3]), d2_k.eq(e_k[3])]
+        m.d.sync += [d2_v.eq(e_v[-1]), d2_k.eq(e_k[-1])]
         for ll in range(Lc):
             par = Signal(PARAM, name=f"dpar{ll}")
             code0 = Signal(8, name=f"dcode0_{ll}")
@@ -506,13 +507,18 @@ class KVUnit(wiring.Component):
             pr, pl = Signal(24, name=f"dpr{ll}"), Signal(64, name=f"dpl{ll}")
             neg2 = Signal(name=f"dneg2_{ll}")
             m.d.sync += [pr.eq(prod >> rm1), pl.eq(prod << lsh), neg2.eq(neg1)]
-            deq = Signal(signed(80), name=f"deq{ll}")
-            m.d.sync += deq.eq(Mux(neg2, (pr + 1) >> 1, pl))
-            dsum = Signal(signed(81), name=f"dsum{ll}")
-            m.d.comb += dsum.eq(mn3 + deq)
-            m.d.sync += d2_val[ll].eq(Mux(e_raw[3], e_words[3][ll * 32:(ll + 1) * 32].as_signed(),
-                                          Mux(dsum > (1 << 31) - 1, (1 << 31) - 1,
-                                              Mux(dsum < -(1 << 31), -(1 << 31), dsum))))
+            # the dequantized step is >= 0 and mn >= -2**31, so only the top saturates: a
+            # step of 2**32 or more always does (flag ``big``), a smaller one fits 33 bits and
+            # mn + step fits 34; the sum and the saturation are a stage each (one 81-bit add
+            # and compare was the KV unit's 87 MHz path)
+            deq = Signal(33, name=f"deq{ll}")
+            big = Signal(name=f"dbig{ll}")
+            m.d.sync += [deq.eq(Mux(neg2, (pr + 1) >> 1, pl[:33])), big.eq(~neg2 & pl[32:].any())]
+            dsum = Signal(signed(34), name=f"dsum{ll}")
+            big2 = Signal(name=f"dbig2_{ll}")
+            m.d.sync += [dsum.eq(mn3 + deq), big2.eq(big)]
+            m.d.sync += d2_val[ll].eq(Mux(e_raw[-1], e_words[-1][ll * 32:(ll + 1) * 32].as_signed(),
+                                          Mux(big2 | (dsum > (1 << 31) - 1), (1 << 31) - 1, dsum)))
         dfifo = fifo.SyncFIFOBuffered(width=Lc * 32 + 1, depth=16)
         m.submodules.dfifo = dfifo
         d_inflight = Signal(range(17))
@@ -526,10 +532,10 @@ class KVUnit(wiring.Component):
         m.d.comb += d_pop.eq(dfifo.r_rdy & dfifo.r_en)
         m.d.sync += d_inflight.eq(d_inflight + d_take - d_pop)
         # room for another take, registered (from the count a cycle old, so one below the
-        # limit of 12): the count's compare ahead of the take enable and its fan-out was the
-        # KV unit's 82.3 MHz path
+        # limit of 13, within the FIFO's 16; the take-to-pop loop is 10 cycles): the count's
+        # compare ahead of the take enable and its fan-out was the KV unit's 82.3 MHz path
         d_room = Signal()
-        m.d.sync += d_room.eq(d_inflight < 11)
+        m.d.sync += d_room.eq(d_inflight < 12)
         q_pop = Signal()
         m.d.comb += [pk.units.payload.unit.eq(Mux(pk_sel == SEL_WORD, pk_word, Mux(pk_sel == SEL_PARAM, pk_param,
                                                                                      qfifo.r_data[:8 * P]))),
