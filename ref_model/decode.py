@@ -488,8 +488,15 @@ def kv_dequantize(codes: torch.Tensor, mn: torch.Tensor, e: torch.Tensor,
     """``sat32(mn + rshift_round(codes * m, -e))``: int32 ``Q.F`` values (what the attention
     unit reads). Bits: ``codes`` uint<=8 x ``m`` uint<=12 (1 when ``None``), barrel shift
     with round half up (exact for a power-of-two step, ``e >= 0``), 33-bit add saturated
-    to int32 (a rounded-up step can overshoot the group maximum by half a step)."""
+    to int32 (a rounded-up step can overshoot the group maximum by half a step).
+
+    ``e`` is clamped to [-40, 32] first, which changes no result: the product is below
+    2**24, so from ``e = 32`` on a nonzero step is 2**32 or more and saturates (``mn`` is
+    at least -2**31), and from ``e = -25`` down every step rounds to 0. Unclamped, a
+    record with a large ``e`` (a corrupt or host-written one) overflowed int64 here. (The
+    hardware clamps at +-40 and shifts in 64 bits: the same results.)"""
     c = codes.to(_I64) if m is None else codes.to(_I64) * m
+    e = torch.as_tensor(e, dtype=_I64).clamp(-40, 32)
     return _sat32(mn + fx.rshift_round(c, -e))
 
 

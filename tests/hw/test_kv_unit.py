@@ -76,7 +76,37 @@ def test_kv_append_quantizes_a_beat_per_cycle():
     assert extra < bound, f"K-group quantization took {extra} cycles (one channel per cycle would be ~{2 * k_group * row})"
 
 
-def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read, nkv=2, max_kv_dim=64, stall=0, w_stall=0, seed=0):
+@pytest.mark.parametrize("kv_bits,lanes,seed", [(4, 4, 11), (8, 16, 12), (2, 1, 13)])
+def test_kv_read_extreme_parameter_records(kv_bits, lanes, seed):
+    """Parameter records in memory with extreme fields (written by a host or corrupt), seeded:
+    ``mn`` at the int32 ends, shifts ``e`` from -128 to 127 (the hardware clamps at +-40),
+    mantissas up to 0xFFFF. READ dequantizes steps of 2**32 and more (saturated) and steps
+    that round to 0 as the reference does."""
+    _run(kv_bits, 4, 1, 9, lanes, 16, data_bits=128, check_read=True, poke_seed=seed)
+
+
+def _poke_params(mems, L, seed):
+    """Overwrite every K and V parameter record of the layer at ``BASE`` in each of ``mems``
+    (the same bytes) with extreme fields from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda vals: vals[int(torch.randint(len(vals), (1,), generator=g))]  # noqa: E731
+    mns = [-(1 << 31), (1 << 31) - 1, 0, -1, (1 << 30)]
+    es = [-128, -41, -40, -24, -1, 0, 1, 8, 16, 24, 31, 32, 39, 40, 41, 127]
+    mans = [0, 1, 0xFFF, 0xFFFF, 0x8000]
+    regions = [("k_params", L.k_groups, L.k_param_row_bytes, L.row),
+               ("v_params", L.max_ctx, L.v_param_row_bytes, L.n_kv_heads)]
+    for name, rows, pitch, per_row in regions:
+        for r in range(rows):
+            for i in range(per_row):
+                rec = (pick(mns).to_bytes(4, "little", signed=True) + pick(es).to_bytes(1, "little", signed=True)
+                       + b"\0" + pick(mans).to_bytes(2, "little"))
+                a = BASE + L.offset(name) + r * pitch + i * len(rec)
+                for mem in mems:
+                    mem[a:a + len(rec)] = rec
+
+
+def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read, nkv=2, max_kv_dim=64, stall=0, w_stall=0, seed=0,
+         poke_seed=None):
     ctx = 16
     L = KVLayout(ctx, nkv, hd, kv_bits, k_group, window)
     num = DecodeNumerics(kv_bits=kv_bits, k_group=k_group, kv_window=window)
@@ -137,6 +167,8 @@ def _run(kv_bits, k_group, window, tokens, lanes, hd, *, data_bits, check_read, 
                 return
             if not check_read:
                 continue
+            if poke_seed is not None and pos == tokens - 1:
+                _poke_params([mem.mem, ref.mem], L, poke_seed)
             # READ
             ctx_.set(dut.cmd.payload.read, 1)
             ctx_.set(dut.cmd.valid, 1)

@@ -135,6 +135,20 @@ def test_kv_quantize_bounds(scale_bits):
             assert (err <= step / 2 * (1 + 2.0 ** -15) + 0.5).all()
 
 
+def test_kv_dequantize_extreme_records_exact():
+    """Records with any shift: the result is the exact sat32(mn + round(code*m*2**e)), with
+    no int64 overflow for large ``e`` (it used to read back ``mn`` or wrap to INT32_MIN)."""
+    codes = torch.tensor([0, 1, 255, 255, 255, 255, 3, 255])
+    m = torch.tensor([65535, 1, 65535, 65535, 65535, 1, 65535, 65535])
+    mn = torch.tensor([-1, -(1 << 31), -1, -(1 << 31), 5, 0, -1, 7])
+    e = torch.tensor([127, 31, 40, 127, -128, -8, -17, -24])
+    got = U.kv_dequantize(codes, mn, e, m).tolist()
+    for c, mm, b, s, y in zip(codes.tolist(), m.tolist(), mn.tolist(), e.tolist(), got):
+        step = c * mm * 2 ** s
+        exact = b + math.floor(step + 0.5)
+        assert y == max(-(1 << 31), min((1 << 31) - 1, exact)), (c, mm, b, s, y)
+
+
 def test_attention_close_to_float():
     g = torch.Generator().manual_seed(11)  # own stream: independent of test order (xdist)
     T, nh, nkv, hd = 20, 6, 2, 64
