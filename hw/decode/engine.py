@@ -22,6 +22,9 @@ One AXI4 read port (program, weights, gains/constants/embedding, KV: arbitrated 
 and one AXI4 write port (KV, STORE; one writer at a time, as instructions run in order).
 """
 
+import operator
+from functools import reduce
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
@@ -122,7 +125,7 @@ class _Streamer(wiring.Component):
                      ob.i.valid.eq(q.r_rdy), q.r_en.eq(ob.i.ready)]
         wiring.connect(m, ob.o, wiring.flipped(self.out))
         m.d.sync += inflight.eq(inflight + issue - got)
-        m.d.comb += self.done.eq((left == 0) & (inflight == 0) & ~q.r_rdy & ~ob.o.valid)
+        m.d.comb += self.done.eq(~self.start & (left == 0) & (inflight == 0) & ~q.r_rdy & ~ob.o.valid)
         return m
 
 
@@ -255,6 +258,14 @@ class DecodeEngine(wiring.Component):
         with m.If(w_valid):
             m.d.sync += w_idx.eq(w_idx + 1)
 
+        # the channels' start and count registered (the states' unit handshakes and count
+        # muxes straight into the streamers' counters crossed the die): a channel starts a
+        # cycle after its unit took the command; its ``done`` is low while ``start`` is high
+        a_start, b_start = Signal(), Signal()
+        a_count, b_count = Signal.like(chan_a.count), Signal.like(chan_b.count)
+        m.d.sync += [chan_a.start.eq(a_start), chan_a.count.eq(a_count),
+                     chan_b.start.eq(b_start), chan_b.count.eq(b_count)]
+
         # ---- channel routes: which unit consumes channel A / B ------------------------------
         # One-hot registers set in EXEC. Each consumer's valid is the channel's valid AND its
         # bit, the channel's ready an OR of (bit AND that consumer's ready): the handshakes
@@ -263,7 +274,11 @@ class DecodeEngine(wiring.Component):
         # channel is idle (done) from the end of an instruction to the start of the next.
         RA = {k: i for i, k in enumerate(("mv", "norm", "rope", "elem", "kv", "att", "amax", "store"))}
         RB = {k: i for i, k in enumerate(("elem", "kv"))}
+        # likewise the word stream's consumer and the unit whose results go to the buffers
+        RW = {k: i for i, k in enumerate(("norm", "rope", "emb"))}
+        RY = {k: i for i, k in enumerate(("mv", "norm", "rope", "elem", "att", "emb"))}
         route_a, route_b = Signal(len(RA)), Signal(len(RB))
+        route_w, route_y = Signal(len(RW)), Signal(len(RY))
         a_sinks = {"mv": mv.x, "norm": norm.x, "rope": rope.x, "elem": elem.a, "kv": kv.k_in, "att": att.q}
         b_sinks = {"elem": elem.b, "kv": kv.v_in}
         a_ready, b_ready = [], []
@@ -395,6 +410,7 @@ class DecodeEngine(wiring.Component):
                                  prep.eq(0)]
                     m.next = "EXEC"
             with m.State("EXEC"):
+                m.d.sync += [route_a.eq(0), route_b.eq(0), route_w.eq(0), route_y.eq(0)]
                 with m.Switch(op):
                     with m.Case(Op.HALT):
                         m.d.sync += [regs[Reg.POS].eq(pos + 1), self.busy.eq(0), self.next_token.eq(reg(Reg.NEXT))]
@@ -407,17 +423,20 @@ class DecodeEngine(wiring.Component):
                     with m.Case(Op.MATVEC):
                         m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(0),
                                      snoop_ok.eq(1), snoop_buf.eq(ins.dst), snoop_n.eq(ins.rows),
-                                     route_a.eq(1 << RA["mv"])]
+                                     route_a.eq(1 << RA["mv"]), route_y.eq(1 << RY["mv"])]
                         m.next = "MATVEC"
                     with m.Case(Op.RMSNORM):
-                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3), route_a.eq(1 << RA["norm"])]
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3), route_a.eq(1 << RA["norm"]),
+                                     route_w.eq(1 << RW["norm"]), route_y.eq(1 << RY["norm"])]
                         m.next = "RMSNORM"
                     with m.Case(Op.ROPE):
-                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3), route_a.eq(1 << RA["rope"])]
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(3), route_a.eq(1 << RA["rope"]),
+                                     route_w.eq(1 << RW["rope"]), route_y.eq(1 << RY["rope"])]
                         m.next = "ROPE"
                     with m.Case(Op.ADD, Op.SWIGLU):
                         m.d.sync += [sel_a.eq(ins.src), sel_b.eq(ins.src2), sel_w.eq(ins.dst), phase_ct.eq(3),
-                                     route_a.eq(1 << RA["elem"]), route_b.eq(1 << RB["elem"])]
+                                     route_a.eq(1 << RA["elem"]), route_b.eq(1 << RB["elem"]),
+                                     route_y.eq(1 << RY["elem"])]
                         m.next = "ELEM"
                     with m.Case(Op.ARGMAX):
                         m.d.sync += [sel_a.eq(ins.src), phase_ct.eq(3), route_a.eq(1 << RA["amax"])]
@@ -433,10 +452,12 @@ class DecodeEngine(wiring.Component):
                                      route_a.eq(1 << RA["kv"]), route_b.eq(1 << RB["kv"])]
                         m.next = "KV_APPEND"
                     with m.Case(Op.ATTEND):
-                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(1), route_a.eq(1 << RA["att"])]
+                        m.d.sync += [sel_a.eq(ins.src), sel_w.eq(ins.dst), phase_ct.eq(1), route_a.eq(1 << RA["att"]),
+                                     route_y.eq(1 << RY["att"])]
                         m.next = "ATTEND"
                     with m.Case(Op.EMBED):
-                        m.d.sync += [sel_w.eq(ins.dst), phase_ct.eq(3)]
+                        m.d.sync += [sel_w.eq(ins.dst), phase_ct.eq(3), route_w.eq(1 << RW["emb"]),
+                                     route_y.eq(1 << RY["emb"])]
                         m.next = "EMBED_SCALES"
                     with m.Default():
                         m.d.sync += [self.error.eq(1), self.busy.eq(0)]
@@ -452,10 +473,8 @@ class DecodeEngine(wiring.Component):
                              mv.cmd.payload.norm.eq((ins.mode & MODE_NORM_INPUT) != 0),
                              mv.cmd.payload.rows.eq(ins.rows), mv.cmd.payload.cols.eq(ins.cols),
                              mv.cmd.payload.codes_addr.eq(ins.addr), mv.cmd.payload.scales_addr.eq(ins.addr2),
-                             chan_a.start.eq(mv.cmd.valid & mv.cmd.ready), chan_a.count.eq(ins.cols)]
-                m.d.comb += [mv.y.ready.eq(1), w_valid.eq(mv.y.valid), w_data.eq(mv.y.payload),
-                             amax.start.eq(mv.cmd.valid & mv.cmd.ready), amax.i_valid.eq(mv.y.valid),
-                             amax.x.eq(mv.y.payload)]
+                             a_start.eq(mv.cmd.valid & mv.cmd.ready), a_count.eq(ins.cols)]
+                m.d.comb += amax.start.eq(mv.cmd.valid & mv.cmd.ready)
                 with m.If(mv.cmd.valid & mv.cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(started_unit & ~mv.busy & chan_a.done):
@@ -465,18 +484,15 @@ class DecodeEngine(wiring.Component):
                 first = ~started_unit
                 m.d.comb += [norm.cmd.valid.eq(first), norm.cmd.payload.n.eq(ins.cols),
                              norm.cmd.payload.eps.eq(reg(Reg.EPS)),
-                             chan_a.start.eq(norm.cmd.valid & norm.cmd.ready), chan_a.count.eq(ins.cols),
+                             a_start.eq(norm.cmd.valid & norm.cmd.ready), a_count.eq(ins.cols),
                              wr_go.eq(started_unit & ~words_started), wr_addr.eq(ins.addr),
                              wr_count.eq(ins.cols), wr_sel.eq(2)]
-                m.d.comb += [norm.gain.payload.eq(words.payload[:32].as_signed()), norm.gain.valid.eq(words.valid),
-                             words.ready.eq(norm.gain.ready),
-                             w_valid.eq(norm.o_valid), w_data.eq(norm.y)]
                 with m.If(norm.cmd.valid & norm.cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(wr_started):
                     m.d.sync += words_started.eq(1)
                 with m.If(started_unit & chan_a.done & ~second_pass):
-                    m.d.comb += chan_a.start.eq(1)
+                    m.d.comb += a_start.eq(1)
                     m.d.sync += second_pass.eq(1)
                 with m.If(started_unit & second_pass & chan_a.done & ~norm.busy):
                     m.d.sync += [second_pass.eq(0), words_started.eq(0)]
@@ -485,11 +501,9 @@ class DecodeEngine(wiring.Component):
             with m.State("ROPE"):
                 m.d.comb += [rope.cmd.valid.eq(~started_unit & pready), rope.cmd.payload.heads.eq(ins.rows),
                              rope.cmd.payload.head_dim.eq(ins.cols), rope.cmd.payload.pos.eq(pos),
-                             chan_a.start.eq(rope.cmd.valid & rope.cmd.ready), chan_a.count.eq(p_rc),
+                             a_start.eq(rope.cmd.valid & rope.cmd.ready), a_count.eq(p_rc),
                              wr_go.eq(~words_started & pready), wr_addr.eq(ins.addr), wr_count.eq(ins.cols >> 1),
                              wr_sel.eq(3)]
-                m.d.comb += [rope.consts.payload.eq(words.payload), rope.consts.valid.eq(words.valid),
-                             words.ready.eq(rope.consts.ready), w_valid.eq(rope.o_valid), w_data.eq(rope.y)]
                 with m.If(rope.cmd.valid & rope.cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(wr_started):
@@ -501,17 +515,15 @@ class DecodeEngine(wiring.Component):
             with m.State("ELEM"):
                 m.d.comb += [elem.cmd.valid.eq(~started_unit), elem.cmd.payload.n.eq(ins.cols),
                              elem.cmd.payload.op.eq(op == Op.SWIGLU),
-                             chan_a.start.eq(elem.cmd.valid & elem.cmd.ready), chan_a.count.eq(ins.cols),
-                             chan_b.start.eq(elem.cmd.valid & elem.cmd.ready), chan_b.count.eq(ins.cols),
-                             w_valid.eq(elem.o_valid), w_data.eq(elem.y)]
+                             a_start.eq(elem.cmd.valid & elem.cmd.ready), a_count.eq(ins.cols),
+                             b_start.eq(elem.cmd.valid & elem.cmd.ready), b_count.eq(ins.cols)]
                 with m.If(elem.cmd.valid & elem.cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(started_unit & chan_a.done & chan_b.done & ~elem.busy):
                     m.next = "FETCH"
             # ARGMAX: snoop the source
             with m.State("ARGMAX"):
-                m.d.comb += [amax.start.eq(~started_unit), chan_a.start.eq(~started_unit), chan_a.count.eq(ins.cols),
-                             amax.i_valid.eq(chan_a.out.valid), amax.x.eq(chan_a.out.payload)]
+                m.d.comb += [amax.start.eq(~started_unit), a_start.eq(~started_unit), a_count.eq(ins.cols)]
                 m.d.sync += started_unit.eq(1)
                 with m.If(started_unit & chan_a.done):
                     m.next = "ARGMAX_DONE"
@@ -521,7 +533,7 @@ class DecodeEngine(wiring.Component):
             # STORE: channel A -> packer -> writer at addr
             with m.State("STORE"):
                 m.d.comb += [st_wr.start.valid.eq(~started_unit), st_wr.start.payload.eq(ins.addr),
-                             chan_a.start.eq(st_wr.start.valid & st_wr.start.ready), chan_a.count.eq(ins.cols),
+                             a_start.eq(st_wr.start.valid & st_wr.start.ready), a_count.eq(ins.cols),
                              st_pk.sel.eq(0), st_pk.units.payload.unit.eq(chan_a.out.payload.as_unsigned()),
                              st_pk.units.payload.last.eq(store_left == 1),
                              st_pk.units.valid.eq(chan_a.out.valid & route_a[RA["store"]])]
@@ -535,8 +547,8 @@ class DecodeEngine(wiring.Component):
             with m.State("KV_APPEND"):
                 m.d.comb += [kv.cmd.valid.eq(~started_unit & pready), kv.cmd.payload.read.eq(0),
                              kv.cmd.payload.base.eq(ins.addr), kv.cmd.payload.pos.eq(pos),
-                             chan_a.start.eq(kv.cmd.valid & kv.cmd.ready), chan_b.start.eq(kv.cmd.valid & kv.cmd.ready),
-                             chan_a.count.eq(p_kv), chan_b.count.eq(p_kv)]
+                             a_start.eq(kv.cmd.valid & kv.cmd.ready), b_start.eq(kv.cmd.valid & kv.cmd.ready),
+                             a_count.eq(p_kv), b_count.eq(p_kv)]
                 with m.If(kv.cmd.valid & kv.cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(started_unit & ~kv.busy & chan_a.done & chan_b.done):
@@ -552,8 +564,7 @@ class DecodeEngine(wiring.Component):
                              att.cmd.valid.eq(~started_unit & pready), att.cmd.payload.heads.eq(ins.rows),
                              att.cmd.payload.kv_heads.eq(reg(Reg.N_KV_HEADS)), att.cmd.payload.head_dim.eq(hd),
                              att.cmd.payload.n.eq(pos + 1), att.cmd.payload.c.eq(cval),
-                             chan_a.start.eq(~started_unit & pready), chan_a.count.eq(p_rc),
-                             w_valid.eq(att.o_valid), w_data.eq(att.y)]
+                             a_start.eq(~started_unit & pready), a_count.eq(p_rc)]
                 with m.If(pready):
                     m.d.sync += started_unit.eq(1)   # both units idle here: they take it at once
                 with m.If(started_unit & ~kv.busy & ~att.busy & chan_a.done):
@@ -561,7 +572,7 @@ class DecodeEngine(wiring.Component):
             # EMBED: Q8_0 row TOKEN: its f16 scales, then its int8 codes -> dst
             with m.State("EMBED_SCALES"):
                 m.d.comb += [wr_go.eq(~started_unit & pready), wr_addr.eq(emb_sc_addr),
-                             wr_count.eq(ng), wr_sel.eq(1), words.ready.eq(1),
+                             wr_count.eq(ng), wr_sel.eq(1),
                              esw.en.eq(words.valid), esw.addr.eq(e_i), esw.data.eq(words.payload[:16])]
                 with m.If(wr_started):
                     m.d.sync += started_unit.eq(1)
@@ -572,8 +583,7 @@ class DecodeEngine(wiring.Component):
                         m.next = "EMBED_CODES"
             with m.State("EMBED_CODES"):
                 m.d.comb += [wr_go.eq(~started_unit), wr_addr.eq(emb_code_addr),
-                             wr_count.eq(ins.cols), wr_sel.eq(0), words.ready.eq(1), esr.addr.eq(e_i >> 5),
-                             emb_in.eq(words.valid), w_valid.eq(emb_v[-1]), w_data.eq(emb_y)]
+                             wr_count.eq(ins.cols), wr_sel.eq(0), esr.addr.eq(e_i >> 5), emb_in.eq(words.valid)]
                 with m.If(wr_started):
                     m.d.sync += started_unit.eq(1)
                 with m.If(words.valid):
@@ -581,7 +591,6 @@ class DecodeEngine(wiring.Component):
                     with m.If(e_i == ins.cols - 1):
                         m.next = "EMBED_DRAIN"
             with m.State("EMBED_DRAIN"):   # the dequantizer pipeline empties into dst
-                m.d.comb += [w_valid.eq(emb_v[-1]), w_data.eq(emb_y)]
                 with m.If(Cat(*emb_v) == 0):
                     m.next = "FETCH"
 
@@ -600,6 +609,21 @@ class DecodeEngine(wiring.Component):
         val4 = Signal(signed(64))
         m.d.sync += [emb_v[3].eq(emb_v[2]), val4.eq(Mux(sh3 > 0, ph3 >> sh3.as_unsigned()[:6], pl3))]
         m.d.sync += [emb_v[4].eq(emb_v[3]), emb_y.eq(sat32(m, val4, "emb_sat"))]
+
+        # ---- routed hookups (see "channel routes"): the word stream, results, argmax ----
+        w_sinks = {"norm": (norm.gain, words.payload[:32].as_signed()), "rope": (rope.consts, words.payload)}
+        w_ready = [route_w[RW["emb"]]]      # EMBED takes every word
+        for k, (sink, payload) in w_sinks.items():
+            m.d.comb += [sink.payload.eq(payload), sink.valid.eq(words.valid & route_w[RW[k]])]
+            w_ready.append(route_w[RW[k]] & sink.ready)
+        m.d.comb += words.ready.eq(Cat(*w_ready).any())
+        results = {"mv": (mv.y.valid, mv.y.payload), "norm": (norm.o_valid, norm.y), "rope": (rope.o_valid, rope.y),
+                   "elem": (elem.o_valid, elem.y), "att": (att.o_valid, att.y), "emb": (emb_v[-1], emb_y)}
+        m.d.comb += [w_valid.eq(Cat(*(route_y[RY[k]] & v for k, (v, _) in results.items())).any()),
+                     w_data.eq(reduce(operator.or_, (Mux(route_y[RY[k]], y, 0) for k, (_, y) in results.items()))),
+                     mv.y.ready.eq(1),   # the matvec produces only in MATVEC
+                     amax.i_valid.eq(Mux(route_a[RA["amax"]], chan_a.out.valid, mv.y.valid)),
+                     amax.x.eq(Mux(route_a[RA["amax"]], chan_a.out.payload, mv.y.payload))]
 
         # C = round(2**16/sqrt(head_dim)) for every head dim the engine accepts (a ROM; the
         # reference's constant, ref_model.decode.attention)
