@@ -13,6 +13,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..pipeline import delay
 from .funcs import RsqrtUnit, SigmoidUnit, SinCosUnit, rr
 from .products import Pipe
 
@@ -24,15 +25,6 @@ def sat32(m: Module, v, name: str) -> Signal:
     out = Signal(signed(32), name=name)
     m.d.comb += out.eq(Mux(v > INT32_MAX, INT32_MAX, Mux(v < INT32_MIN, INT32_MIN, v)))
     return out
-
-
-def delay(m: Module, sig, n: int, name: str):
-    """``sig`` through ``n`` registers."""
-    for k in range(n):
-        nxt = Signal.like(sig, name=f"{name}_d{k + 1}")
-        m.d.sync += nxt.eq(sig)
-        sig = nxt
-    return sig
 
 
 class RmsNormCommand(data.StructLayout):
@@ -328,11 +320,11 @@ class ElementwiseUnit(wiring.Component):
         sg_v = Signal()
         m.d.sync += [sg_v.eq(run & op), sg.x.eq(sat32(m, g16, "g16"))]
         m.d.comb += sg.i_valid.eq(sg_v)
-        u_late = delay(m, self.b.payload, sg.LATENCY + 1, "u")
+        u_late = delay(m, self.b.payload, sg.LATENCY + 1, 1, name="u")
         # SigmoidUnit's own valid chain: anything still inside it keeps the unit busy
         inflight = [run & op]
         for k in range(1, sg.LATENCY + 1):
-            inflight.append(delay(m, inflight[-1], 1, f"in{k}"))
+            inflight.append(delay(m, inflight[-1], 1, 1, name=f"in{k}"))
         m.d.comb += pipe_busy.eq(Cat(*inflight[1:]).any())
         # silu * u: a split, registered product (4 MULT18X18D), then the round, then saturate
         E = Pipe(m, "sw_")
