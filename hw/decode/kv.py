@@ -639,24 +639,32 @@ class KVUnit(wiring.Component):
                     m.next = "I_CALC"
 
         # stats pass pipeline: ST1 the beat registered; STH the first level of its extremes'
-        # tree (V: one head's channels) registered; ST2 the extremes registered; then the
-        # read-modify-write of the statistics (the beat's min/max chain into the compare with
-        # the stored statistic was one long path, then the two-level tree of 32-bit compares)
+        # tree (V: one head's channels) registered; STT the rest of the tree registered; ST2
+        # the lanes' extremes registered; then the read-modify-write of the statistics (the
+        # beat's min/max chain into the compare with the stored statistic was one long path,
+        # then the two-level tree of 32-bit compares; then the tree's last compare with its
+        # fan-out to every lane's ST2 register, the KV unit's 85.7 MHz path)
         st1_v, st1_fresh, st1_k, st2_v, st2_fresh = Signal(), Signal(), Signal(), Signal(), Signal()
         sth_v, sth_fresh, sth_k = Signal(), Signal(), Signal()
-        st1_sw, sth_sw, st2_sw = Signal(range(sdepth)), Signal(range(sdepth)), Signal(range(sdepth))
+        stt_v, stt_fresh, stt_k = Signal(), Signal(), Signal()
+        st1_sw, sth_sw, stt_sw, st2_sw = (Signal(range(sdepth), name=f"{n}_sw") for n in ("st1", "sth", "stt", "st2"))
         st1_x = [Signal(signed(32), name=f"st1_x{ll}") for ll in range(P)]
         st1_en = [Signal(name=f"st1_en{ll}") for ll in range(P)]
         sth_x = [Signal(signed(32), name=f"sth_x{ll}") for ll in range(P)]
         sth_en = [Signal(name=f"sth_en{ll}") for ll in range(P)]
+        stt_x = [Signal(signed(32), name=f"stt_x{ll}") for ll in range(P)]
+        stt_en = [Signal(name=f"stt_en{ll}") for ll in range(P)]
+        stt_lo, stt_hi = Signal(signed(32)), Signal(signed(32))
         sth_lo = [Signal(signed(32), name=f"sth_lo{k}") for k in range(P // 2)]
         sth_hi = [Signal(signed(32), name=f"sth_hi{k}") for k in range(P // 2)]
         st2_lo = [Signal(signed(32), name=f"st2_lo{ll}") for ll in range(P)]
         st2_hi = [Signal(signed(32), name=f"st2_hi{ll}") for ll in range(P)]
         st2_en = [Signal(name=f"st2_en{ll}") for ll in range(P)]
         m.d.sync += [st1_v.eq(0), sth_v.eq(st1_v), sth_sw.eq(st1_sw), sth_fresh.eq(st1_fresh), sth_k.eq(st1_k),
-                     st2_v.eq(sth_v), st2_sw.eq(sth_sw), st2_fresh.eq(sth_fresh)]
+                     stt_v.eq(sth_v), stt_sw.eq(sth_sw), stt_fresh.eq(sth_fresh), stt_k.eq(sth_k),
+                     st2_v.eq(stt_v), st2_sw.eq(stt_sw), st2_fresh.eq(stt_fresh)]
         m.d.sync += [sth_x[ll].eq(st1_x[ll]) for ll in range(P)] + [sth_en[ll].eq(st1_en[ll]) for ll in range(P)]
+        m.d.sync += [stt_x[ll].eq(sth_x[ll]) for ll in range(P)] + [stt_en[ll].eq(sth_en[ll]) for ll in range(P)]
 
         def pairs(vals, lt):     # one level of the tree: min/max do not depend on the order
             return [Mux(lt(vals[k + 1], vals[k]), vals[k + 1], vals[k]) for k in range(0, len(vals), 2)]
@@ -666,10 +674,11 @@ class KVUnit(wiring.Component):
         lo_t, hi_t = list(sth_lo), list(sth_hi)
         while len(lo_t) > 1:
             lo_t, hi_t = pairs(lo_t, lambda a, b: a < b), pairs(hi_t, lambda a, b: a > b)
+        m.d.sync += [stt_lo.eq(lo_t[0]), stt_hi.eq(hi_t[0])]
         for ll in range(P):
-            m.d.sync += [st2_lo[ll].eq(Mux(sth_k, sth_x[ll], lo_t[0])), st2_hi[ll].eq(Mux(sth_k, sth_x[ll], hi_t[0])),
-                         st2_en[ll].eq(sth_en[ll])]
-        # the stored statistics are read in STH (registered), compared in ST2 and written in
+            m.d.sync += [st2_lo[ll].eq(Mux(stt_k, stt_x[ll], stt_lo)), st2_hi[ll].eq(Mux(stt_k, stt_x[ll], stt_hi)),
+                         st2_en[ll].eq(stt_en[ll])]
+        # the stored statistics are read in STT (registered), compared in ST2 and written in
         # ST3 from registers (the compare -> mux -> LUT RAM write data in one cycle was the
         # KV unit's 82.5 MHz path: most of it the route to the RAM). A beat's read misses the
         # two beats ahead of it (one in ST3, not yet written; one written at the edge that
@@ -685,9 +694,9 @@ class KVUnit(wiring.Component):
         st3_v, st3_sw = Signal(), Signal(range(sdepth))
         st2_f3, st2_f4 = Signal(), Signal()   # the beat in ST2 follows the one in ST3 / ST4 to its word
         m.d.sync += [st3_v.eq(st2_v), st3_sw.eq(st2_sw),
-                     st2_f3.eq(st2_v & (st2_sw == sth_sw)), st2_f4.eq(st3_v & (st3_sw == sth_sw))]
+                     st2_f3.eq(st2_v & (st2_sw == stt_sw)), st2_f4.eq(st3_v & (st3_sw == stt_sw))]
         for ll in range(P):
-            m.d.comb += [mn_r[ll].addr.eq(sth_sw), mx_r[ll].addr.eq(sth_sw),
+            m.d.comb += [mn_r[ll].addr.eq(stt_sw), mx_r[ll].addr.eq(stt_sw),
                          mn_w[ll].addr.eq(st3_sw), mx_w[ll].addr.eq(st3_sw),
                          mn_w[ll].en.eq(st3_en[ll]), mx_w[ll].en.eq(st3_en[ll]),
                          mn_w[ll].data.eq(st3_mn[ll]), mx_w[ll].data.eq(st3_mx[ll])]
@@ -802,7 +811,7 @@ class KVUnit(wiring.Component):
                             m.d.sync += [ms_idx.eq(0), nparams.eq(Mux(is_k, row, rg.kv_heads))]
                             m.next = "S_DRAIN"
             with m.State("S_DRAIN"):    # the last beats' statistics are written
-                with m.If(~st1_v & ~sth_v & ~st2_v & ~st3_v):
+                with m.If(~st1_v & ~sth_v & ~stt_v & ~st2_v & ~st3_v):
                     m.next = "S_SCALE"
             with m.State("S_SCALE"):    # one statistic per cycle into the scale unit
                 for ll in range(P):
