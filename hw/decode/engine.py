@@ -91,12 +91,13 @@ class _Streamer(wiring.Component):
     """Streams ``count`` words of one buffer (a synchronous read port shared through the
     engine's port mux) with a small FIFO, so the consumer may stall.
 
-    ``data`` arrives ``read_latency`` cycles after ``en`` (the port's read register, then
-    the engine's registered mux over the buffers); at most ``depth - 1`` words are in
-    flight or queued, so the FIFO never overflows; one word per cycle while the consumer
-    takes them. ``out`` is a :class:`~hw.pipeline.RegFIFO2`'s output (``valid`` and
-    ``payload`` from registers; ``ready`` reaches only its pointers): a word is out three
-    cycles after the FIFO received it."""
+    ``data`` arrives ``read_latency`` cycles after ``en`` (in the engine: the registered
+    read request, the port's read register, the registered mux over the buffers); at most
+    ``depth - 1`` words are in flight or queued, so the FIFO never overflows; one word per
+    cycle while the consumer takes them. ``out`` is a :class:`~hw.pipeline.RegFIFO2`'s
+    output (``valid`` and ``payload`` from registers; ``ready`` reaches only its pointers),
+    one cycle behind the FIFO's. ``done``: nothing left to issue, in flight or queued, and
+    no ``start`` this cycle."""
 
     def __init__(self, index_bits: int, *, read_latency: int = 2):
         self.read_latency = read_latency
@@ -218,13 +219,16 @@ class DecodeEngine(wiring.Component):
             mem = Memory(shape=signed(32), depth=L.buffer_depth(b), init=[])
             m.submodules[f"buf_{b.name.lower()}"] = mem
             bufs[b], wports[b], rports[b] = mem, mem.write_port(), mem.read_port()
-        chan_a = _Streamer(self.index_bits)
-        chan_b = _Streamer(self.index_bits)
+        # read latency 3: the buffers' read address and enable registered (each streamer's
+        # issue decision and address fan out to every buffer's port across the die), the
+        # port's read register, the registered mux over the buffers below
+        chan_a = _Streamer(self.index_bits, read_latency=3)
+        chan_b = _Streamer(self.index_bits, read_latency=3)
         m.submodules.chan_a, m.submodules.chan_b = chan_a, chan_b
         sel_a, sel_b, sel_w = Signal(4), Signal(4), Signal(4)
         for b in Buf:
             rp = rports[b]
-            m.d.comb += [rp.addr.eq(Mux(sel_a == b, chan_a.addr, chan_b.addr)),
+            m.d.sync += [rp.addr.eq(Mux(sel_a == b, chan_a.addr, chan_b.addr)),
                          rp.en.eq(Mux(sel_a == b, chan_a.en, Mux(sel_b == b, chan_b.en, 0)))]
         # the buffers' outputs muxed into a register (a block RAM's clock-to-out through the
         # mux over the buffers into the streamer's FIFO in one cycle was a long path); the
