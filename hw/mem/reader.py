@@ -70,6 +70,10 @@ class BurstReader(wiring.Component):
 
         addr = Signal(self.addr_bits)
         remaining = Signal(BEATS_BITS)
+        # remaining == 0, kept as a register: ``cmd.ready`` from registers only (the
+        # 20-bit zero test into the consumer's command logic, the KV unit's FSM and its
+        # writer's address across the die, was the engine's 62.7 MHz path)
+        rem_zero = Signal(init=1)
         credits = Signal(range(self.depth + 1), init=self.depth)
         # The next burst's length is computed over two registered steps (the 4 KiB and
         # max_burst cap from the address, then the minimum with ``remaining``): a long
@@ -85,16 +89,17 @@ class BurstReader(wiring.Component):
         m.d.comb += [
             self.axi.arsize.eq(size_code(self.data_bits)),
             self.axi.arburst.eq(BURST_INCR),
-            self.cmd.ready.eq((remaining == 0) & ~self.axi.arvalid),
+            self.cmd.ready.eq(rem_zero & ~self.axi.arvalid),
         ]
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats), settled.eq(0)]
+            m.d.sync += [addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats), settled.eq(0),
+                         rem_zero.eq(self.cmd.payload.beats == 0)]
 
         issued = Signal(range(self.max_burst + 1))
         with m.If(self.axi.arvalid):
             with m.If(self.axi.arready):
                 m.d.sync += self.axi.arvalid.eq(0)
-        with m.Elif(fresh & (remaining != 0) & (credits >= length)):
+        with m.Elif(fresh & ~rem_zero & (credits >= length)):
             # Latch the request; AXI wants it stable while arvalid is high.
             m.d.sync += [
                 self.axi.arvalid.eq(1),
@@ -102,6 +107,7 @@ class BurstReader(wiring.Component):
                 self.axi.arlen.eq(length - 1),
                 addr.eq(addr + length * bpb),
                 remaining.eq(remaining - length),
+                rem_zero.eq(remaining == length),
                 settled.eq(0),
             ]
             m.d.comb += issued.eq(length)
