@@ -285,13 +285,19 @@ class DecodeEngine(wiring.Component):
         route_w, route_y = Signal(len(RW)), Signal(len(RY))
         a_sinks = {"mv": mv.x, "norm": norm.x, "rope": rope.x, "elem": elem.a, "kv": kv.k_in, "att": att.q}
         b_sinks = {"elem": elem.b, "kv": kv.v_in}
+        # each unit's input through a RegFIFO2 of its own: the channel's word crosses the die
+        # register to register into it, and reaches the unit's logic (RMSNorm's square
+        # multiplier, ...) from a register next to it (the channel's payload routed across
+        # the die into RMSNorm's MULT18X18D was the engine's 55.98 MHz path at 65b1c12)
         a_ready, b_ready = [], []
-        for k, sink in a_sinks.items():
-            m.d.comb += [sink.payload.eq(chan_a.out.payload), sink.valid.eq(chan_a.out.valid & route_a[RA[k]])]
-            a_ready.append(route_a[RA[k]] & sink.ready)
-        for k, sink in b_sinks.items():
-            m.d.comb += [sink.payload.eq(chan_b.out.payload), sink.valid.eq(chan_b.out.valid & route_b[RB[k]])]
-            b_ready.append(route_b[RB[k]] & sink.ready)
+        for chan, sinks, route, idx, ready in ((chan_a, a_sinks, route_a, RA, a_ready),
+                                               (chan_b, b_sinks, route_b, RB, b_ready)):
+            for k, sink in sinks.items():
+                slot = RegFIFO2(signed(32))
+                m.submodules[f"{'a' if chan is chan_a else 'b'}_in_{k}"] = slot
+                m.d.comb += [slot.i.payload.eq(chan.out.payload), slot.i.valid.eq(chan.out.valid & route[idx[k]])]
+                connect_stream(m, slot.o, sink)
+                ready.append(route[idx[k]] & slot.i.ready)
         # ARGMAX takes every word; STORE hands them to the packer
         a_ready += [route_a[RA["amax"]], route_a[RA["store"]] & st_pk.units.ready]
         m.d.comb += [chan_a.out.ready.eq(Cat(*a_ready).any()), chan_b.out.ready.eq(Cat(*b_ready).any())]
