@@ -13,8 +13,12 @@ Per token: cycles (and per unit class), bytes read, read-port idle cycles, and
 **bandwidth efficiency** = (bytes read / port bytes per cycle) / cycles (weights, gains,
 KV and the program: everything the port moved; the weight bytes alone are also given).
 Projected tokens/s: at the clock the config states, and at a stated DDR3-800 x16 board
-(1.6 GB/s = one 128-bit beat per cycle at 100 MHz), ``min(Fmax, 100 MHz) / cycles``;
-with ``--report-from`` the report flow's Fmax is attached.
+(1.6 GB/s = one 128-bit beat per cycle at 100 MHz), ``min(Fmax, 100 MHz) / cycles``.
+Fmax comes from the report flow: a ``--report-from`` JSON of the config (``lutforge report
+--json``), else the routed whole engine in ``bench/results/decode_units.json`` (``python
+-m bench.decode_units engine``, ``decode_tiny``'s engine). The SmolLM2 engine has no routed
+Fmax of its own (it does not fit the ECP5-85's multipliers), so its projection uses the
+tiny engine's, and says so (``fmax_source``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,24 @@ from rtl_gen.config import load_config
 PROMPT = "The capital of France is Paris, and the capital of Germany is"
 #: A 16-bit DDR3-800 board: 1.6 GB/s, i.e. one 16-byte beat per cycle at 100 MHz.
 BOARD_BYTES_PER_S = 1.6e9
+#: Routed whole-engine runs (``python -m bench.decode_units engine``).
+ENGINE_FMAX = Path(__file__).resolve().parent / "results" / "decode_units.json"
+
+
+def routed_engine_fmax(cfg_name: str, path: Path = ENGINE_FMAX) -> tuple[float | None, dict | None]:
+    """The latest routed whole-engine Fmax in ``path`` (its ``engine`` entry) and where it
+    came from: ``(fmax_mhz, {"file", "config", "commit", "date", "proxy"})``; ``proxy`` is
+    True when the run routed another config's engine than ``cfg_name``. ``(None, None)``
+    when there is no such run or the file cannot be read."""
+    try:
+        e = json.loads(path.read_text()).get("engine")
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(e, dict) or not isinstance(e.get("fmax_mhz"), (int, float)):
+        return None, None
+    src = {"file": path.name, "config": e.get("config"), "commit": e.get("commit"), "date": e.get("date"),
+           "proxy": e.get("config") != cfg_name}
+    return float(e["fmax_mhz"]), src
 
 
 def _model(cfg_name: str, tmp: Path):
@@ -53,7 +75,8 @@ def _token_entry(run, bpb: int, weight_bytes: int) -> dict:
             "weight_bandwidth_efficiency": weight_bytes / bpb / cyc, "wall_seconds": run.wall_seconds}
 
 
-def _bench(cfg_name: str, tmp: Path, *, prompt_tokens: int, contexts: list[int], fmax: float | None) -> dict:
+def _bench(cfg_name: str, tmp: Path, *, prompt_tokens: int, contexts: list[int], fmax: float | None,
+           fmax_source: dict | None = None) -> dict:
     from host_runtime.decode_program import compile_decode
     from ref_model.decode import argmax as ref_argmax
     from ref_model.fixedpoint import rom_tables
@@ -113,7 +136,8 @@ def _bench(cfg_name: str, tmp: Path, *, prompt_tokens: int, contexts: list[int],
                       "kv_heads": hp.n_kv_heads, "vocab": hp.vocab_size},
             "numerics": num.to_dict(), "port_bytes_per_cycle": bpb, "weight_bytes_per_token": prog.weight_bytes,
             "memory_bound_tokens_per_s_on_ddr3_800_x16": BOARD_BYTES_PER_S / prog.weight_bytes,
-            "fmax_mhz": fmax, "prompt": prompt, "context_sweep": sweep, "simulation_seconds": sim_s}
+            "fmax_mhz": fmax, "fmax_source": fmax_source, "prompt": prompt, "context_sweep": sweep,
+            "simulation_seconds": sim_s}
 
 
 def _plot(results: dict, path: Path) -> None:
@@ -158,8 +182,12 @@ def run(args, json_path: Path) -> int:
         for name, n_prompt, contexts in plan:
             cfg = load_config(name)
             rep = reports.get(cfg.hash())
-            fmax = rep["pnr"]["fmax_mhz"] if rep and rep.get("pnr") else None
-            entry = _bench(name, Path(tmp), prompt_tokens=n_prompt, contexts=contexts, fmax=fmax)
+            if rep and rep.get("pnr"):
+                fmax, source = rep["pnr"]["fmax_mhz"], {"file": "--report-from", "config": name, "proxy": False}
+            else:
+                fmax, source = routed_engine_fmax(name)
+            entry = _bench(name, Path(tmp), prompt_tokens=n_prompt, contexts=contexts, fmax=fmax,
+                           fmax_source=source)
             if rep:
                 entry["report"] = {k: rep.get(k) for k in ("synth", "pnr", "fit", "tools")}
             results["configs"].append(entry)
