@@ -621,11 +621,17 @@ class DecodeEngine(wiring.Component):
         m.d.sync += [emb_v[4].eq(emb_v[3]), emb_y.eq(sat32(m, val4, "emb_sat"))]
 
         # ---- routed hookups (see "channel routes"): the word stream, results, argmax ----
+        # RMSNorm's gains and RoPE's constants through a RegFIFO2 each, as the channels'
+        # inputs: the unit's ready (across the die) reaches only the slot's pointers, not the
+        # skip count and the word unpacker's shift logic behind ``words.ready``
         w_sinks = {"norm": (norm.gain, words.payload[:32].as_signed()), "rope": (rope.consts, words.payload)}
         w_ready = [route_w[RW["emb"]]]      # EMBED takes every word
         for k, (sink, payload) in w_sinks.items():
-            m.d.comb += [sink.payload.eq(payload), sink.valid.eq(words.valid & route_w[RW[k]])]
-            w_ready.append(route_w[RW[k]] & sink.ready)
+            slot = RegFIFO2(sink.payload.shape())
+            m.submodules[f"w_in_{k}"] = slot
+            m.d.comb += [slot.i.payload.eq(payload), slot.i.valid.eq(words.valid & route_w[RW[k]])]
+            connect_stream(m, slot.o, sink)
+            w_ready.append(route_w[RW[k]] & slot.i.ready)
         m.d.comb += words.ready.eq(Cat(*w_ready).any())
         results = {"mv": (mv.y.valid, mv.y.payload), "norm": (norm.o_valid, norm.y), "rope": (rope.o_valid, rope.y),
                    "elem": (elem.o_valid, elem.y), "att": (att.o_valid, att.y), "emb": (emb_v[-1], emb_y)}

@@ -37,7 +37,7 @@ aligned) and a row a multiple of ``W/32`` channels (``head_dim`` too, for V's pe
 statistics). On a port narrower than 128 bits READ skips each 16-byte run's pad beat.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -46,6 +46,7 @@ from ..mem.axi4 import AXI4ReadSignature, AXI4WriteSignature
 from ..mem.gearbox import UnitPacker
 from ..mem.reader import BurstReader
 from ..mem.writer import BurstWriter
+from ..pipeline import RegFIFO2
 from .attention import lane_vector
 from .funcs import MantScaleUnit, bit_length
 from .products import Pipe, lut_mul, settled_mul
@@ -523,10 +524,16 @@ class KVUnit(wiring.Component):
         m.submodules.dfifo = dfifo
         d_inflight = Signal(range(17))
         m.d.comb += [dfifo.w_en.eq(d2_v), dfifo.w_data.eq(Cat(d2_val, d2_k))]
-        out_k = dfifo.r_data[-1]  # which output stream a vector goes to
-        m.d.comb += [self.k_out.payload.eq(dfifo.r_data[:-1]), self.v_out.payload.eq(dfifo.r_data[:-1]),
-                     self.k_out.valid.eq(dfifo.r_rdy & out_k), self.v_out.valid.eq(dfifo.r_rdy & ~out_k),
-                     dfifo.r_en.eq(Mux(out_k, self.k_out.ready, self.v_out.ready))]
+        # the outputs through a two-entry register FIFO: the attention unit's ready (its
+        # state decode, across the die in the engine) reaches only its pointers, not the
+        # block FIFO's read enable and output register (the attention unit's port
+        # handshake was its path alone, 79.4 MHz)
+        m.submodules.oq = oq = RegFIFO2(unsigned(Lc * 32 + 1))
+        m.d.comb += [oq.i.payload.eq(dfifo.r_data), oq.i.valid.eq(dfifo.r_rdy), dfifo.r_en.eq(oq.i.ready)]
+        out_k = oq.o.payload[-1]  # which output stream a vector goes to
+        m.d.comb += [self.k_out.payload.eq(oq.o.payload[:-1]), self.v_out.payload.eq(oq.o.payload[:-1]),
+                     self.k_out.valid.eq(oq.o.valid & out_k), self.v_out.valid.eq(oq.o.valid & ~out_k),
+                     oq.o.ready.eq(Mux(out_k, self.k_out.ready, self.v_out.ready))]
         d_pop = Signal()
         d_take = Signal()
         m.d.comb += d_pop.eq(dfifo.r_rdy & dfifo.r_en)
