@@ -35,7 +35,8 @@ def tiny_hd32(tmp_path_factory):
     (4, 4, 1, 10, 32, "tiny_hd32", 128), (8, 4, 0, 10, 4, "tiny", 64)])
 def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, data_bits, tmp_path, request):
     """KV8 with 16 attention lanes (one K/V vector per head), KV8 with 4 (the shipped
-    decode_tiny engine: one beat of int32 channels per vector), KV4 with 4 lanes, KV4 with 32
+    decode_tiny engine: one beat of int32 channels per vector; here with 16 of the matvec's
+    lane products in LUTs, ``decode.matvec_lut_lanes``), KV4 with 4 lanes, KV4 with 32
     lanes (a KV4 row per 128-bit beat), and the ECPIX-5 board's engine (KV8, 4 lanes, a
     64-bit memory port: 16 matvec products, half a beat of int32 channels per vector).
 
@@ -56,7 +57,7 @@ def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, 
         prog.image.data[a:a + INSTR_BYTES] = prog.instrs[k].to_bytes()
     limits = EngineLimits(dim=hp.dim, ffn=hp.ffn_dim, heads=hp.n_heads, kv_heads=hp.n_kv_heads,
                           head_dim=hp.head_dim, vocab=hp.vocab_size, ctx=ctx, lanes=lanes,
-                          # the shipped decode_tiny engine: half the matvec products in LUTs
+                          # one case with half the matvec products in LUTs (decode_tiny ships with none)
                           matvec_lut_lanes=16 if (kv_bits, lanes, data_bits) == (8, 4, 128) else 0)
     sim = SimMemoryConfig(latency=12, size_bytes=1 << 20, stall_percent=stall, refresh_period=500 if stall else 0,
                           refresh_cycles=20 if stall else 0)

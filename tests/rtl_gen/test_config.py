@@ -110,5 +110,6 @@ def test_decode_lanes():
             load_config("decode_tiny", [f"decode.lanes={bad}"])
         assert f"decode.lanes={bad}" in str(err.value) and words in str(err.value), str(err.value)
         assert "\n" not in str(err.value)
-    assert engine_limits(load_config("decode_tiny")).matvec_lut_lanes == 16
+    assert engine_limits(load_config("decode_tiny")).matvec_lut_lanes == 0
+    assert engine_limits(load_config("decode_tiny", ["decode.matvec_lut_lanes=16"])).matvec_lut_lanes == 16
     assert engine_limits(load_config("decode_smollm2")).matvec_lut_lanes == 0
