@@ -190,7 +190,10 @@ class DecodeEngine(wiring.Component):
         m.submodules.word_unp = word_unp = UnitUnpacker(data_bits=W, unit_bits=(8, 16, 32, 64))
         connect(m, prog_rd.data, prog_unp.beats)
         connect(m, word_rd.data, word_unp.beats)
-        m.submodules.arb = arb = ReadArbiter(n=4, in_id_bits=1, **{k: rdp[k] for k in ("addr_bits", "data_bits")})
+        # in_reg: the four masters sit across the die (program and word readers, the matvec,
+        # the KV unit); their requests meet the round robin from registers
+        m.submodules.arb = arb = ReadArbiter(n=4, in_id_bits=1, in_reg=True,
+                                             **{k: rdp[k] for k in ("addr_bits", "data_bits")})
         connect(m, prog_rd.axi, arb.m0)
         connect(m, mv.axi, arb.m1)
         connect(m, word_rd.axi, arb.m2)

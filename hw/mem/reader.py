@@ -151,10 +151,16 @@ class ReadArbiter(wiring.Component):
     bits (``arid = {index, master arid}``), so an arbitrated master (a unit with several
     readers) can be arbitrated again. Masters must keep ``rready`` high (as :class:`BurstReader`
     does), so one master's slow consumer cannot block another's data.
+
+    ``in_reg``: each master's address request first goes into a two-entry register FIFO
+    of its own (:class:`~hw.pipeline.RegFIFO2`), so ``arready`` to a master is a
+    register's decode and the round-robin choice starts from registers: the request and
+    the grant no longer make a round trip between a master and the arbiter in one cycle
+    (masters spread over a large die). One cycle more per request.
     """
 
-    def __init__(self, *, n: int, addr_bits: int, data_bits: int, in_id_bits: int = 0):
-        self.n, self.in_id_bits = n, in_id_bits
+    def __init__(self, *, n: int, addr_bits: int, data_bits: int, in_id_bits: int = 0, in_reg: bool = False):
+        self.n, self.in_id_bits, self.in_reg = n, in_id_bits, in_reg
         self.sel_bits = max(1, (n - 1).bit_length())
         self.id_bits = self.sel_bits + in_id_bits
         members = {f"m{i}": In(AXI4ReadSignature(addr_bits=addr_bits, data_bits=data_bits, id_bits=max(in_id_bits, 1)))
@@ -165,6 +171,18 @@ class ReadArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         masters = [getattr(self, f"m{i}") for i in range(self.n)]
+        reqs = masters            # what the round robin sees: arvalid / arready / the request
+        if self.in_reg:
+            reqs = []
+            for i, mm in enumerate(masters):
+                lay = data.StructLayout({"addr": len(mm.araddr), "len": len(mm.arlen), "size": len(mm.arsize),
+                                         "burst": len(mm.arburst), "id": len(mm.arid)})
+                m.submodules[f"ar{i}"] = slot = RegFIFO2(lay)
+                m.d.comb += [slot.i.valid.eq(mm.arvalid), mm.arready.eq(slot.i.ready),
+                             slot.i.payload.addr.eq(mm.araddr), slot.i.payload.len.eq(mm.arlen),
+                             slot.i.payload.size.eq(mm.arsize), slot.i.payload.burst.eq(mm.arburst),
+                             slot.i.payload.id.eq(mm.arid)]
+                reqs.append(_Req(slot))
         out = self.out
         last_grant = Signal(range(self.n))
         free = Signal()
@@ -179,11 +197,11 @@ class ReadArbiter(wiring.Component):
             for offset in reversed(range(1, self.n + 1)):
                 for i in range(self.n):
                     cand = (i + offset) % self.n
-                    with m.If((last_grant == i) & masters[cand].arvalid):
+                    with m.If((last_grant == i) & reqs[cand].arvalid):
                         m.d.comb += [chosen.eq(cand), any_req.eq(1)]
             with m.If(any_req):
                 m.d.sync += [out.arvalid.eq(1), out.arid[self.in_id_bits:].eq(chosen), last_grant.eq(chosen)]
-                for i, mm in enumerate(masters):
+                for i, mm in enumerate(reqs):
                     with m.If(chosen == i):
                         m.d.comb += mm.arready.eq(1)
                         m.d.sync += [out.araddr.eq(mm.araddr), out.arlen.eq(mm.arlen),
@@ -201,3 +219,14 @@ class ReadArbiter(wiring.Component):
             with m.If(hit):
                 m.d.comb += out.rready.eq(mm.rready)
         return m
+
+
+class _Req:
+    """A :class:`RegFIFO2` of address requests seen as a master's AR channel
+    (``arvalid``, ``arready``, ``araddr`` ...), for :class:`ReadArbiter`'s ``in_reg``."""
+
+    def __init__(self, slot):
+        o = slot.o
+        self.arvalid, self.arready = o.valid, o.ready
+        self.araddr, self.arlen, self.arsize = o.payload.addr, o.payload.len, o.payload.size
+        self.arburst, self.arid = o.payload.burst, o.payload.id
