@@ -8,12 +8,14 @@ from bench.decode import ENGINE_FMAX, routed_engine_fmax
 def test_routed_engine_fmax_names_its_run(tmp_path):
     f = tmp_path / "units.json"
     f.write_text(json.dumps({"engine": {"fmax_mhz": 62.73, "config": "decode_tiny", "commit": "abc1234",
-                                        "date": "2026-12-03 17:00 UTC"},
+                                        "date": "2026-12-03 17:00 UTC", "lut4": 66113, "ff": 37238, "dsp": 106,
+                                        "bram": 47, "device": "LFE5U-85F"},
                              "kv": {"fmax_mhz": 85.0, "config": "decode_tiny"}}))
     fmax, src = routed_engine_fmax("decode_tiny", f)
     assert fmax == 62.73
     assert src == {"file": "units.json", "config": "decode_tiny", "commit": "abc1234",
-                   "date": "2026-12-03 17:00 UTC", "proxy": False}
+                   "date": "2026-12-03 17:00 UTC", "proxy": False, "device": "LFE5U-85F",
+                   "area": {"lut4": 66113, "ff": 37238, "dsp": 106, "bram": 47}}
     fmax, src = routed_engine_fmax("decode_smollm2", f)
     assert fmax == 62.73 and src["proxy"] is True     # another config's engine: said so
 
