@@ -159,7 +159,7 @@ class ActQuantizer(wiring.Component):
         qblk = Signal(range(max(blocks_max, 2)))
         qin = Signal(16)
         v1, v2, v3 = Signal(), Signal(), Signal()
-        v1b, v3b, v4b = Signal(), Signal(), Signal()
+        v1b, v2a, v3b, v4b = Signal(), Signal(), Signal(), Signal()
         lane1, lane2, lane3 = Signal(5), Signal(5), Signal(5)
         g1, g2, g3 = (Signal(range(self.groups)) for _ in range(3))
         p2 = Signal(signed(50))
@@ -207,16 +207,24 @@ class ActQuantizer(wiring.Component):
                     with m.If(i_last):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~qrun & ~v1 & ~v1b & ~v2 & ~v3b & ~v4b & ~v3):
+                with m.If(~qrun & ~v1 & ~v1b & ~v2a & ~v2 & ~v3b & ~v4b & ~v3):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
 
         # stage 2: the element leaves the block RAM (registered: a block RAM's output straight
-        # into the multiplier was the 61 MHz path); stage 2b: product y * R[m]
+        # into the multiplier was the 61 MHz path); stages 2a, 2b: product y * R[m], its
+        # MULT18X18D pieces registered alone, then summed (the 32 x 18 product's two DSPs and
+        # their carry-chain sum in one cycle, with the DSPs placed far from the logic, was the
+        # engine's 62.8 MHz path at f838351)
         y1b = Signal(signed(32))
         lane1b, g1b, blk1b = Signal(5), Signal.like(g1), Signal(blk_layout)
         m.d.sync += [v1b.eq(v1), lane1b.eq(lane1), g1b.eq(g1), blk1b.eq(blk1), y1b.eq(raw_r.data)]
-        m.d.sync += [v2.eq(v1b), lane2.eq(lane1b), g2.eq(g1b), blk2.eq(blk1b), p2.eq(y1b * blk1b.r)]
+        p2_sum, p2_k = Pipe(m, "qz_").mul(y1b, blk1b.r, 0, "p", signed(50), lut_bits=1)
+        assert p2_k == 2, p2_k
+        lane2a, g2a, blk2a = Signal(5), Signal.like(g1), Signal(blk_layout)
+        m.d.sync += [v2a.eq(v1b), lane2a.eq(lane1b), g2a.eq(g1b), blk2a.eq(blk1b)]
+        m.d.sync += [v2.eq(v2a), lane2.eq(lane2a), g2.eq(g2a), blk2.eq(blk2a)]
+        m.d.comb += p2.eq(p2_sum)
         # stage 3: add the rounding half; stage 4: shift; stage 5: clamp
         sa = blk2.sa
         half = Signal(50)
