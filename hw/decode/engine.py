@@ -296,11 +296,9 @@ class DecodeEngine(wiring.Component):
         for chan, sinks, route, idx, ready in ((chan_a, a_sinks, route_a, RA, a_ready),
                                                (chan_b, b_sinks, route_b, RB, b_ready)):
             for k, sink in sinks.items():
-                slot = RegFIFO2(signed(32))
-                m.submodules[f"{'a' if chan is chan_a else 'b'}_in_{k}"] = slot
-                m.d.comb += [slot.i.payload.eq(chan.out.payload), slot.i.valid.eq(chan.out.valid & route[idx[k]])]
-                connect_stream(m, slot.o, sink)
-                ready.append(route[idx[k]] & slot.i.ready)
+                name = f"{'a' if chan is chan_a else 'b'}_in_{k}"
+                ready.append(route[idx[k]] & _slot(m, name, signed(32), chan.out.payload,
+                                                   chan.out.valid & route[idx[k]], sink))
         # ARGMAX takes every word; STORE hands them to the packer
         a_ready += [route_a[RA["amax"]], route_a[RA["store"]] & st_pk.units.ready]
         m.d.comb += [chan_a.out.ready.eq(Cat(*a_ready).any()), chan_b.out.ready.eq(Cat(*b_ready).any())]
@@ -630,11 +628,8 @@ class DecodeEngine(wiring.Component):
         w_sinks = {"norm": (norm.gain, words.payload[:32].as_signed()), "rope": (rope.consts, words.payload)}
         w_ready = [route_w[RW["emb"]]]      # EMBED takes every word
         for k, (sink, payload) in w_sinks.items():
-            slot = RegFIFO2(sink.payload.shape())
-            m.submodules[f"w_in_{k}"] = slot
-            m.d.comb += [slot.i.payload.eq(payload), slot.i.valid.eq(words.valid & route_w[RW[k]])]
-            connect_stream(m, slot.o, sink)
-            w_ready.append(route_w[RW[k]] & slot.i.ready)
+            w_ready.append(route_w[RW[k]] & _slot(m, f"w_in_{k}", sink.payload.shape(), payload,
+                                                  words.valid & route_w[RW[k]], sink))
         m.d.comb += words.ready.eq(Cat(*w_ready).any())
         results = {"mv": (mv.y.valid, mv.y.payload), "norm": (norm.o_valid, norm.y), "rope": (rope.o_valid, rope.y),
                    "elem": (elem.o_valid, elem.y), "att": (att.o_valid, att.y), "emb": (emb_v[-1], emb_y)}
@@ -675,6 +670,15 @@ class DecodeEngine(wiring.Component):
         with m.If((self.axi_r.rvalid & (self.axi_r.rresp != 0)) | (self.axi_w.bvalid & (self.axi_w.bresp != 0))):
             m.d.sync += self.error.eq(1)
         return m
+
+
+def _slot(m: Module, name: str, shape, payload, valid, sink):
+    """A :class:`~hw.pipeline.RegFIFO2` (submodule ``name``) from a routed stream
+    (``payload``, ``valid``) to ``sink``; returns its ``ready`` (a register's decode)."""
+    m.submodules[name] = slot = RegFIFO2(shape)
+    m.d.comb += [slot.i.payload.eq(payload), slot.i.valid.eq(valid)]
+    connect_stream(m, slot.o, sink)
+    return slot.i.ready
 
 
 def connect_stream(m: Module, src, dst) -> None:

@@ -162,7 +162,6 @@ class ActQuantizer(wiring.Component):
         v1b, v2a, v3b, v4b = Signal(), Signal(), Signal(), Signal()
         lane1, lane2, lane3 = Signal(5), Signal(5), Signal(5)
         g1, g2, g3 = (Signal(range(self.groups)) for _ in range(3))
-        p2 = Signal(signed(50))
         code3 = Signal(signed(self.code_bits))
         blk1, blk2, blk3 = (Signal(blk_layout) for _ in range(3))
         lanes = Array(Signal(signed(self.code_bits), name=f"lane{k}") for k in range(GROUP))
@@ -219,12 +218,11 @@ class ActQuantizer(wiring.Component):
         y1b = Signal(signed(32))
         lane1b, g1b, blk1b = Signal(5), Signal.like(g1), Signal(blk_layout)
         m.d.sync += [v1b.eq(v1), lane1b.eq(lane1), g1b.eq(g1), blk1b.eq(blk1), y1b.eq(raw_r.data)]
-        p2_sum, p2_k = Pipe(m, "qz_").mul(y1b, blk1b.r, 0, "p", signed(50), lut_bits=1)
+        p2, p2_k = Pipe(m, "qz_").mul(y1b, blk1b.r, 0, "p", signed(50), lut_bits=1)
         assert p2_k == 2, p2_k
         lane2a, g2a, blk2a = Signal(5), Signal.like(g1), Signal(blk_layout)
         m.d.sync += [v2a.eq(v1b), lane2a.eq(lane1b), g2a.eq(g1b), blk2a.eq(blk1b)]
         m.d.sync += [v2.eq(v2a), lane2.eq(lane2a), g2.eq(g2a), blk2.eq(blk2a)]
-        m.d.comb += p2.eq(p2_sum)
         # stage 3: add the rounding half; stage 4: shift; stage 5: clamp
         sa = blk2.sa
         half = Signal(50)

@@ -1,5 +1,7 @@
 """Burst read DMA: a (byte address, beat count) command becomes AXI4 INCR bursts."""
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -9,6 +11,8 @@ from .axi4 import AXI4ReadSignature, BURST_INCR, burst_limit, size_code
 
 #: Widest transfer one command may ask for, in beats.
 BEATS_BITS = 24
+#: An AXI4 address request's fields (what ReadArbiter's ``in_reg`` slots hold).
+_AR_FIELDS = ("araddr", "arlen", "arsize", "arburst", "arid")
 
 
 class ReadCommand(data.StructLayout):
@@ -175,14 +179,12 @@ class ReadArbiter(wiring.Component):
         if self.in_reg:
             reqs = []
             for i, mm in enumerate(masters):
-                lay = data.StructLayout({"addr": len(mm.araddr), "len": len(mm.arlen), "size": len(mm.arsize),
-                                         "burst": len(mm.arburst), "id": len(mm.arid)})
+                lay = data.StructLayout({f: len(getattr(mm, f)) for f in _AR_FIELDS})
                 m.submodules[f"ar{i}"] = slot = RegFIFO2(lay)
-                m.d.comb += [slot.i.valid.eq(mm.arvalid), mm.arready.eq(slot.i.ready),
-                             slot.i.payload.addr.eq(mm.araddr), slot.i.payload.len.eq(mm.arlen),
-                             slot.i.payload.size.eq(mm.arsize), slot.i.payload.burst.eq(mm.arburst),
-                             slot.i.payload.id.eq(mm.arid)]
-                reqs.append(_Req(slot))
+                m.d.comb += [slot.i.valid.eq(mm.arvalid), mm.arready.eq(slot.i.ready)]
+                m.d.comb += [getattr(slot.i.payload, f).eq(getattr(mm, f)) for f in _AR_FIELDS]
+                reqs.append(SimpleNamespace(arvalid=slot.o.valid, arready=slot.o.ready,
+                                            **{f: getattr(slot.o.payload, f) for f in _AR_FIELDS}))
         out = self.out
         last_grant = Signal(range(self.n))
         free = Signal()
@@ -220,13 +222,3 @@ class ReadArbiter(wiring.Component):
                 m.d.comb += out.rready.eq(mm.rready)
         return m
 
-
-class _Req:
-    """A :class:`RegFIFO2` of address requests seen as a master's AR channel
-    (``arvalid``, ``arready``, ``araddr`` ...), for :class:`ReadArbiter`'s ``in_reg``."""
-
-    def __init__(self, slot):
-        o = slot.o
-        self.arvalid, self.arready = o.valid, o.ready
-        self.araddr, self.arlen, self.arsize = o.payload.addr, o.payload.len, o.payload.size
-        self.arburst, self.arid = o.payload.burst, o.payload.id
