@@ -216,11 +216,11 @@ class AttentionUnit(wiring.Component):
         qc_v2 = [Signal(name=f"qc_v2_{k}") for k in range(2)]   # the code's shift stages
         s_v = [Signal(name=f"s_v{k}") for k in range(7)]
         e_v = Signal()
-        p_v = [Signal(name=f"p_v{k}") for k in range(5)]
-        VA = 4                   # the value pipeline's accumulate stage (see below)
+        p_v = [Signal(name=f"p_v{k}") for k in range(6)]
+        VA = 5                   # the value pipeline's accumulate stage (see below)
         v_v = [Signal(name=f"v_v{k}") for k in range(VA + 1)]
         o_v, o_v1 = Signal(), Signal()
-        s_x = [Signal(name=f"s_x{k}") for k in range(5)]   # the extra score stages (see below)
+        s_x = [Signal(name=f"s_x{k}") for k in range(7)]   # the extra score stages (see below)
         for sig in [qc_v, e_v, o_v] + s_v + p_v + v_v:
             m.d.sync += sig.eq(0)
 
@@ -236,7 +236,7 @@ class AttentionUnit(wiring.Component):
         vfirst = [Signal(name=f"vfirst{k}") for k in range(VA + 1)]
         vaddr = [Signal(range(VW + 1), name=f"vaddr{k}") for k in range(VA + 1)]
         e_j = Signal(6)
-        p_a = [Signal(range(KV * T + 1), name=f"p_a{k}") for k in range(5)]
+        p_a = [Signal(range(KV * T + 1), name=f"p_a{k}") for k in range(6)]
         p_j = Signal(6)
         o_r, o_l = Signal(range(R + 1)), Signal(range(L))
         ex_done = Signal()
@@ -408,8 +408,9 @@ class AttentionUnit(wiring.Component):
         # 18 x 32 multiplier per (head, lane) serves both. An 18 x 32 product is two
         # MULT18X18D (x the low 17 and the high 15 bits of the 32-bit side), each registered
         # alone, then their sum registered (the DSP output through the carry chain that sums
-        # the two halves in one cycle was the unit's 85 MHz path): ``mul`` is there three
-        # cycles after the operands' sources (the registered operands, the halves, the sum)
+        # the two halves in one cycle was the unit's 85 MHz path): ``mul`` is there four
+        # cycles after the operands' sources (the registered operands, the same again next
+        # to the DSPs, the halves, the sum)
         mul = [[Signal(signed(50), name=f"mul{rr_}_{ll}") for ll in range(L)] for rr_ in range(R)]
         # the value phase's operands a cycle later: P registered by its block RAM first (the
         # RAM's 5.6 ns clock-to-out across the die into the operand mux was the unit's
@@ -426,20 +427,26 @@ class AttentionUnit(wiring.Component):
                 ma = Signal(signed(18), name=f"mul_a{rr_}_{ll}")
                 mb = Signal(signed(32), name=f"mul_b{rr_}_{ll}")
                 m.d.sync += [ma.eq(Mux(v_v[1], pval, qa)), mb.eq(Mux(v_v[1], vvec2[ll], kvec1[ll]))]
+                # registered again, so that the placer can put these registers next to the
+                # MULT18X18D (few DSP columns, far from the muxes and memories in the engine)
+                ma2, mb2 = Signal.like(ma, name=f"mul_a2_{rr_}_{ll}"), Signal.like(mb, name=f"mul_b2_{rr_}_{ll}")
+                m.d.sync += [ma2.eq(ma), mb2.eq(mb)]
                 mlo = Signal(signed(36), name=f"mul_lo{rr_}_{ll}")
                 mhi = Signal(signed(33), name=f"mul_hi{rr_}_{ll}")
-                m.d.sync += [mlo.eq(ma * mb[:17]), mhi.eq(ma * mb[17:].as_signed())]
+                m.d.sync += [mlo.eq(ma2 * mb2[:17]), mhi.eq(ma2 * mb2[17:].as_signed())]
                 m.d.sync += mul[rr_][ll].eq((mhi << 17) + mlo)
 
         # ---- score pipeline ---------------------------------------------------------------
         # S1: products of the group's codes with the K vector
         prod = [[mul[rr_][ll][:40].as_signed() for ll in range(L)] for rr_ in range(R)]
-        # (two stages ahead of it: the registered operands, the product halves)
+        # (three stages ahead of it: the registered operands, twice, the product halves)
         s_pre, klast_pre, kj_pre = s_x[0], Signal(), Signal(6)
         s_pre2, klast_pre2, kj_pre2 = s_x[4], Signal(), Signal(6)
+        s_pre3, klast_pre3, kj_pre3 = s_x[6], Signal(), Signal(6)
         m.d.sync += [s_pre.eq(s_v[0]), klast_pre.eq(klast[0]), kj_pre.eq(kj[0]),
                      s_pre2.eq(s_pre), klast_pre2.eq(klast_pre), kj_pre2.eq(kj_pre),
-                     s_v[1].eq(s_pre2), klast[1].eq(klast_pre2), kj[1].eq(kj_pre2)]
+                     s_pre3.eq(s_pre2), klast_pre3.eq(klast_pre2), kj_pre3.eq(kj_pre2),
+                     s_v[1].eq(s_pre3), klast[1].eq(klast_pre3), kj[1].eq(kj_pre3)]
         # S2: adder tree per head
         psum = [Signal(signed(SCORE_BITS), name=f"ps{rr_}") for rr_ in range(R)]
         for rr_ in range(R):
@@ -458,18 +465,23 @@ class AttentionUnit(wiring.Component):
         # S4: s*C and the shift amount 2F - sh
         sc = [Signal(signed(SCORE_BITS + 18), name=f"sc{rr_}") for rr_ in range(R)]
         amt = [Signal(signed(10), name=f"amt{rr_}") for rr_ in range(R)]
-        # in two stages: three 16 x 17 partial products (one MULT18X18D each, as the 48 x 17
-        # product took), then their sum; s = hi*2^32 + mid*2^16 + lo (hi signed)
-        kj4a = Signal(6)
+        # in three stages: the operands registered (next to the DSPs), three 16 x 17 partial
+        # products (one MULT18X18D each, as the 48 x 17 product took), then their sum;
+        # s = hi*2^32 + mid*2^16 + lo (hi signed)
+        kj4a, kj4b = Signal(6), Signal(6)
         for rr_ in range(R):
-            f = fin[rr_]
+            f = Signal.like(fin[rr_], name=f"sc_f{rr_}")
+            c = Signal.like(cmd.c, name=f"sc_c{rr_}")
             plo, pmid = Signal(33, name=f"sc_lo{rr_}"), Signal(33, name=f"sc_mid{rr_}")
             phi = Signal(signed(34), name=f"sc_hi{rr_}")
             amt_a = Signal(signed(10), name=f"amt_a{rr_}")
-            m.d.sync += [plo.eq(f[:16] * cmd.c), pmid.eq(f[16:32] * cmd.c), phi.eq(f[32:48].as_signed() * cmd.c),
-                         amt_a.eq(2 * F - shb[rr_][kj[3]])]
-            m.d.sync += [sc[rr_].eq((phi << 32) + (pmid << 16) + plo), amt[rr_].eq(amt_a)]
-        m.d.sync += [s_x[3].eq(s_v[3]), kj4a.eq(kj[3]), s_v[4].eq(s_x[3]), kj[4].eq(kj4a)]
+            amt_b = Signal(signed(10), name=f"amt_b{rr_}")
+            m.d.sync += [f.eq(fin[rr_]), c.eq(cmd.c), amt_a.eq(2 * F - shb[rr_][kj[3]])]
+            m.d.sync += [plo.eq(f[:16] * c), pmid.eq(f[16:32] * c), phi.eq(f[32:48].as_signed() * c),
+                         amt_b.eq(amt_a)]
+            m.d.sync += [sc[rr_].eq((phi << 32) + (pmid << 16) + plo), amt[rr_].eq(amt_b)]
+        m.d.sync += [s_x[3].eq(s_v[3]), kj4a.eq(kj[3]), s_x[5].eq(s_x[3]), kj4b.eq(kj4a),
+                     s_v[4].eq(s_x[5]), kj[4].eq(kj4b)]
         # S5: S = sat32(rshift_round(s*C, 2F - sh))
         sval = [Signal(signed(32), name=f"sval{rr_}") for rr_ in range(R)]
         for rr_ in range(R):
@@ -544,25 +556,29 @@ class AttentionUnit(wiring.Component):
             m.d.sync += [c_r.eq(0), c_j.eq(0), rc_done.eq(0)]
 
         # ---- P = rshift_round(p*m, r - 16) --------------------------------------------------
-        # stages: p and (m, r) registered; p*m; the shift in two stages; write back
+        # stages: p and (m, r) registered; the same again (next to the DSP); p*m; the shift
+        # in two stages; write back
         pm = [Signal(48, name=f"pm{rr_}") for rr_ in range(R)]
         psh = [Signal(signed(9), name=f"psh{rr_}") for rr_ in range(R)]
         for rr_ in range(R):
             pa, pb = Signal(17, name=f"pa{rr_}"), Signal(24, name=f"pb{rr_}")
             psh_a = Signal(signed(9), name=f"psh_a{rr_}")
+            pa2, pb2 = Signal.like(pa, name=f"pa2_{rr_}"), Signal.like(pb, name=f"pb2_{rr_}")
+            psh_b = Signal(signed(9), name=f"psh_b{rr_}")
             m.d.sync += [pa.eq(srs[rr_].data.as_unsigned()[:17]), pb.eq(rmb[rr_][p_j]),
                          psh_a.eq(rsb[rr_][p_j] - 16)]
-            m.d.sync += [pm[rr_].eq(pa * pb), psh[rr_].eq(psh_a)]
-        for k in range(1, 5):
+            m.d.sync += [pa2.eq(pa), pb2.eq(pb), psh_b.eq(psh_a)]
+            m.d.sync += [pm[rr_].eq(pa2 * pb2), psh[rr_].eq(psh_b)]
+        for k in range(1, 6):
             m.d.sync += [p_v[k].eq(p_v[k - 1]), p_a[k].eq(p_a[k - 1])]
         for rr_ in range(R):
             pv = _shift_round_reg(m, pm[rr_], psh[rr_], 48, f"pp{rr_}")
-            with m.If(p_v[4]):
-                m.d.comb += [sws[rr_].addr.eq(p_a[4]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
+            with m.If(p_v[5]):
+                m.d.comb += [sws[rr_].addr.eq(p_a[5]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
 
         # ---- value pipeline ----------------------------------------------------------------
         # V(VA-2): the accumulator word is read (the products are made in V0..VA: P and V
-        # registered, the operands, the halves, the sum); V(VA-1): the word leaves the block
+        # registered, the operands, again, the halves, the sum); V(VA-1): the word leaves the block
         # RAM and is registered; V(VA): accumulate and write back. The block RAM's output
         # straight into the 56-bit add and back into its write port was one cycle; now the
         # add starts from registers. The previous vector's sum is not in the word read one

@@ -369,7 +369,7 @@ class DecodeEngine(wiring.Component):
         esw, esr = emb_sc.write_port(), emb_sc.read_port(domain="comb")
         e_i = Signal(16)
         emb_in = Signal()
-        emb_v = [Signal(name=f"emb_v{k}") for k in range(5)]
+        emb_v = [Signal(name=f"emb_v{k}") for k in range(6)]
         emb_y = Signal(signed(32))
 
         # ---- sequencer ---------------------------------------------------------------------
@@ -610,16 +610,19 @@ class DecodeEngine(wiring.Component):
         esc1, code1 = Signal(16), Signal(signed(8))
         m.d.sync += [emb_v[0].eq(emb_in), esc1.eq(esr.data), code1.eq(words.payload[:8])]
         md, ed = _f16(m, esc1, "emb")
+        # the decoded scale and the code registered before the product (next to its DSP)
+        md1b, code1b, sh1b = Signal(signed(12)), Signal(signed(8)), Signal(signed(8))
+        m.d.sync += [emb_v[1].eq(emb_v[0]), md1b.eq(md), code1b.eq(code1), sh1b.eq(-(ed + F))]
         prod2 = Signal(signed(24))
         sh2 = Signal(signed(8))
-        m.d.sync += [emb_v[1].eq(emb_v[0]), prod2.eq(md * code1), sh2.eq(-(ed + F))]
+        m.d.sync += [emb_v[2].eq(emb_v[1]), prod2.eq(md1b * code1b), sh2.eq(sh1b)]
         ph3, pl3 = Signal(signed(41)), Signal(signed(64))
         sh3 = Signal(signed(8))
-        m.d.sync += [emb_v[2].eq(emb_v[1]), sh3.eq(sh2), pl3.eq(prod2 << (-sh2).as_unsigned()[:6]),
+        m.d.sync += [emb_v[3].eq(emb_v[2]), sh3.eq(sh2), pl3.eq(prod2 << (-sh2).as_unsigned()[:6]),
                      ph3.eq(prod2 + Mux(sh2 > 0, Const(1, 40) << (sh2 - 1).as_unsigned()[:6], 0))]
         val4 = Signal(signed(64))
-        m.d.sync += [emb_v[3].eq(emb_v[2]), val4.eq(Mux(sh3 > 0, ph3 >> sh3.as_unsigned()[:6], pl3))]
-        m.d.sync += [emb_v[4].eq(emb_v[3]), emb_y.eq(sat32(m, val4, "emb_sat"))]
+        m.d.sync += [emb_v[4].eq(emb_v[3]), val4.eq(Mux(sh3 > 0, ph3 >> sh3.as_unsigned()[:6], pl3))]
+        m.d.sync += [emb_v[5].eq(emb_v[4]), emb_y.eq(sat32(m, val4, "emb_sat"))]
 
         # ---- routed hookups (see "channel routes"): the word stream, results, argmax ----
         # RMSNorm's gains and RoPE's constants through a RegFIFO2 each, as the channels'

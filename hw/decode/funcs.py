@@ -89,14 +89,14 @@ def _norm_shift(x, e):
 
 class RsqrtUnit(_Unit):
     """:func:`ref_model.fixedpoint.rsqrt`: ``x`` uint 1..2**62 -> ``m`` Q1.23 in
-    [2**22, 2**23], shift ``s`` (``1/sqrt(x) ~= m * 2**-s``). Latency 22.
+    [2**22, 2**23], shift ``s`` (``1/sqrt(x) ~= m * 2**-s``). Latency 26.
 
     Stages: bit length (balanced tree), even exponent, normalize, table (base and slope in
     one word), interpolation product, one Newton step ``y*(3 - m*y*y)/2`` as three split
     products (:meth:`Pipe.mul`: one MULT18X18D each, the narrow pieces in LUTs), clamp,
     shift; every product and every round in a cycle of its own (>= 100 MHz on ECP5)."""
 
-    LATENCY = 22
+    LATENCY = 26
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -137,13 +137,13 @@ class RsqrtUnit(_Unit):
 
 class ReciprocalUnit(_Unit):
     """:func:`ref_model.fixedpoint.reciprocal`: ``x`` uint 1..2**62 -> ``m`` Q1.23,
-    shift ``s`` (``1/x ~= m * 2**-s``). Latency 19.
+    shift ``s`` (``1/x ~= m * 2**-s``). Latency 22.
 
     Fully pipelined (one input per cycle). Stages as :class:`RsqrtUnit`'s: bit length,
     normalize, table, interpolation, one Newton step ``y*(2 - m*y)`` as split products,
     clamp."""
 
-    LATENCY = 19
+    LATENCY = 22
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -180,14 +180,14 @@ class ReciprocalUnit(_Unit):
 
 class ExpNegUnit(_Unit):
     """:func:`ref_model.fixedpoint.exp_neg`: ``x`` Q.16 int32 <= 0 -> ``y`` Q0.16 in
-    [0, 65536]. Latency 10, fully pipelined.
+    [0, 65536]. Latency 12, fully pipelined.
 
     ``-x >= 2**20`` (``x <= -16.0``) gives 0 exactly (``n >= 23``, the final shift
     exceeds the table value's bits), so the ``-x * log2(e)`` product takes 20 x 31 bits:
     two MULT18X18D and a 3-bit piece in LUTs. The interpolation slope is 17 bits
     (base and slope in one ROM word): one MULT18X18D."""
 
-    LATENCY = 10
+    LATENCY = 12
 
     def __init__(self, table: list[int], log2e_q30: int):
         self.table, self.log2e = table, log2e_q30
@@ -224,12 +224,12 @@ class ExpNegUnit(_Unit):
 
 class SinCosUnit(_Unit):
     """:func:`ref_model.fixedpoint.sincos`: phase uint32 turns -> ``cos``, ``sin`` Q1.16
-    signed (18-bit). Latency 8, fully pipelined.
+    signed (18-bit). Latency 9, fully pipelined.
 
     Two ROM ports (base and slope in one word); the 18-bit slope times the 22-bit fraction
     is one MULT18X18D and a 5-bit piece in LUTs, per output."""
 
-    LATENCY = 8
+    LATENCY = 9
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -281,10 +281,10 @@ class SinCosUnit(_Unit):
 class SigmoidUnit(_Unit):
     """:func:`ref_model.fixedpoint.sigmoid` and :func:`~ref_model.fixedpoint.silu`:
     ``x`` Q.16 int32 -> ``sig`` Q0.16 in [0, 65536] and ``silu = rshift_round(x*sig, 16)``
-    int32 Q.16. Latency 10, fully pipelined (base and slope in one ROM word; ``x*sig`` as a
+    int32 Q.16. Latency 12, fully pipelined (base and slope in one ROM word; ``x*sig`` as a
     split, registered product)."""
 
-    LATENCY = 10
+    LATENCY = 12
 
     def __init__(self, table: list[int]):
         self.table = table
@@ -333,11 +333,11 @@ class MantScaleUnit(_Unit):
 
     ``r = amax*cmul``; ``s = bit_length(r) - b``; ``man = ceil(r/2**s)`` (a carry to
     ``2**b`` gives ``man/2``, ``s+1``); ``amax = 0``: ``man = 2**(b-1)``, ``s = -16``.
-    Needs ``s > 0`` for non-zero ``amax`` (true for ``cmul >= 2**(b+1)``). Latency 9: the
+    Needs ``s > 0`` for non-zero ``amax`` (true for ``cmul >= 2**(b+1)``). Latency 10: the
     32 x 25 product is split (:meth:`Pipe.mul`: two MULT18X18D, the 7-bit pieces in LUTs)
     and registered before the bit length, each shift and add in a stage of its own."""
 
-    LATENCY = 9
+    LATENCY = 10
 
     def __init__(self, scale_bits: int):
         self.b = scale_bits

@@ -474,10 +474,12 @@ class KVUnit(wiring.Component):
             with m.If(tk_sel == sel):
                 m.d.sync += [d1_codes[ll].eq(tk_data[ll * bits:(ll + 1) * bits]) for ll in range(Lc)]
         m.d.sync += d1_words.eq(tk_data[:Lc * 32])
-        # E0: the lanes' parameters registered (block RAM outputs); E1: code * man;
-        # E2: the rounding add (or the left shift); E3: the right shift; E4: + mn; D2:
-        # saturated (all in one cycle after D1 was the KV unit's long path)
-        NE = 5
+        # E0: the lanes' parameters registered (block RAM outputs); E0b: the product's
+        # operands registered again (next to their MULT18X18D: the DSPs are far from the
+        # parameter memories in the engine); E1: code * man; E2: the rounding add (or the
+        # left shift); E3: the right shift; E4: + mn; D2: saturated (all in one cycle after
+        # D1 was the KV unit's long path)
+        NE = 6
         e_v = [Signal(name=f"e_v{k}") for k in range(NE)]
         e_k = [Signal(name=f"e_k{k}") for k in range(NE)]
         e_raw = [Signal(name=f"e_raw{k}") for k in range(NE)]
@@ -491,9 +493,13 @@ class KVUnit(wiring.Component):
             par = Signal(PARAM, name=f"dpar{ll}")
             code0 = Signal(8, name=f"dcode0_{ll}")
             m.d.sync += [par.eq(Mux(d1_k, kpr.data[ll], vpr.data)), code0.eq(d1_codes[ll])]
+            par_b = Signal(PARAM, name=f"dpar_b{ll}")
+            code0b = Signal(8, name=f"dcode0b_{ll}")
+            m.d.sync += [par_b.eq(par), code0b.eq(code0)]
+            par = par_b
             prod = Signal(24, name=f"dprod{ll}")
             mn1, mn2, mn3 = (Signal(signed(32), name=f"dmn{k}_{ll}") for k in range(1, 4))
-            m.d.sync += [prod.eq(code0 * par.man), mn1.eq(par.mn), mn2.eq(mn1), mn3.eq(mn2)]
+            m.d.sync += [prod.eq(code0b * par.man), mn1.eq(par.mn), mn2.eq(mn1), mn3.eq(mn2)]
             # mn + rshift_round(code*man, -e), saturated (shift clamped at 40: beyond, the
             # result saturates or rounds to mn alike). A right shift by r >= 1 rounds as
             # ((p >> (r - 1)) + 1) >> 1, and r - 1 = ~e for e < 0: the shifts come from the

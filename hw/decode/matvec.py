@@ -159,7 +159,7 @@ class ActQuantizer(wiring.Component):
         qblk = Signal(range(max(blocks_max, 2)))
         qin = Signal(16)
         v1, v2, v3 = Signal(), Signal(), Signal()
-        v1b, v2a, v3b, v4b = Signal(), Signal(), Signal(), Signal()
+        v1b, v2a, v2c, v3b, v4b = Signal(), Signal(), Signal(), Signal(), Signal()
         lane1, lane2, lane3 = Signal(5), Signal(5), Signal(5)
         g1, g2, g3 = (Signal(range(self.groups)) for _ in range(3))
         code3 = Signal(signed(self.code_bits))
@@ -206,23 +206,25 @@ class ActQuantizer(wiring.Component):
                     with m.If(i_last):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~qrun & ~v1 & ~v1b & ~v2a & ~v2 & ~v3b & ~v4b & ~v3):
+                with m.If(~qrun & ~v1 & ~v1b & ~v2a & ~v2c & ~v2 & ~v3b & ~v4b & ~v3):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
 
         # stage 2: the element leaves the block RAM (registered: a block RAM's output straight
-        # into the multiplier was the 61 MHz path); stages 2a, 2b: product y * R[m], its
-        # MULT18X18D pieces registered alone, then summed (the 32 x 18 product's two DSPs and
+        # into the multiplier was the 61 MHz path); stages 2a, 2c, 2b: product y * R[m], its
+        # operands registered next to the DSPs, its MULT18X18D pieces registered alone, then summed (the 32 x 18 product's two DSPs and
         # their carry-chain sum in one cycle, with the DSPs placed far from the logic, was the
         # engine's 62.8 MHz path at f838351)
         y1b = Signal(signed(32))
         lane1b, g1b, blk1b = Signal(5), Signal.like(g1), Signal(blk_layout)
         m.d.sync += [v1b.eq(v1), lane1b.eq(lane1), g1b.eq(g1), blk1b.eq(blk1), y1b.eq(raw_r.data)]
         p2, p2_k = Pipe(m, "qz_").mul(y1b, blk1b.r, 0, "p", signed(50), lut_bits=1)
-        assert p2_k == 2, p2_k
+        assert p2_k == 3, p2_k      # 2a: operands registered, 2c: the pieces, 2: their sum
         lane2a, g2a, blk2a = Signal(5), Signal.like(g1), Signal(blk_layout)
+        lane2c, g2c, blk2c = Signal(5), Signal.like(g1), Signal(blk_layout)
         m.d.sync += [v2a.eq(v1b), lane2a.eq(lane1b), g2a.eq(g1b), blk2a.eq(blk1b)]
-        m.d.sync += [v2.eq(v2a), lane2.eq(lane2a), g2.eq(g2a), blk2.eq(blk2a)]
+        m.d.sync += [v2c.eq(v2a), lane2c.eq(lane2a), g2c.eq(g2a), blk2c.eq(blk2a)]
+        m.d.sync += [v2.eq(v2c), lane2.eq(lane2c), g2.eq(g2c), blk2.eq(blk2c)]
         # stage 3: add the rounding half; stage 4: shift; stage 5: clamp
         sa = blk2.sa
         half = Signal(50)
@@ -475,15 +477,20 @@ class MatvecUnit(wiring.Component):
                 with m.Default():
                     m.d.comb += w.eq(c8.as_signed())
             m.d.sync += w1.eq(w)
+            # the operands registered again, next to the lane's MULT18X18D (the DSP columns
+            # are far from the group-word memory in the engine); a LUT lane alike, to keep
+            # all lanes in step
+            a2, w2 = Signal.like(qw.a[k], name=f"a{k}_r2"), Signal.like(w1, name=f"w{k}_r2")
+            m.d.sync += [a2.eq(qw.a[k]), w2.eq(w1)]
             if k < self.lut_lanes:
                 # a LUT lane's product in two registered halves, w1 = lo + 32 * hi (lo 5 bits
                 # unsigned, hi 4 bits signed), summed by the adder tree's first level (the
                 # whole 9-term LUT product in one cycle was the matvec's 96.3 MHz path)
                 hi = Signal(signed(self.quant.code_bits + 9), name=f"prod{k}_hi")
-                m.d.sync += [p.eq(lut_mul(qw.a[k], w1[:5])), hi.eq(lut_mul(qw.a[k], w1[5:].as_signed()) << 5)]
+                m.d.sync += [p.eq(lut_mul(a2, w2[:5])), hi.eq(lut_mul(a2, w2[5:].as_signed()) << 5)]
                 lane_terms.append([p, hi])
             else:
-                m.d.sync += p.eq(qw.a[k] * w1)
+                m.d.sync += p.eq(a2 * w2)
                 lane_terms.append([p])
         md, ed = _f16(m, sc1[:16], "d")
         mm, em = _f16(m, sc1[16:32], "m")
@@ -505,7 +512,7 @@ class MatvecUnit(wiring.Component):
             """``sig`` delayed by ``n`` registers."""
             return delay(m, sig, n, 1, name=name)
 
-        # d3..d5: adder tree 32 -> 8 -> 2 -> 1 (P, 26 bits)
+        # d4..d6: adder tree 32 -> 8 -> 2 -> 1 (P, 26 bits; the lane products are at d3)
         pbits = self.quant.code_bits + 9 + 5
         # every entry is a list of terms (two for a LUT lane, one otherwise) summed with
         # its group's others
@@ -515,7 +522,7 @@ class MatvecUnit(wiring.Component):
             for k, t in enumerate(nxt):
                 m.d.sync += t.eq(sum(x for terms in tree[fan * k:fan * k + fan] for x in terms))
             tree = [[t] for t in nxt]
-        (P5,), = tree
+        (P6,), = tree
         shifts = {}
         for name, sh, yb in (("d", shd, pbits + 25), ("m", shm, len(s2) + 25)):
             # d4: decode the shift amount (from d3); d5: the rounding half
@@ -528,17 +535,18 @@ class MatvecUnit(wiring.Component):
             m.d.sync += half5.eq(Mux(right4 == 0, 0, Const(1, yb + 2) << (right4 - 1)[:len(right4)]))
             shifts[name] = (later(pos4, 1, f"pos5_{name}"), later(right4, 1, f"right5_{name}"),
                             later(left4, 1, f"left5_{name}"), half5, yb)
-        kd5, km5, s5 = later(kd, 2, "kd"), later(km, 2, "km"), later(s2, 3, "s")
-        # d6: the scale products' MULT18X18D pieces, each registered alone; d7: their sum
-        # (a 26 x 25 product with its 4-DSP sum in one cycle was the 81 MHz path)
+        kd6, km6, s6 = later(kd, 3, "kd"), later(km, 3, "km"), later(s2, 4, "s")
+        # d7: P x kd's operands registered (next to their MULT18X18D); d8: the pieces, each
+        # registered alone; d9 = kyd: their sum (a 26 x 25 product with its 4-DSP sum in one
+        # cycle was the 81 MHz path). The names below (y7, pos7, d8 ...) count from kyd = "7"
         pipe = Pipe(m, "mv_")
-        yd7, kyd = pipe.mul(P5, kd5, 5, "yd", signed(pbits + 25))
-        ym7, kym = pipe.mul(s5, km5, 5, "ym", signed(len(s2) + 25))
-        assert kyd == kym == 7, (kyd, kym)
+        yd7, kyd = pipe.mul(P6, kd6, 6, "yd", signed(pbits + 25))
+        ym7, kym = pipe.mul(s6, km6, 6, "ym", signed(len(s2) + 25))
+        assert kyd == kym, (kyd, kym)
         terms = []
         for name, y7 in (("d", yd7), ("m", ym7)):
             pos5, right5, left5, half5, yb = shifts[name]
-            pos7, right7, left7, half7 = (later(x, 2, f"{x.name}_7") for x in (pos5, right5, left5, half5))
+            pos7, right7, left7, half7 = (later(x, kyd - 5, f"{x.name}_7") for x in (pos5, right5, left5, half5))
             # d8: add the rounding half (0 for left shifts); d9: barrel shift mod 2**acc_bits
             yh8 = Signal(signed(yb + 2), name=f"yh8_{name}")
             m.d.sync += yh8.eq(y7 + half7)
@@ -549,7 +557,7 @@ class MatvecUnit(wiring.Component):
         # d10: the group term; d11: accumulate; d12: a row's result, rounded and saturated
         t10 = Signal(signed(self.acc_bits))
         m.d.sync += t10.eq(terms[0] + terms[1])
-        side10 = later(side, 8, "side")
+        side10 = later(side, kyd + 1, "side")
         acc = Signal(signed(self.acc_bits))
         total = Signal(signed(self.acc_bits))
         m.d.comb += total.eq(acc + t10)

@@ -74,16 +74,19 @@ class RmsNormUnit(wiring.Component):
         h = self.x.payload
         take1, take2 = Signal(), Signal()   # pass 1 / pass 2 element accepted this cycle
         # pass 1: the square as lo*lo + 2*lo*hi*2**17 + hi*hi*2**34 (3 MULT18X18D, the
-        # cross product once), registered; then summed, truncated; then accumulated
+        # cross product once) of the registered element (the input slot's mux straight into
+        # the DSPs, far away in the engine, was a long path), registered; then summed,
+        # truncated; then accumulated
         P = Pipe(m, "sq_")
-        lo, hi = h[:17], h[17:].as_signed()
-        sq_ll = P.reg(lo * lo, 0, "ll", 34)
-        sq_lh = P.reg(lo * hi, 0, "lh", signed(33))
-        sq_hh = P.reg(hi * hi, 0, "hh", signed(30))
+        h1 = P.reg(h, 0, "h")
         sq_v1 = P.reg(take1, 0, "v1")
-        sq = P.reg((sq_ll + (sq_lh << 18) + (sq_hh << 34)) >> self.ss_shift, 1, "sq", 64)
-        sq_v2 = P.at(sq_v1, 2)
-        with m.If(sq_v2):
+        lo, hi = h1[:17], h1[17:].as_signed()
+        sq_ll = P.reg(lo * lo, 1, "ll", 34)
+        sq_lh = P.reg(lo * hi, 1, "lh", signed(33))
+        sq_hh = P.reg(hi * hi, 1, "hh", signed(30))
+        sq = P.reg((sq_ll + (sq_lh << 18) + (sq_hh << 34)) >> self.ss_shift, 2, "sq", 64)
+        sq_v2, sq_v3 = P.at(sq_v1, 2), P.at(sq_v1, 3)
+        with m.If(sq_v3):
             m.d.sync += ss.eq(ss + sq)
         # pass 2: h*m -> + half -> >> shift -> *gain -> rounded, saturated; every product
         # split and registered (Pipe.mul), every add and shift in a stage of its own
@@ -114,7 +117,7 @@ class RmsNormUnit(wiring.Component):
                     with m.If(i == n - 1):
                         m.next = "SUM"
             with m.State("SUM"):   # until the last square is in ss
-                with m.If(~sq_v1 & ~sq_v2):
+                with m.If(~sq_v1 & ~sq_v2 & ~sq_v3):
                     m.next = "RSQRT"
             with m.State("RSQRT"):
                 m.d.comb += [rsq.i_valid.eq(1), rsq.x.eq(ss + eps)]
