@@ -42,7 +42,7 @@ ENGINE_FMAX = Path(__file__).resolve().parent / "results" / "decode_units.json"
 
 def routed_engine_fmax(cfg_name: str, path: Path = ENGINE_FMAX) -> tuple[float | None, dict | None]:
     """The latest routed whole-engine Fmax in ``path`` (its ``engine`` entry) and where it
-    came from: ``(fmax_mhz, {"file", "config", "commit", "date", "proxy", "area", "device"})``
+    came from: ``(fmax_mhz, {"file", "config", "commit", "date", "proxy", "area", "device", "speed"})``
     (``area``: the routed LUT4 / FF / DSP / BRAM); ``proxy`` is True when the run routed
     another config's engine than ``cfg_name``. ``(None, None)``
     when there is no such run or the file cannot be read."""
@@ -54,7 +54,8 @@ def routed_engine_fmax(cfg_name: str, path: Path = ENGINE_FMAX) -> tuple[float |
         return None, None
     src = {"file": path.name, "config": e.get("config"), "commit": e.get("commit"), "date": e.get("date"),
            "proxy": e.get("config") != cfg_name,
-           "area": {k: e.get(k) for k in ("lut4", "ff", "dsp", "bram")}, "device": e.get("device")}
+           "area": {k: e.get(k) for k in ("lut4", "ff", "dsp", "bram")}, "device": e.get("device"),
+           "speed": e.get("speed", 6)}     # runs before the field: nextpnr's default grade
     return float(e["fmax_mhz"]), src
 
 

@@ -106,7 +106,9 @@ def source_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def measure(name: str, cfg_name: str = "decode_tiny", workdir: Path | None = None) -> dict:
+def measure(name: str, cfg_name: str = "decode_tiny", workdir: Path | None = None, speed: int | None = None) -> dict:
+    """Place and route one unit (or the whole ``engine``) of ``cfg_name``'s decode engine
+    on the config's part, at its speed grade unless ``speed`` is given."""
     from amaranth.back import verilog
 
     from rtl_gen.report import synthesize
@@ -119,11 +121,13 @@ def measure(name: str, cfg_name: str = "decode_tiny", workdir: Path | None = Non
         v = wd / f"{top}.v"
         v.write_text(verilog.convert(build_unit(name, cfg), name=top, emit_src=False))
         t_elab = time.time() - t0
+        speed = cfg.target.speed if speed is None else speed
         rep = synthesize(v, top, device=cfg.target.device, package=cfg.target.package, clock_mhz=cfg.clock.mhz,
+                         speed=speed,
                          workdir=wd / "synth", fit_check=False)
         log = (wd / "synth" / "nextpnr.log").read_text()
     pnr = rep["pnr"]
-    return {"unit": name, "config": cfg_name, "device": rep["device"], "clock_mhz": rep["clock_mhz"],
+    return {"unit": name, "config": cfg_name, "device": rep["device"], "speed": speed, "clock_mhz": rep["clock_mhz"],
             "fmax_mhz": pnr["fmax_mhz"], "lut4": pnr["lut4"], "ff": pnr["ff"], "dsp": pnr["dsp"],
             "bram": pnr["bram"], "seconds": {"elaborate": round(t_elab, 1), **rep["seconds"]},
             "critical_path": critical_path(log), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -136,9 +140,11 @@ def main(argv=None):
     ap.add_argument("--config", default="decode_tiny")
     ap.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     ap.add_argument("--workdir", type=Path, default=None, help="keep Verilog and tool logs here")
+    ap.add_argument("--speed", type=int, choices=(6, 7, 8), default=None,
+                    help="nextpnr speed grade (default: the config's target.speed)")
     ap.add_argument("--tag", default=None, help="store under UNIT@TAG (e.g. 'before') instead of UNIT")
     a = ap.parse_args(argv)
-    r = measure(a.unit, a.config, a.workdir)
+    r = measure(a.unit, a.config, a.workdir, a.speed)
     print(f"{a.unit}: {r['fmax_mhz']} MHz (target {r['clock_mhz']:g}), LUT4 {r['lut4']}, FF {r['ff']}, "
           f"DSP {r['dsp']}, BRAM {r['bram']}, seconds {r['seconds']}")
     print(r["critical_path"])

@@ -142,6 +142,7 @@ def _synth_design(cfg, flow: str, opts: dict, workdir: Path) -> dict:
     if flow.startswith("ecp5"):
         rep = synthesize(man["verilog"], man["top"], device=cfg.target.device, package=cfg.target.package,
                          clock_mhz=cfg.clock.mhz, dsp=opts["dsp"], place=opts["place"], workdir=workdir / flow,
+                         speed=cfg.target.speed,
                          available=cfg.device_resources, fit_check=False)
         out = {"synth": {k: v for k, v in rep["synth"].items()},
                "fmax_mhz": (rep["pnr"] or {}).get("fmax_mhz"), "placed_lut4": (rep["pnr"] or {}).get("lut4")}

@@ -359,6 +359,10 @@ class TargetConfig(_Strict):
     family: Literal["ecp5"] = "ecp5"
     device: Literal["LFE5U-25F", "LFE5U-45F", "LFE5U-85F", "LFE5UM-85F", "LFE5UM5G-85F"] = "LFE5U-85F"
     package: str = "CABGA381"
+    #: nextpnr's speed grade of the part: 6 is the slowest (nextpnr's default; the ULX3S's
+    #: part), 8 the fastest (the DDR3 boards that hold SmolLM2: ECPIX-5, ButterStick,
+    #: OrangeCrab 85F). Reports use it; board builds use the board's own grade.
+    speed: Literal[6, 7, 8] = 6
     board: str | None = None
 
 

@@ -436,7 +436,7 @@ def run_report(cfg, dsp: bool = True, workdir: Path | None = None, unit: str = "
         if not verilog.is_absolute() and not verilog.exists():
             verilog = wd / "verilog" / verilog
         rep = synthesize(verilog, top, device=cfg.target.device, package=cfg.target.package,
-                         clock_mhz=cfg.clock.mhz, dsp=dsp, workdir=wd / "synth",
+                         clock_mhz=cfg.clock.mhz, dsp=dsp, workdir=wd / "synth", speed=cfg.target.speed,
                          available=cfg.device_resources)
         if workdir is None:
             rep.pop("workdir", None)

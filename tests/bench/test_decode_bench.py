@@ -14,10 +14,14 @@ def test_routed_engine_fmax_names_its_run(tmp_path):
     fmax, src = routed_engine_fmax("decode_tiny", f)
     assert fmax == 62.73
     assert src == {"file": "units.json", "config": "decode_tiny", "commit": "abc1234",
-                   "date": "2026-12-03 17:00 UTC", "proxy": False, "device": "LFE5U-85F",
+                   "date": "2026-12-03 17:00 UTC", "proxy": False, "device": "LFE5U-85F", "speed": 6,
                    "area": {"lut4": 66113, "ff": 37238, "dsp": 106, "bram": 47}}
     fmax, src = routed_engine_fmax("decode_smollm2", f)
     assert fmax == 62.73 and src["proxy"] is True     # another config's engine: said so
+    e = json.loads(f.read_text())
+    e["engine"]["speed"] = 8
+    f.write_text(json.dumps(e))
+    assert routed_engine_fmax("decode_tiny", f)[1]["speed"] == 8
 
 
 def test_routed_engine_fmax_absent_or_unreadable(tmp_path):

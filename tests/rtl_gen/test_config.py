@@ -30,6 +30,7 @@ def test_overrides_and_derived_values():
     assert cfg.a_vector_bits == 16 * 8 and cfg.w_vector_bits == 4 * 4
     assert cfg.product_format.bits == 12
     assert cfg.hash() != load_config(None).hash()
+    assert load_config(None).target.speed == 6 and load_config(None, ["target.speed=8"]).target.speed == 8
 
 
 BAD = [
@@ -44,6 +45,7 @@ BAD = [
     ("accumulator too narrow", ["core.acc_bits=12"], ["acc_bits=12", "acc_bits >= 16"]),
     ("bool as int", ["core.act.signed=1"], ["core.act.signed", "boolean"]),
     ("unknown device", ["target.device=XC7A35T"], ["target.device", "LFE5U-85F"]),
+    ("unknown speed grade", ["target.speed=9"], ["target.speed", "6", "8"]),
     ("m_tile not a power of two", ["core.m_tile=100"], ["m_tile=100", "power of two"]),
     ("bad override syntax", ["core.rows"], ["core.rows", "KEY.PATH=VALUE"]),
 ]
