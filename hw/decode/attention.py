@@ -247,17 +247,24 @@ class AttentionUnit(wiring.Component):
         qs_a, qs_ah = Signal(32), Signal(34)
         qs_s0 = Signal(signed(8))
 
+        # ``go``: the command was taken last cycle. The counters, maxima and sums across the
+        # unit are cleared then (in REP, which uses none of them), from this register: the
+        # engine's issue logic through the handshake into their resets was one combinational
+        # path across the die (the whole engine's at speed grade 8, 78.2 MHz at 307a08c)
+        go = Signal()
+        m.d.sync += go.eq(self.cmd.valid & self.cmd.ready)
+        with m.If(go):
+            m.d.sync += clear_counters()
+            for hh in range(H):
+                m.d.sync += amax[hh].eq(0)
+            for rr_ in range(R):
+                for jj in range(KV):
+                    m.d.sync += [smax[rr_][jj].eq(INT32_MIN), zsum[rr_][jj].eq(0)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     m.d.sync += [cmd.eq(self.cmd.payload), i.eq(0), h.eq(0), c.eq(0), self.busy.eq(1)]
-                    m.d.sync += clear_counters()
-                    for hh in range(H):
-                        m.d.sync += amax[hh].eq(0)
-                    for rr_ in range(R):
-                        for jj in range(KV):
-                            m.d.sync += [smax[rr_][jj].eq(INT32_MIN), zsum[rr_][jj].eq(0)]
                     m.next = "REP"
             with m.State("REP"):      # heads per kv head (small division by repeated subtraction)
                 m.d.sync += [rep.eq(0), i.eq(cmd.heads), nvh.eq(hd >> lg_l)]
@@ -498,7 +505,7 @@ class AttentionUnit(wiring.Component):
             m.d.sync += s_ptr.eq(s_ptr + T)
             with m.If(kj[5] == nkv - 1):
                 m.d.sync += [s_t.eq(s_t + 1), s_ptr.eq(s_t + 1)]
-        with m.If(self.cmd.valid & self.cmd.ready):
+        with m.If(go):
             m.d.sync += [s_ptr.eq(0), s_t.eq(0)]
         # the running max compares the score with every KV head's max at once and a one-hot
         # head (registered) picks the one to update: the head-indexed mux before the 32-bit
@@ -540,7 +547,7 @@ class AttentionUnit(wiring.Component):
             for rr_, ex in enumerate(exs):
                 m.d.comb += [sws[rr_].addr.eq(x_ptr), sws[rr_].data.eq(ex.y), sws[rr_].en.eq(1)]
                 m.d.sync += zsum[rr_][x_j].eq(zsum[rr_][x_j] + ex.y)
-        with m.If(self.cmd.valid & self.cmd.ready):
+        with m.If(go):
             m.d.sync += [x_ptr.eq(0), x_base.eq(0), x_t.eq(0), x_j.eq(0), ex_done.eq(0)]
 
         # ---- reciprocals: results in (j, r) order ----------------------------------------
@@ -552,7 +559,7 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [c_r.eq(0), c_j.eq(c_j + 1)]
                 with m.If(c_j == nkv - 1):
                     m.d.sync += rc_done.eq(1)
-        with m.If(self.cmd.valid & self.cmd.ready):
+        with m.If(go):
             m.d.sync += [c_r.eq(0), c_j.eq(0), rc_done.eq(0)]
 
         # ---- P = rshift_round(p*m, r - 16) --------------------------------------------------
