@@ -179,6 +179,16 @@ class DecodeEngine(wiring.Component):
                     max_kv_heads=L.kv_heads, **rdp)
         m.submodules.matvec, m.submodules.norm, m.submodules.rope = mv, norm, rope
         m.submodules.elem, m.submodules.argmax, m.submodules.attention, m.submodules.kv = elem, amax, att, kv
+        # every unit's command through a RegFIFO2 slot: the FSM's issue logic (state, pready,
+        # started_unit) reaches a register next to the sequencer, not the unit's accept and the
+        # resets behind it across the die (the attention unit's accept into its counters was
+        # the speed-8 route's path at 307a08c, 78.17 MHz)
+        mv_cmd, mv_p = _cmd_slot(m, "cmd_matvec", mv)
+        norm_cmd, norm_p = _cmd_slot(m, "cmd_norm", norm)
+        rope_cmd, rope_p = _cmd_slot(m, "cmd_rope", rope)
+        elem_cmd, elem_p = _cmd_slot(m, "cmd_elem", elem)
+        att_cmd, att_p = _cmd_slot(m, "cmd_attention", att)
+        kv_cmd, kv_p = _cmd_slot(m, "cmd_kv", kv)
 
         # ---- memory: program reader, word reader (gains, constants, embedding), store writer
         # registered reader outputs (as the matvec's and the KV unit's): the consumers' ready
@@ -480,57 +490,57 @@ class DecodeEngine(wiring.Component):
 
             # MATVEC: input from channel A, results into dst
             with m.State("MATVEC"):
-                m.d.comb += [mv.cmd.valid.eq(~started_unit), mv.cmd.payload.kind.eq(ins.mode[:3]),
-                             mv.cmd.payload.norm.eq((ins.mode & MODE_NORM_INPUT) != 0),
-                             mv.cmd.payload.rows.eq(ins.rows), mv.cmd.payload.cols.eq(ins.cols),
-                             mv.cmd.payload.codes_addr.eq(ins.addr), mv.cmd.payload.scales_addr.eq(ins.addr2),
-                             a_start.eq(mv.cmd.valid & mv.cmd.ready), a_count.eq(ins.cols)]
-                m.d.comb += amax.start.eq(mv.cmd.valid & mv.cmd.ready)
-                with m.If(mv.cmd.valid & mv.cmd.ready):
+                m.d.comb += [mv_cmd.valid.eq(~started_unit), mv_cmd.payload.kind.eq(ins.mode[:3]),
+                             mv_cmd.payload.norm.eq((ins.mode & MODE_NORM_INPUT) != 0),
+                             mv_cmd.payload.rows.eq(ins.rows), mv_cmd.payload.cols.eq(ins.cols),
+                             mv_cmd.payload.codes_addr.eq(ins.addr), mv_cmd.payload.scales_addr.eq(ins.addr2),
+                             a_start.eq(mv_cmd.valid & mv_cmd.ready), a_count.eq(ins.cols)]
+                m.d.comb += amax.start.eq(mv_cmd.valid & mv_cmd.ready)
+                with m.If(mv_cmd.valid & mv_cmd.ready):
                     m.d.sync += started_unit.eq(1)
-                with m.If(started_unit & ~mv.busy & chan_a.done):
+                with m.If(started_unit & ~(mv.busy | mv_p) & chan_a.done):
                     m.next = "FETCH"
             # RMSNORM: the source twice on channel A, gains from the word reader
             with m.State("RMSNORM"):
                 first = ~started_unit
-                m.d.comb += [norm.cmd.valid.eq(first), norm.cmd.payload.n.eq(ins.cols),
-                             norm.cmd.payload.eps.eq(reg(Reg.EPS)),
-                             a_start.eq(norm.cmd.valid & norm.cmd.ready), a_count.eq(ins.cols),
+                m.d.comb += [norm_cmd.valid.eq(first), norm_cmd.payload.n.eq(ins.cols),
+                             norm_cmd.payload.eps.eq(reg(Reg.EPS)),
+                             a_start.eq(norm_cmd.valid & norm_cmd.ready), a_count.eq(ins.cols),
                              wr_go.eq(started_unit & ~words_started), wr_addr.eq(ins.addr),
                              wr_count.eq(ins.cols), wr_sel.eq(2)]
-                with m.If(norm.cmd.valid & norm.cmd.ready):
+                with m.If(norm_cmd.valid & norm_cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(wr_started):
                     m.d.sync += words_started.eq(1)
                 with m.If(started_unit & chan_a.done & ~second_pass):
                     m.d.comb += a_start.eq(1)
                     m.d.sync += second_pass.eq(1)
-                with m.If(started_unit & second_pass & chan_a.done & ~norm.busy):
+                with m.If(started_unit & second_pass & chan_a.done & ~(norm.busy | norm_p)):
                     m.d.sync += [second_pass.eq(0), words_started.eq(0)]
                     m.next = "FETCH"
             # ROPE: constants from the word reader, vector on channel A
             with m.State("ROPE"):
-                m.d.comb += [rope.cmd.valid.eq(~started_unit & pready), rope.cmd.payload.heads.eq(ins.rows),
-                             rope.cmd.payload.head_dim.eq(ins.cols), rope.cmd.payload.pos.eq(pos),
-                             a_start.eq(rope.cmd.valid & rope.cmd.ready), a_count.eq(p_rc),
+                m.d.comb += [rope_cmd.valid.eq(~started_unit & pready), rope_cmd.payload.heads.eq(ins.rows),
+                             rope_cmd.payload.head_dim.eq(ins.cols), rope_cmd.payload.pos.eq(pos),
+                             a_start.eq(rope_cmd.valid & rope_cmd.ready), a_count.eq(p_rc),
                              wr_go.eq(~words_started & pready), wr_addr.eq(ins.addr), wr_count.eq(ins.cols >> 1),
                              wr_sel.eq(3)]
-                with m.If(rope.cmd.valid & rope.cmd.ready):
+                with m.If(rope_cmd.valid & rope_cmd.ready):
                     m.d.sync += started_unit.eq(1)
                 with m.If(wr_started):
                     m.d.sync += words_started.eq(1)
-                with m.If(started_unit & words_started & chan_a.done & ~rope.busy):
+                with m.If(started_unit & words_started & chan_a.done & ~(rope.busy | rope_p)):
                     m.d.sync += words_started.eq(0)
                     m.next = "FETCH"
             # ADD / SWIGLU: channels A and B in parallel
             with m.State("ELEM"):
-                m.d.comb += [elem.cmd.valid.eq(~started_unit), elem.cmd.payload.n.eq(ins.cols),
-                             elem.cmd.payload.op.eq(op == Op.SWIGLU),
-                             a_start.eq(elem.cmd.valid & elem.cmd.ready), a_count.eq(ins.cols),
-                             b_start.eq(elem.cmd.valid & elem.cmd.ready), b_count.eq(ins.cols)]
-                with m.If(elem.cmd.valid & elem.cmd.ready):
+                m.d.comb += [elem_cmd.valid.eq(~started_unit), elem_cmd.payload.n.eq(ins.cols),
+                             elem_cmd.payload.op.eq(op == Op.SWIGLU),
+                             a_start.eq(elem_cmd.valid & elem_cmd.ready), a_count.eq(ins.cols),
+                             b_start.eq(elem_cmd.valid & elem_cmd.ready), b_count.eq(ins.cols)]
+                with m.If(elem_cmd.valid & elem_cmd.ready):
                     m.d.sync += started_unit.eq(1)
-                with m.If(started_unit & chan_a.done & chan_b.done & ~elem.busy):
+                with m.If(started_unit & chan_a.done & chan_b.done & ~(elem.busy | elem_p)):
                     m.next = "FETCH"
             # ARGMAX: snoop the source
             with m.State("ARGMAX"):
@@ -556,13 +566,13 @@ class DecodeEngine(wiring.Component):
                     m.next = "FETCH"
             # KV_APPEND: K from channel A, V from channel B
             with m.State("KV_APPEND"):
-                m.d.comb += [kv.cmd.valid.eq(~started_unit & pready), kv.cmd.payload.read.eq(0),
-                             kv.cmd.payload.base.eq(ins.addr), kv.cmd.payload.pos.eq(pos),
-                             a_start.eq(kv.cmd.valid & kv.cmd.ready), b_start.eq(kv.cmd.valid & kv.cmd.ready),
+                m.d.comb += [kv_cmd.valid.eq(~started_unit & pready), kv_cmd.payload.read.eq(0),
+                             kv_cmd.payload.base.eq(ins.addr), kv_cmd.payload.pos.eq(pos),
+                             a_start.eq(kv_cmd.valid & kv_cmd.ready), b_start.eq(kv_cmd.valid & kv_cmd.ready),
                              a_count.eq(p_kv), b_count.eq(p_kv)]
-                with m.If(kv.cmd.valid & kv.cmd.ready):
+                with m.If(kv_cmd.valid & kv_cmd.ready):
                     m.d.sync += started_unit.eq(1)
-                with m.If(started_unit & ~kv.busy & chan_a.done & chan_b.done):
+                with m.If(started_unit & ~(kv.busy | kv_p) & chan_a.done & chan_b.done):
                     m.d.sync += w_kv.eq(0)
                     m.next = "FETCH"
             # ATTEND: the KV unit reads the cache, the attention unit computes; Q on channel A
@@ -570,15 +580,15 @@ class DecodeEngine(wiring.Component):
                 hd = reg(Reg.HEAD_DIM)
                 cval = Signal(17)
                 m.d.comb += cval.eq(att_c)
-                m.d.comb += [kv.cmd.valid.eq(~started_unit & pready), kv.cmd.payload.read.eq(1),
-                             kv.cmd.payload.base.eq(ins.addr), kv.cmd.payload.pos.eq(pos),
-                             att.cmd.valid.eq(~started_unit & pready), att.cmd.payload.heads.eq(ins.rows),
-                             att.cmd.payload.kv_heads.eq(reg(Reg.N_KV_HEADS)), att.cmd.payload.head_dim.eq(hd),
-                             att.cmd.payload.n.eq(pos + 1), att.cmd.payload.c.eq(cval),
+                m.d.comb += [kv_cmd.valid.eq(~started_unit & pready), kv_cmd.payload.read.eq(1),
+                             kv_cmd.payload.base.eq(ins.addr), kv_cmd.payload.pos.eq(pos),
+                             att_cmd.valid.eq(~started_unit & pready), att_cmd.payload.heads.eq(ins.rows),
+                             att_cmd.payload.kv_heads.eq(reg(Reg.N_KV_HEADS)), att_cmd.payload.head_dim.eq(hd),
+                             att_cmd.payload.n.eq(pos + 1), att_cmd.payload.c.eq(cval),
                              a_start.eq(~started_unit & pready), a_count.eq(p_rc)]
                 with m.If(pready):
-                    m.d.sync += started_unit.eq(1)   # both units idle here: they take it at once
-                with m.If(started_unit & ~kv.busy & ~att.busy & chan_a.done):
+                    m.d.sync += started_unit.eq(1)   # both slots empty here: they take it at once
+                with m.If(started_unit & ~(kv.busy | kv_p) & ~(att.busy | att_p) & chan_a.done):
                     m.next = "FETCH"
             # EMBED: Q8_0 row TOKEN: its f16 scales, then its int8 codes -> dst
             with m.State("EMBED_SCALES"):
@@ -673,6 +683,16 @@ class DecodeEngine(wiring.Component):
         with m.If((self.axi_r.rvalid & (self.axi_r.rresp != 0)) | (self.axi_w.bvalid & (self.axi_w.bresp != 0))):
             m.d.sync += self.error.eq(1)
         return m
+
+
+def _cmd_slot(m: Module, name: str, unit):
+    """A :class:`~hw.pipeline.RegFIFO2` (submodule ``name``) in front of ``unit.cmd``;
+    returns its input stream and ``pending`` (a command in the slot, not yet taken: the
+    unit's ``busy`` rises only the cycle after it takes one, so "done" is
+    ``~(busy | pending)``). One cycle from the issue to the unit."""
+    m.submodules[name] = slot = RegFIFO2(unit.cmd.payload.shape())
+    connect_stream(m, slot.o, unit.cmd)
+    return slot.i, slot.o.valid
 
 
 def _slot(m: Module, name: str, shape, payload, valid, sink):
