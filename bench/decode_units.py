@@ -109,8 +109,7 @@ def source_commit() -> str | None:
 def measure(name: str, cfg_name: str = "decode_tiny", workdir: Path | None = None, speed: int | None = None) -> dict:
     """Place and route one unit (or the whole ``engine``) of ``cfg_name``'s decode engine
     on the config's part, at its speed grade unless ``speed`` is given."""
-    from amaranth.back import verilog
-
+    from rtl_gen.generate import ecp5_platform, emit_verilog
     from rtl_gen.report import synthesize
     cfg = load_config(cfg_name)
     top = f"unit_{name}"
@@ -119,7 +118,8 @@ def measure(name: str, cfg_name: str = "decode_tiny", workdir: Path | None = Non
         wd.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         v = wd / f"{top}.v"
-        v.write_text(verilog.convert(build_unit(name, cfg), name=top, emit_src=False))
+        # elaborated for the part, as lutforge report does (MULT18X18D with their registers)
+        v.write_text(emit_verilog(build_unit(name, cfg), top, platform=ecp5_platform(cfg)))
         t_elab = time.time() - t0
         speed = cfg.target.speed if speed is None else speed
         rep = synthesize(v, top, device=cfg.target.device, package=cfg.target.package, clock_mhz=cfg.clock.mhz,

@@ -80,9 +80,19 @@ def top_name(cfg: AcceleratorConfig) -> str:
     return "lutforge_" + "".join(ch if ch.isalnum() else "_" for ch in cfg.name.lower())
 
 
-def emit_verilog(component: wiring.Component, name: str) -> str:
-    """Verilog text of an Amaranth component (ports from its signature)."""
-    return verilog.convert(component, name=name, emit_src=False)
+def emit_verilog(component: wiring.Component, name: str, *, platform=None) -> str:
+    """Verilog text of an Amaranth component (ports from its signature). ``platform``:
+    what the units elaborate for (``None``: portable Verilog; ``ecp5_platform(cfg)``: an
+    ECP5 netlist with vendor DSP primitives, :mod:`hw.decode.products`)."""
+    return verilog.convert(component, name=name, emit_src=False, platform=platform)
+
+
+def ecp5_platform(cfg: AcceleratorConfig, *, dsp: bool = True):
+    """The elaboration platform for synthesizing ``cfg`` on its target: an ECP5 target
+    (products as MULT18X18D with their own registers) when the target is an ECP5 and DSP
+    mapping is on, else ``None`` (portable Verilog)."""
+    from hw.decode.products import Ecp5Target
+    return Ecp5Target() if dsp and cfg.target.family == "ecp5" else None
 
 
 def port_list(component: wiring.Component) -> list[dict]:
@@ -108,10 +118,11 @@ def manifest_for(cfg: AcceleratorConfig, component: wiring.Component, top: str, 
     }
 
 
-def generate_verilog(cfg: AcceleratorConfig, outdir: Path, *, unit: str = "core") -> dict:
+def generate_verilog(cfg: AcceleratorConfig, outdir: Path, *, unit: str = "core", platform=None) -> dict:
     """Write ``TOP.v`` and ``TOP.json`` (the manifest) into ``outdir``; return the manifest.
     ``unit``: ``core`` (the tensor core) or ``decode`` (the decode engine, top
-    ``TOP_decode``)."""
+    ``TOP_decode``). ``platform``: as :func:`emit_verilog` (``None``: portable Verilog,
+    what ``generate-verilog`` writes)."""
     outdir = Path(outdir)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +134,7 @@ def generate_verilog(cfg: AcceleratorConfig, outdir: Path, *, unit: str = "core"
     else:
         core = elaborate_core(cfg)
         top = top_name(cfg)
-    text = emit_verilog(core, top)
+    text = emit_verilog(core, top, platform=platform)
     vpath = outdir / f"{top}.v"
     vpath.write_text(text)
     manifest = manifest_for(cfg, core, top, vpath)

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from hw.decode.engine import EngineCounters
+from hw.decode.products import Ecp5Target
 from ref_model.errors import SimulationError
 from rtl_gen.generate import emit_verilog
 
 from . import verilator
 from .decode_harness import DECODE_TOP, DecodeHarness
-from .harness import MEMORY_MODEL
+from .harness import ECP5_MODELS, MEMORY_MODEL
 from .memfile import hex_lines, read_dump
 
 
@@ -40,20 +41,28 @@ def _fields(layout, value: int) -> dict[str, int]:
     return {name: (value >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
 
 
-def build_decode_model(limits, numerics, tables, *, sim, data_bits: int = 128) -> verilator.Model:
-    text = emit_verilog(DecodeHarness(limits, numerics, tables, sim=sim, data_bits=data_bits), DECODE_TOP)
-    return verilator.build({f"{DECODE_TOP}.v": text}, DECODE_TOP, extra_files=[MEMORY_MODEL])
+def build_decode_model(limits, numerics, tables, *, sim, data_bits: int = 128,
+                       ecp5: bool = False) -> verilator.Model:
+    """``ecp5``: the engine as elaborated for an ECP5 (what ``lutforge report`` and the board
+    builds synthesize: products as MULT18X18D instances, simulated by
+    ``sim/rtl/ecp5_mult18x18d.sv``) instead of portable Verilog."""
+    platform = Ecp5Target() if ecp5 else None
+    text = emit_verilog(DecodeHarness(limits, numerics, tables, sim=sim, data_bits=data_bits), DECODE_TOP,
+                        platform=platform)
+    extra = [MEMORY_MODEL] + ([ECP5_MODELS] if ecp5 else [])
+    return verilator.build({f"{DECODE_TOP}.v": text}, DECODE_TOP, extra_files=extra)
 
 
 def run_decode(prog, limits, tables, steps: list[tuple[int, int]], *, sim, data_bits: int = 128,
-               workdir: Path | None = None, timeout_cycles: int = 50_000_000) -> list[TokenRun]:
+               workdir: Path | None = None, timeout_cycles: int = 50_000_000, ecp5: bool = False) -> list[TokenRun]:
     """Run ``steps`` ((token, position) pairs) of the compiled program ``prog``
-    (:class:`host_runtime.decode_program.DecodeProgram`) on the engine."""
+    (:class:`host_runtime.decode_program.DecodeProgram`) on the engine (``ecp5``: as
+    :func:`build_decode_model`)."""
     bpb = data_bits // 8
     if prog.image.size > sim.size_bytes:
         raise SimulationError(f"memory image of {prog.image.size} bytes exceeds the simulated memory "
                               f"({sim.size_bytes} bytes, memory.sim.size_bytes)")
-    model = build_decode_model(limits, prog.numerics, tables, sim=sim, data_bits=data_bits)
+    model = build_decode_model(limits, prog.numerics, tables, sim=sim, data_bits=data_bits, ecp5=ecp5)
     tmp = tempfile.TemporaryDirectory(prefix="lutforge_decode_") if workdir is None else None
     work = Path(tmp.name if tmp else workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,8 @@ from rtl_gen.generate import elaborate_core
 
 RTL_DIR = Path(__file__).parent / "rtl"
 MEMORY_MODEL = RTL_DIR / "lutforge_axi_mem.sv"
+#: simulation models of the ECP5 primitives that Verilog elaborated for an ECP5 instantiates
+ECP5_MODELS = RTL_DIR / "ecp5_mult18x18d.sv"
 HARNESS_TOP = "lutforge_sim_top"
 
 

@@ -44,6 +44,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .funcs import ExpNegUnit, ReciprocalUnit, bit_length, rr
+from .products import registered_product
 from .vector import INT32_MIN, sat32
 
 ACC_BITS = 56
@@ -434,13 +435,11 @@ class AttentionUnit(wiring.Component):
                 ma = Signal(signed(18), name=f"mul_a{rr_}_{ll}")
                 mb = Signal(signed(32), name=f"mul_b{rr_}_{ll}")
                 m.d.sync += [ma.eq(Mux(v_v[1], pval, qa)), mb.eq(Mux(v_v[1], vvec2[ll], kvec1[ll]))]
-                # registered again, so that the placer can put these registers next to the
-                # MULT18X18D (few DSP columns, far from the muxes and memories in the engine)
-                ma2, mb2 = Signal.like(ma, name=f"mul_a2_{rr_}_{ll}"), Signal.like(mb, name=f"mul_b2_{rr_}_{ll}")
-                m.d.sync += [ma2.eq(ma), mb2.eq(mb)]
-                mlo = Signal(signed(36), name=f"mul_lo{rr_}_{ll}")
-                mhi = Signal(signed(33), name=f"mul_hi{rr_}_{ll}")
-                m.d.sync += [mlo.eq(ma2 * mb2[:17]), mhi.eq(ma2 * mb2[17:].as_signed())]
+                # registered again next to each of the two MULT18X18D (few DSP columns, far
+                # from the muxes and memories in the engine), and the halves' products
+                # registered: on an ECP5 the DSPs' own input and output registers
+                mlo = registered_product(m, ma, mb[:17], platform=platform, name=f"mul_lo{rr_}_{ll}")
+                mhi = registered_product(m, ma, mb[17:].as_signed(), platform=platform, name=f"mul_hi{rr_}_{ll}")
                 m.d.sync += mul[rr_][ll].eq((mhi << 17) + mlo)
 
         # ---- score pipeline ---------------------------------------------------------------

@@ -106,7 +106,7 @@ class RsqrtUnit(_Unit):
         m = Module()
         self._valid_chain(m)
         rom = _slope_rom(m, "tab", self.table)
-        P = Pipe(m)
+        P = Pipe(m, platform=platform)
         x1 = P.reg(self.x, 0, "x1")
         bl2 = P.reg(bit_length(m, x1, 63, "bl"), 1, "bl2")
         e_raw = Signal(signed(8))
@@ -153,7 +153,7 @@ class ReciprocalUnit(_Unit):
         m = Module()
         self._valid_chain(m)
         rom = _slope_rom(m, "tab", self.table)
-        P = Pipe(m)
+        P = Pipe(m, platform=platform)
         x1 = P.reg(self.x, 0, "x1")
         bl2 = P.reg(bit_length(m, x1, 63, "bl"), 1, "bl2")
         e3 = P.reg(bl2 - 24, 2, "e3", signed(8))
@@ -197,7 +197,7 @@ class ExpNegUnit(_Unit):
         m = Module()
         self._valid_chain(m)
         rom = _slope_rom(m, "tab", self.table)
-        P = Pipe(m)
+        P = Pipe(m, platform=platform)
         nx = Signal(32)
         m.d.comb += nx.eq((-self.x).as_unsigned()[:32])
         nx1 = P.reg(nx[:20], 0, "nx1")
@@ -244,7 +244,7 @@ class SinCosUnit(_Unit):
         mem = m.submodules["tab"]
         mem_c = mem.read_port()
         top = len(self.table) - 1
-        P = Pipe(m)
+        P = Pipe(m, platform=platform)
         # 1: quadrant and the two quarter-wave arguments
         quad1 = P.reg(self.phase[30:], 0, "quad1")
         r1 = P.reg(self.phase[:30], 0, "r1", 30)
@@ -296,7 +296,7 @@ class SigmoidUnit(_Unit):
         self._valid_chain(m)
         rom = _slope_rom(m, "tab", self.table)
         last = len(self.table) - 1
-        P = Pipe(m)
+        P = Pipe(m, platform=platform)
         x1 = P.reg(self.x, 0, "x1")
         ax1 = P.reg(Mux(self.x < 0, -self.x, self.x), 0, "ax1", 32)
         # the clamped table index registered before it addresses the ROM (BRAM address setup)
@@ -349,7 +349,7 @@ class MantScaleUnit(_Unit):
         b = self.b
         self._valid_chain(m)
         (rom,) = _rom(m, "rom", scale_rom(b), 1)
-        P = Pipe(m)
+        P = Pipe(m, platform=platform)
         z1 = P.reg(self.amax == 0, 0, "z1")
         r, k = P.mul(self.amax, self.cmul, 0, "r", 57, lut_bits=7)
         s2 = P.reg(bit_length(m, r, 57, "bl") - b, k, "s2", signed(8))

@@ -357,7 +357,7 @@ class KVUnit(wiring.Component):
         qcodes = []
         q_lat = None
         for ll in range(P):
-            pp = Pipe(m, f"q{ll}_")
+            pp = Pipe(m, f"q{ll}_", platform=platform)
             # the beat and the parameters registered first (the reader's output through the
             # subtraction into the multiplier was a long path); then x - mn registered
             # before the product, whose MULT18X18D pieces are registered alone and summed a

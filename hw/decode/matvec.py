@@ -35,7 +35,7 @@ from ..mem.gearbox import UnitUnpacker
 from ..mem.reader import BurstReader, ReadArbiter
 from ..pipeline import RegFIFO2, delay
 from .funcs import MantScaleUnit
-from .products import Pipe, lut_mul, lut_mul_pipe
+from .products import Pipe, lut_mul, lut_mul_pipe, registered_product
 from .isa import WeightKind
 
 GROUP = 32
@@ -218,7 +218,7 @@ class ActQuantizer(wiring.Component):
         y1b = Signal(signed(32))
         lane1b, g1b, blk1b = Signal(5), Signal.like(g1), Signal(blk_layout)
         m.d.sync += [v1b.eq(v1), lane1b.eq(lane1), g1b.eq(g1), blk1b.eq(blk1), y1b.eq(raw_r.data)]
-        p2, p2_k = Pipe(m, "qz_").mul(y1b, blk1b.r, 0, "p", signed(50), lut_bits=1)
+        p2, p2_k = Pipe(m, "qz_", platform=platform).mul(y1b, blk1b.r, 0, "p", signed(50), lut_bits=1)
         assert p2_k == 3, p2_k      # 2a: operands registered, 2c: the pieces, 2: their sum
         lane2a, g2a, blk2a = Signal(5), Signal.like(g1), Signal(blk_layout)
         lane2c, g2c, blk2c = Signal(5), Signal.like(g1), Signal(blk_layout)
@@ -480,9 +480,9 @@ class MatvecUnit(wiring.Component):
             # the operands registered again, next to the lane's MULT18X18D (the DSP columns
             # are far from the group-word memory in the engine); a LUT lane alike, to keep
             # all lanes in step
-            a2, w2 = Signal.like(qw.a[k], name=f"a{k}_r2"), Signal.like(w1, name=f"w{k}_r2")
-            m.d.sync += [a2.eq(qw.a[k]), w2.eq(w1)]
             if k < self.lut_lanes:
+                a2, w2 = Signal.like(qw.a[k], name=f"a{k}_r2"), Signal.like(w1, name=f"w{k}_r2")
+                m.d.sync += [a2.eq(qw.a[k]), w2.eq(w1)]
                 # a LUT lane's product in two registered halves, w1 = lo + 32 * hi (lo 5 bits
                 # unsigned, hi 4 bits signed), summed by the adder tree's first level (the
                 # whole 9-term LUT product in one cycle was the matvec's 96.3 MHz path)
@@ -490,7 +490,9 @@ class MatvecUnit(wiring.Component):
                 m.d.sync += [p.eq(lut_mul(a2, w2[:5])), hi.eq(lut_mul(a2, w2[5:].as_signed()) << 5)]
                 lane_terms.append([p, hi])
             else:
-                m.d.sync += p.eq(a2 * w2)
+                # the same two stages (operands, product) around the lane's MULT18X18D: on an
+                # ECP5 the DSP's own registers
+                m.d.comb += p.eq(registered_product(m, qw.a[k], w1, platform=platform, name=f"lane{k}"))
                 lane_terms.append([p])
         md, ed = _f16(m, sc1[:16], "d")
         mm, em = _f16(m, sc1[16:32], "m")
@@ -539,7 +541,7 @@ class MatvecUnit(wiring.Component):
         # d7: P x kd's operands registered (next to their MULT18X18D); d8: the pieces, each
         # registered alone; d9 = kyd: their sum (a 26 x 25 product with its 4-DSP sum in one
         # cycle was the 81 MHz path). The names below (y7, pos7, d8 ...) count from kyd = "7"
-        pipe = Pipe(m, "mv_")
+        pipe = Pipe(m, "mv_", platform=platform)
         yd7, kyd = pipe.mul(P6, kd6, 6, "yd", signed(pbits + 25))
         ym7, kym = pipe.mul(s6, km6, 6, "ym", signed(len(s2) + 25))
         assert kyd == kym, (kyd, kym)

@@ -21,7 +21,57 @@ the same cycle. This module is the one place that decides how a product is built
   carry chain in its own cycle.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value, signed
+
+
+class Ecp5Target:
+    """The elaboration platform of the report flow (``lutforge report``, ``bench``): an
+    ECP5 netlist for Yosys ``synth_ecp5``, without a board. Units that build vendor
+    primitives (:meth:`Pipe.mul`'s registered MULT18X18D) see ``family == "ecp5"`` here
+    as on an amaranth-boards ECP5 platform."""
+
+    family = "ecp5"
+
+
+def ecp5_dsp(platform) -> bool:
+    """Whether products are built as ECP5 MULT18X18D instances with their own registers:
+    on an ECP5 platform (an amaranth ``LatticePlatform`` of family ``ecp5``, or
+    :class:`Ecp5Target`). Elsewhere (Verilator cosim, Amaranth's simulator, other
+    vendors) the same pipeline is built of plain registers and ``*``."""
+    return getattr(platform, "family", None) == "ecp5"
+
+
+def mult18x18d(m: Module, a, b, *, signed_: bool, name: str) -> Signal:
+    """One ECP5 MULT18X18D with its input and output registers (``REG_INPUTA/B_CLK``,
+    ``REG_OUTPUT_CLK`` on CLK0): returns its 36-bit product ``P``, signed when
+    ``signed_``; ``P`` is ``a * b`` of two cycles before. ``a`` / ``b``: at most 18 bits,
+    extended to 18 by their own signedness (``signed_`` must hold when either is signed,
+    and then an unsigned operand must have at most 17 bits). The registers reset (RST0)
+    with the domain, synchronously, as Amaranth's ``sync`` registers do.
+
+    Why: Yosys maps ``$mul`` to MULT18X18D without its registers, so a registered product
+    is a register, a route to the DSP column, the 3-4 ns multiply and a route back; with
+    122 of the ECP5-85's 156 DSPs used, the placer puts a DSP up to 100 columns from its
+    logic, and that path (4.4 + 3.1 + 4.7 ns) was the engine's 79.7 MHz path at speed 8.
+    With the DSP's own registers each route ends or starts at a DSP register."""
+    A, B = Signal(18, name=f"{name}_a"), Signal(18, name=f"{name}_b")
+    P = Signal(36, name=f"{name}_p")
+    m.d.comb += [A.eq(a), B.eq(b)]
+    ports = {f"i_A{i}": A[i] for i in range(18)}
+    ports.update({f"i_B{i}": B[i] for i in range(18)})
+    ports.update({f"i_C{i}": Const(0, 1) for i in range(18)})
+    ports.update({f"o_P{i}": P[i] for i in range(36)})
+    m.submodules[name] = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
+        p_REG_INPUTB_CLK="CLK0", p_REG_INPUTB_CE="CE0", p_REG_INPUTB_RST="RST0",
+        p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
+        p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
+        i_SIGNEDA=Const(int(signed_), 1), i_SIGNEDB=Const(int(signed_), 1),
+        i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+        i_CLK0=ClockSignal(), i_CE0=Const(1, 1), i_RST0=ResetSignal(),
+        **ports)
+    return P.as_signed() if signed_ else P
 
 
 def _terms(a, b, width):
@@ -121,6 +171,29 @@ def settled_mul(m, a, b, width: int | None = None, name: str = "smul", *, key=No
     return p, ok
 
 
+def registered_product(m: Module, a, b, *, platform, name: str) -> Signal:
+    """``a * b`` as a two-stage pipeline: the operands registered, then their product
+    registered; returns the product of the operands of two cycles before (full width:
+    ``len(a) + len(b)`` bits, signed if either is). Nothing but the multiplier lies between
+    the two registers. ``a`` and ``b`` must fit one MULT18X18D: at most 18 bits each, an
+    unsigned one at most 17 bits when the other is signed. On an ECP5 platform
+    (:func:`ecp5_dsp`) the registers are the DSP's own (:func:`mult18x18d`); elsewhere plain
+    registers and ``*``. Free-running: call it outside any ``m.If`` (no clock enable)."""
+    a, b = Value.cast(a), Value.cast(b)
+    sa, sb = a.shape().signed, b.shape().signed
+    signed_ = sa or sb
+    if len(a) > 18 or len(b) > 18 or (signed_ and ((not sa and len(a) > 17) or (not sb and len(b) > 17))):
+        raise ValueError(f"{name}: a {a.shape()} x {b.shape()} product does not fit one MULT18X18D")
+    width = len(a) + len(b)
+    out = Signal(signed(width) if signed_ else width, name=name)
+    if ecp5_dsp(platform):
+        m.d.comb += out.eq(mult18x18d(m, a, b, signed_=signed_, name=f"{name}_dsp"))
+    else:
+        ra, rb = Signal(a.shape(), name=f"{name}_ra"), Signal(b.shape(), name=f"{name}_rb")
+        m.d.sync += [ra.eq(a), rb.eq(b), out.eq(ra * rb)]
+    return out
+
+
 def _chunks(v, size: int):
     """``v`` as ``[(chunk, offset)]`` of ``size``-bit unsigned pieces; a signed ``v``'s top
     piece is signed and up to ``size + 1`` bits (it carries the sign)."""
@@ -140,14 +213,23 @@ class Pipe:
     stage (cycles after the unit's input), :meth:`at` delays it to a later stage, and
     :meth:`mul` is a registered, split product (see its docstring)."""
 
-    def __init__(self, m: Module, prefix: str = ""):
+    def __init__(self, m: Module, prefix: str = "", *, platform=None):
         self.m, self.prefix, self._st = m, prefix, {}
+        self.dsp_primitive = ecp5_dsp(platform)
 
     def reg(self, value, k: int, name: str, shape=None) -> Signal:
         """``value`` (combinational in stage ``k``'s values) registered: stage ``k + 1``."""
         s = Signal(shape if shape is not None else Value.cast(value).shape(), name=self.prefix + name)
         self.m.d.sync += s.eq(value)
         self._st[id(s)] = (s, k + 1, {k + 1: s})
+        return s
+
+    def _track(self, value, k: int, name: str, shape) -> Signal:
+        """``value`` (already a stage-``k`` value, e.g. a DSP's registered output) as a
+        tracked stage-``k`` signal (a wire, no register)."""
+        s = Signal(shape, name=self.prefix + name)
+        self.m.d.comb += s.eq(value)
+        self._st[id(s)] = (s, k, {k: s})
         return s
 
     def stage(self, s) -> int:
@@ -175,11 +257,14 @@ class Pipe:
         registers each DSP product alone (nothing after the DSP in its cycle) and LUT rows
         summed 4 at a time; each further stage sums up to
         4 registered terms (two adder levels), until one term is left. Exact: the sum of the
-        shifted piece products is ``a * b``."""
+        shifted piece products is ``a * b``. On an ECP5 platform (:func:`ecp5_dsp`) each DSP
+        piece is a :func:`mult18x18d` whose own input and output registers are those two
+        stages (same latency, same bits)."""
         a, b = Value.cast(a), Value.cast(b)
         mixed = a.shape().signed or b.shape().signed
         size = 17 if mixed else 18
         ca, cb = _chunks(a, size), _chunks(b, size)
+        ca0, cb0 = ca, cb       # the stage-k pieces: a MULT18X18D's own input registers take these
         if any(min(len(pa), len(pb)) > lut_bits for pa, _ in ca for pb, _ in cb):
             # a DSP piece: the operands are registered first, so that the placer can put
             # registers next to the MULT18X18D on both sides (the DSP columns are few and
@@ -190,16 +275,22 @@ class Pipe:
             k += 1
             ca, cb = _chunks(a, size), _chunks(b, size)
         dsp_terms, rows = [], []
-        for pa, oa in ca:
-            for pb, ob in cb:
+        for (pa, oa), (pa0, _) in zip(ca, ca0):
+            for (pb, ob), (pb0, _) in zip(cb, cb0):
                 na, nb = len(pa), len(pb)
                 if min(na, nb) <= lut_bits:
                     rows += [r << (oa + ob) for r in _terms(pa, pb, None)]
                 else:
-                    dsp_terms.append((pa * pb) << (oa + ob))
+                    dsp_terms.append((pa, pb, pa0, pb0, oa + ob))
         terms, j = [], 0
-        for t in dsp_terms:
-            terms.append(self.reg(t, k, f"{name}_d{j}", shape))
+        for pa, pb, pa0, pb0, sh in dsp_terms:
+            if self.dsp_primitive:
+                # the same two stages inside the DSP: its input registers take the stage-k
+                # pieces (as the operand registers above), its output register the product
+                p = mult18x18d(self.m, pa0, pb0, signed_=mixed, name=f"{self.prefix}{name}_dsp{j}")
+                terms.append(self._track(p << sh, k + 1, f"{name}_d{j}", shape))
+            else:
+                terms.append(self.reg((pa * pb) << sh, k, f"{name}_d{j}", shape))
             j += 1
         for g in range(0, len(rows), 4):
             terms.append(self.reg(_sum(rows[g:g + 4]), k, f"{name}_l{j}", shape))

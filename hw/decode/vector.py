@@ -77,7 +77,7 @@ class RmsNormUnit(wiring.Component):
         # cross product once) of the registered element (the input slot's mux straight into
         # the DSPs, far away in the engine, was a long path), registered; then summed,
         # truncated; then accumulated
-        P = Pipe(m, "sq_")
+        P = Pipe(m, "sq_", platform=platform)
         h1 = P.reg(h, 0, "h")
         sq_v1 = P.reg(take1, 0, "v1")
         lo, hi = h1[:17], h1[17:].as_signed()
@@ -90,7 +90,7 @@ class RmsNormUnit(wiring.Component):
             m.d.sync += ss.eq(ss + sq)
         # pass 2: h*m -> + half -> >> shift -> *gain -> rounded, saturated; every product
         # split and registered (Pipe.mul), every add and shift in a stage of its own
-        Q = Pipe(m, "sc_")
+        Q = Pipe(m, "sc_", platform=platform)
         v1 = Q.reg(take2, 0, "v1")
         g1 = Q.reg(self.gain.payload, 0, "g1")
         p, k = Q.mul(h, mant, 0, "hm", signed(57), lut_bits=7)
@@ -190,7 +190,7 @@ class RopeUnit(wiring.Component):
         m.d.comb += pairs.eq(cmd.head_dim >> 1)
         # phase = (pos * c) >> 16 mod 2**32: only the product's low 48 bits matter; pos (14
         # bits) is one operand, so the product is 14 LUT rows (no DSP), registered twice
-        Ph = Pipe(m, "ph_")
+        Ph = Pipe(m, "ph_", platform=platform)
         c_take = Signal()
         ph, kph = Ph.mul(self.consts.payload[:48], cmd.pos, 0, "ph", 48, lut_bits=14)
         ph_v1 = Ph.reg(c_take, 0, "v")
@@ -241,7 +241,7 @@ class RopeUnit(wiring.Component):
                     m.next = "IDLE"
         # a pair arrives at most every other cycle, so two products serve it over two cycles:
         # x0*c - x1*s, then x0*s + x1*c (4 MULT18X18D instead of 8), one element out per cycle
-        R = Pipe(m, "rot_")
+        R = Pipe(m, "rot_", platform=platform)
         v1d = Signal()
         m.d.sync += v1d.eq(v1)
         sel = v1d                      # second element of the pair
@@ -330,7 +330,7 @@ class ElementwiseUnit(wiring.Component):
             inflight.append(delay(m, inflight[-1], 1, 1, name=f"in{k}"))
         m.d.comb += pipe_busy.eq(Cat(*inflight[1:]).any())
         # silu * u: a split, registered product (4 MULT18X18D), then the round, then saturate
-        E = Pipe(m, "sw_")
+        E = Pipe(m, "sw_", platform=platform)
         sv = E.reg(sg.o_valid, 0, "v")
         silu = E.reg(sg.silu, 0, "silu")
         u = E.reg(u_late, 0, "u")

@@ -30,10 +30,11 @@ def tiny_hd32(tmp_path_factory):
     return load_gguf(write_tiny_llama(tmp_path_factory.mktemp("tiny32") / "tiny.gguf", seed=9, heads=2, kv_heads=1))
 
 
-@pytest.mark.parametrize("kv_bits,k_group,window,stall,lanes,model,data_bits", [
-    (8, 4, 0, 0, 16, "tiny", 128), (8, 4, 0, 0, 4, "tiny", 128), (4, 2, 1, 20, 4, "tiny", 128),
-    (4, 4, 1, 10, 32, "tiny_hd32", 128), (8, 4, 0, 10, 4, "tiny", 64)])
-def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, data_bits, tmp_path, request):
+@pytest.mark.parametrize("kv_bits,k_group,window,stall,lanes,model,data_bits,ecp5", [
+    (8, 4, 0, 0, 16, "tiny", 128, False), (8, 4, 0, 0, 4, "tiny", 128, True), (4, 2, 1, 20, 4, "tiny", 128, False),
+    (4, 4, 1, 10, 32, "tiny_hd32", 128, False), (8, 4, 0, 10, 4, "tiny", 64, False)])
+def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, data_bits, ecp5, tmp_path,
+                                 request):
     """KV8 with 16 attention lanes (one K/V vector per head), KV8 with 4 (the shipped
     decode_tiny engine: one beat of int32 channels per vector; here with 16 of the matvec's
     lane products in LUTs, ``decode.matvec_lut_lanes``), KV4 with 4 lanes, KV4 with 32
@@ -42,7 +43,11 @@ def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, 
 
     The 64-bit case ARGMAXes the final residual X instead of the logits: not the last
     MATVEC's result, so the engine streams the buffer on channel A (the other cases take
-    the argmax the unit snooped from the LM head's MATVEC)."""
+    the argmax the unit snooped from the LM head's MATVEC).
+
+    The decode_tiny-shaped case runs the engine as elaborated for an ECP5 (``ecp5``: what
+    ``lutforge report`` and the board builds synthesize, the registered products as
+    MULT18X18D instances, ``sim/rtl/ecp5_mult18x18d.sv``); the others portable Verilog."""
     tiny = request.getfixturevalue(model)
     hp = tiny.hparams
     ctx = 8
@@ -64,7 +69,7 @@ def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, 
     g = torch.Generator().manual_seed(kv_bits)
     tokens = torch.randint(0, hp.vocab_size, (ctx,), generator=g).tolist()
     runs = run_decode(prog, limits, rom_tables(), list(zip(tokens, range(ctx))), sim=sim, data_bits=data_bits,
-                      workdir=tmp_path)
+                      workdir=tmp_path, ecp5=ecp5)
     cache = ref.new_cache(ctx)
     for pos, (tok, run) in enumerate(zip(tokens, runs)):
         trace = {}
