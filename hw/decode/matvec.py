@@ -499,16 +499,19 @@ class MatvecUnit(wiring.Component):
         side = Signal(2)             # valid, last: travel with every stage
         m.d.sync += side.eq(Cat(v1, last1))
         # d2: the decoded f16 scales registered (their decode straight into the multiplier
-        # was the 72 MHz path); d3: mantissa products and shift amounts
-        md2, mm2 = Signal(signed(12)), Signal(signed(12))
+        # was the 72 MHz path); d3: mantissa products and shift amounts. The mantissa
+        # products as registered_product: on an ECP5 the d2 and d3 registers are the
+        # MULT18X18D's own
         ed2, em2, qe2 = Signal(signed(7)), Signal(signed(7)), Signal(signed(8))
-        man2 = Signal(len(qw.man))
-        m.d.sync += [md2.eq(md), mm2.eq(mm), ed2.eq(ed), em2.eq(em), qe2.eq(qw.e), man2.eq(qw.man)]
+        m.d.sync += [ed2.eq(ed), em2.eq(em), qe2.eq(qw.e)]
         kd, km = Signal(signed(25)), Signal(signed(25))
+        kd_p = registered_product(m, md, qw.man, platform=platform, name="kd_p")
+        km_p = registered_product(m, mm, qw.man, platform=platform, name="km_p")
+        # asym holds for the whole command, and the pipeline drains between commands
+        m.d.comb += [kd.eq(kd_p), km.eq(Mux(asym, km_p, 0))]
         shd, shm = Signal(signed(10)), Signal(signed(10))
         s2 = Signal(signed(self.quant.code_bits + 6))
-        m.d.sync += [kd.eq(md2 * man2), km.eq(Mux(asym, mm2 * man2, 0)),
-                     shd.eq(-(ed2 + qe2 + self.acc_frac)), shm.eq(-(em2 + qe2 + self.acc_frac)), s2.eq(qw.s)]
+        m.d.sync += [shd.eq(-(ed2 + qe2 + self.acc_frac)), shm.eq(-(em2 + qe2 + self.acc_frac)), s2.eq(qw.s)]
 
         def later(sig, n, name):
             """``sig`` delayed by ``n`` registers."""
