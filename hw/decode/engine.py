@@ -312,9 +312,13 @@ class DecodeEngine(wiring.Component):
         # ARGMAX takes every word; STORE hands them to the packer
         a_ready += [route_a[RA["amax"]], route_a[RA["store"]] & st_pk.units.ready]
         m.d.comb += [chan_a.out.ready.eq(Cat(*a_ready).any()), chan_b.out.ready.eq(Cat(*b_ready).any())]
-        # the KV unit's READ rows go only to the attention unit (it produces them in ATTEND only)
-        connect_stream(m, kv.k_out, att.k)
-        connect_stream(m, kv.v_out, att.v)
+        # the KV unit's READ rows go only to the attention unit (it produces them in ATTEND
+        # only), each through a RegFIFO2 of its own next to the attention unit: the KV
+        # output FIFO's K/V tag routed across the die into the attention unit's row
+        # counters (3 hops, 8.4 ns of routing) was the speed-8 route's path at e5785d4
+        # (74.32 MHz). Only buffering is added, so no new ordering constraint
+        for name, src, dst in (("kv_k", kv.k_out, att.k), ("kv_v", kv.v_out, att.v)):
+            m.d.comb += src.ready.eq(_slot(m, name, src.payload.shape(), src.payload, src.valid, dst))
 
         # ---- registers and the instruction stream ------------------------------------------
         regs = [Signal(32, name=f"reg_{r.name.lower()}") for r in Reg]
