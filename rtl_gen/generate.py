@@ -118,11 +118,13 @@ def manifest_for(cfg: AcceleratorConfig, component: wiring.Component, top: str, 
     }
 
 
-def generate_verilog(cfg: AcceleratorConfig, outdir: Path, *, unit: str = "core", platform=None) -> dict:
+def generate_verilog(cfg: AcceleratorConfig, outdir: Path, *, unit: str = "core", target: bool = False) -> dict:
     """Write ``TOP.v`` and ``TOP.json`` (the manifest) into ``outdir``; return the manifest.
     ``unit``: ``core`` (the tensor core) or ``decode`` (the decode engine, top
-    ``TOP_decode``). ``platform``: as :func:`emit_verilog` (``None``: portable Verilog,
-    what ``generate-verilog`` writes)."""
+    ``TOP_decode``). ``target``: elaborate for ``cfg.target`` (:func:`ecp5_platform`:
+    vendor DSP primitives, what ``lutforge report`` synthesizes) instead of portable
+    Verilog (what ``generate-verilog`` writes)."""
+    platform = ecp5_platform(cfg) if target else None
     outdir = Path(outdir)
     try:
         outdir.mkdir(parents=True, exist_ok=True)

@@ -424,12 +424,12 @@ def run_report(cfg, dsp: bool = True, workdir: Path | None = None, unit: str = "
     The result is :func:`synthesize`'s dict plus ``config`` (name), ``config_hash``,
     ``pes`` and ``dsp_pes`` (PEs the config gives a DSP multiplier).
     """
-    from .generate import ecp5_platform, generate_verilog  # the generator imports all of hw: only when needed
+    from .generate import generate_verilog  # the generator imports all of hw: only when needed
 
     with _workdir(Path(workdir) if workdir is not None else None) as wd:
         # elaborated for the part: the decode engine's registered products become
         # MULT18X18D with their own registers (hw.decode.products.mult18x18d)
-        manifest = generate_verilog(cfg, wd / "verilog", unit=unit, platform=ecp5_platform(cfg, dsp=dsp))
+        manifest = generate_verilog(cfg, wd / "verilog", unit=unit, target=dsp)
         try:
             verilog, top = manifest["verilog"], manifest["top"]
         except (KeyError, TypeError):

@@ -242,7 +242,7 @@ def fake_generator(monkeypatch):
     """``rtl_gen.generate`` stand-in that emits the 2x2 array (the report flow, not the generator)."""
     mod = types.ModuleType("rtl_gen.generate")
 
-    def generate_verilog(cfg, outdir: Path, unit: str = "core") -> dict:
+    def generate_verilog(cfg, outdir: Path, unit: str = "core", target: bool = False) -> dict:
         v = emit_mac_array(Path(outdir) / "accel.v", 2)
         return {"verilog": str(v), "top": "mac_array", "config_hash": cfg.hash()}
 
@@ -277,7 +277,7 @@ def test_cli_report_writes_json(fake_generator, tmp_path, capsys):
 
 def test_cli_report_error_is_one_line(fake_generator, tmp_path, capsys):
     from rtl_gen.cli import main
-    fake_generator.generate_verilog = lambda cfg, outdir, unit="core": {
+    fake_generator.generate_verilog = lambda cfg, outdir, unit="core", target=False: {
         "verilog": str(emit_mac_array(Path(outdir) / "accel.v", 6)), "top": "mac_array"}
     rc = main(["report", "systolic_8x8_int8", "--set", "target.device=LFE5U-25F"])
     err = capsys.readouterr().err
