@@ -13,7 +13,7 @@ attention unit use. Inputs: extreme values (min, max, 0, +-1) then seeded random
 import random
 
 import pytest
-from amaranth.hdl import Const, Module, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
