@@ -41,10 +41,16 @@ def _load(args):
 
 # ------------------------------------------------------------------ commands ------
 
+TARGET_HELP = ("elaborate for the config's target part, as lutforge report does: the decode engine's registered "
+               "products become ECP5 MULT18X18D instances with their own registers (simulate them with "
+               "sim/rtl/ecp5_mult18x18d.sv); default: portable Verilog")
+
+
 def cmd_verilog(args) -> int:
     from .generate import generate_verilog
     cfg = _load(args)
-    manifest = generate_verilog(cfg, Path(args.output), unit="decode" if getattr(args, "decode", False) else "core")
+    manifest = generate_verilog(cfg, Path(args.output), unit="decode" if getattr(args, "decode", False) else "core",
+                                target=getattr(args, "target", False))
     print(f"wrote {manifest['verilog']} (top {manifest['top']}, config hash {manifest['config_hash']})")
     return 0
 
@@ -291,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(g)
     g.add_argument("-o", "--output", default="build/verilog", help="output folder")
     g.add_argument("--decode", action="store_true", help="emit the decode engine (the config's decode section)")
+    g.add_argument("--target", action="store_true", help=TARGET_HELP)
     g.set_defaults(func=cmd_verilog)
 
     def model_args(q):
@@ -475,6 +482,7 @@ def generate_verilog_main(argv=None) -> int:
     _add_config_args(p, required=True)
     p.add_argument("-o", "--output", default="build/verilog", help="output folder")
     p.add_argument("--decode", action="store_true", help="emit the decode engine (the config's decode section)")
+    p.add_argument("--target", action="store_true", help=TARGET_HELP)
     p.set_defaults(func=cmd_verilog)
     return _run(p, argv)
 

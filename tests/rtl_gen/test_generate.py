@@ -62,3 +62,17 @@ def test_memory_model_lints_without_waivers():
     res = subprocess.run([str(toolchain.verilator_bin()), "--lint-only", "-Wall", str(MEMORY_MODEL)],
                          env=toolchain.verilator_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_generate_verilog_target_flavour(tmp_path):
+    """``--target``: the decode engine elaborated for its ECP5 (the registered products as
+    MULT18X18D instances with their input and output registers, what lutforge report
+    synthesizes); without it, portable Verilog with no vendor primitive."""
+    res = subprocess.run([str(BIN / "generate-verilog"), "decode_tiny", "--decode", "--target", "-o",
+                          str(tmp_path / "t")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    text = next((tmp_path / "t").glob("*.v")).read_text()
+    assert text.count("MULT18X18D ") >= 100
+    assert '.REG_INPUTA_CLK("CLK0")' in text and '.REG_OUTPUT_CLK("CLK0")' in text
+    m = generate_verilog(load_config("decode_tiny"), tmp_path / "p", unit="decode")
+    assert "MULT18X18D" not in Path(m["verilog"]).read_text()
