@@ -476,15 +476,16 @@ class AttentionUnit(wiring.Component):
         # s = hi*2^32 + mid*2^16 + lo (hi signed)
         kj4a, kj4b = Signal(6), Signal(6)
         for rr_ in range(R):
-            f = Signal.like(fin[rr_], name=f"sc_f{rr_}")
-            c = Signal.like(cmd.c, name=f"sc_c{rr_}")
-            plo, pmid = Signal(33, name=f"sc_lo{rr_}"), Signal(33, name=f"sc_mid{rr_}")
-            phi = Signal(signed(34), name=f"sc_hi{rr_}")
+            # registered_product: the operands' and the products' registers (on an ECP5 the
+            # MULT18X18D's own)
+            f, c = fin[rr_], cmd.c
+            plo = registered_product(m, f[:16], c, platform=platform, name=f"sc_lo{rr_}")
+            pmid = registered_product(m, f[16:32], c, platform=platform, name=f"sc_mid{rr_}")
+            phi = registered_product(m, f[32:48].as_signed(), c, platform=platform, name=f"sc_hi{rr_}")
             amt_a = Signal(signed(10), name=f"amt_a{rr_}")
             amt_b = Signal(signed(10), name=f"amt_b{rr_}")
-            m.d.sync += [f.eq(fin[rr_]), c.eq(cmd.c), amt_a.eq(2 * F - shb[rr_][kj[3]])]
-            m.d.sync += [plo.eq(f[:16] * c), pmid.eq(f[16:32] * c), phi.eq(f[32:48].as_signed() * c),
-                         amt_b.eq(amt_a)]
+            m.d.sync += amt_a.eq(2 * F - shb[rr_][kj[3]])
+            m.d.sync += amt_b.eq(amt_a)
             m.d.sync += [sc[rr_].eq((phi << 32) + (pmid << 16) + plo), amt[rr_].eq(amt_b)]
         m.d.sync += [s_x[3].eq(s_v[3]), kj4a.eq(kj[3]), s_x[5].eq(s_x[3]), kj4b.eq(kj4a),
                      s_v[4].eq(s_x[5]), kj[4].eq(kj4b)]

@@ -49,7 +49,7 @@ from ..mem.writer import BurstWriter
 from ..pipeline import RegFIFO2
 from .attention import lane_vector
 from .funcs import MantScaleUnit, bit_length
-from .products import Pipe, lut_mul, settled_mul
+from .products import Pipe, lut_mul, registered_product, settled_mul
 
 #: Unit widths of the (un)packers and their select codes.
 UNITS = (2, 4, 8, 32, 64)
@@ -494,12 +494,14 @@ class KVUnit(wiring.Component):
             code0 = Signal(8, name=f"dcode0_{ll}")
             m.d.sync += [par.eq(Mux(d1_k, kpr.data[ll], vpr.data)), code0.eq(d1_codes[ll])]
             par_b = Signal(PARAM, name=f"dpar_b{ll}")
-            code0b = Signal(8, name=f"dcode0b_{ll}")
-            m.d.sync += [par_b.eq(par), code0b.eq(code0)]
-            par = par_b
+            m.d.sync += par_b.eq(par)
+            # code x mantissa: the operands registered again (next to the MULT18X18D), then
+            # the product; on an ECP5 both registers are the DSP's own
             prod = Signal(24, name=f"dprod{ll}")
+            m.d.comb += prod.eq(registered_product(m, code0, par.man, platform=platform, name=f"dprod_p{ll}"))
+            par = par_b
             mn1, mn2, mn3 = (Signal(signed(32), name=f"dmn{k}_{ll}") for k in range(1, 4))
-            m.d.sync += [prod.eq(code0b * par.man), mn1.eq(par.mn), mn2.eq(mn1), mn3.eq(mn2)]
+            m.d.sync += [mn1.eq(par.mn), mn2.eq(mn1), mn3.eq(mn2)]
             # mn + rshift_round(code*man, -e), saturated (shift clamped at 40: beyond, the
             # result saturates or rounds to mn alike). A right shift by r >= 1 rounds as
             # ((p >> (r - 1)) + 1) >> 1, and r - 1 = ~e for e < 0: the shifts come from the

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..pipeline import delay
 from .funcs import RsqrtUnit, SigmoidUnit, SinCosUnit, rr
-from .products import Pipe
+from .products import Pipe, registered_product
 
 INT32_MAX, INT32_MIN = (1 << 31) - 1, -(1 << 31)
 
@@ -80,10 +80,12 @@ class RmsNormUnit(wiring.Component):
         P = Pipe(m, "sq_", platform=platform)
         h1 = P.reg(h, 0, "h")
         sq_v1 = P.reg(take1, 0, "v1")
-        lo, hi = h1[:17], h1[17:].as_signed()
-        sq_ll = P.reg(lo * lo, 1, "ll", 34)
-        sq_lh = P.reg(lo * hi, 1, "lh", signed(33))
-        sq_hh = P.reg(hi * hi, 1, "hh", signed(30))
+        # (registered_product: the element's and the products' registers, on an ECP5 the
+        # MULT18X18D's own)
+        lo, hi = h[:17], h[17:].as_signed()
+        sq_ll = registered_product(m, lo, lo, platform=platform, name="sq_ll")
+        sq_lh = registered_product(m, lo, hi, platform=platform, name="sq_lh")
+        sq_hh = registered_product(m, hi, hi, platform=platform, name="sq_hh")
         sq = P.reg((sq_ll + (sq_lh << 18) + (sq_hh << 34)) >> self.ss_shift, 2, "sq", 64)
         sq_v2, sq_v3 = P.at(sq_v1, 2), P.at(sq_v1, 3)
         with m.If(sq_v3):

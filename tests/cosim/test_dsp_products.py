@@ -33,6 +33,9 @@ CASES = [
     ("su_18x17_att", signed(18), unsigned(17), signed(35), 0, "reg"),     # attention, low half
     ("ss_18x15_att", signed(18), signed(15), signed(33), 0, "reg"),       # attention, high half
     ("uu_18x18", unsigned(18), unsigned(18), unsigned(36), 0, "reg"),
+    ("uu_8x16_kv", unsigned(8), unsigned(16), unsigned(24), 0, "reg"),    # KV dequantizer
+    ("us_17x15_sq", unsigned(17), signed(15), signed(32), 0, "reg"),      # RMSNorm's square
+    ("su_16x17_sc", signed(16), unsigned(17), signed(33), 0, "reg"),      # attention s x C
 ]
 
 
