@@ -78,7 +78,6 @@ class RmsNormUnit(wiring.Component):
         # the DSPs, far away in the engine, was a long path), registered; then summed,
         # truncated; then accumulated
         P = Pipe(m, "sq_", platform=platform)
-        h1 = P.reg(h, 0, "h")
         sq_v1 = P.reg(take1, 0, "v1")
         # (registered_product: the element's and the products' registers, on an ECP5 the
         # MULT18X18D's own)
