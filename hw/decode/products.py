@@ -214,8 +214,7 @@ class Pipe:
     :meth:`mul` is a registered, split product (see its docstring)."""
 
     def __init__(self, m: Module, prefix: str = "", *, platform=None):
-        self.m, self.prefix, self._st = m, prefix, {}
-        self.dsp_primitive = ecp5_dsp(platform)
+        self.m, self.prefix, self._st, self.platform = m, prefix, {}, platform
 
     def reg(self, value, k: int, name: str, shape=None) -> Signal:
         """``value`` (combinational in stage ``k``'s values) registered: stage ``k + 1``."""
@@ -283,14 +282,11 @@ class Pipe:
                 else:
                     dsp_terms.append((pa, pb, pa0, pb0, oa + ob))
         terms, j = [], 0
-        for pa, pb, pa0, pb0, sh in dsp_terms:
-            if self.dsp_primitive:
-                # the same two stages inside the DSP: its input registers take the stage-k
-                # pieces (as the operand registers above), its output register the product
-                p = mult18x18d(self.m, pa0, pb0, signed_=mixed, name=f"{self.prefix}{name}_dsp{j}")
-                terms.append(self._track(p << sh, k + 1, f"{name}_d{j}", shape))
-            else:
-                terms.append(self.reg((pa * pb) << sh, k, f"{name}_d{j}", shape))
+        for _, _, pa0, pb0, sh in dsp_terms:
+            # the same two stages (operand pieces, product) as a registered_product of the
+            # stage-k pieces: on an ECP5 the DSP's own registers
+            p = registered_product(self.m, pa0, pb0, platform=self.platform, name=f"{self.prefix}{name}_dsp{j}")
+            terms.append(self._track(p << sh, k + 1, f"{name}_d{j}", shape))
             j += 1
         for g in range(0, len(rows), 4):
             terms.append(self.reg(_sum(rows[g:g + 4]), k, f"{name}_l{j}", shape))
