@@ -15,6 +15,7 @@ from pathlib import Path
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, with_timeout
+from cocotb.utils import get_sim_time
 
 CLOCK_NS = 10
 
@@ -31,10 +32,13 @@ async def run_job(dut):
     await FallingEdge(dut.clk)
 
     async def pulse(signal):
+        """A one-cycle pulse; returns the time of the clock edge that takes it."""
         await FallingEdge(dut.clk)
         signal.value = 1
+        edge = get_sim_time("ns") + CLOCK_NS / 2
         await FallingEdge(dut.clk)
         signal.value = 0
+        return edge
 
     shutil.copyfile(job["image"], job["load_file"])
     await pulse(dut.backdoor_load)
@@ -47,12 +51,13 @@ async def run_job(dut):
         dut.token.value = token
         dut.pos.value = pos
         t0 = time.perf_counter()
-        await pulse(dut.start)
+        t_start = await pulse(dut.start)
         await with_timeout(FallingEdge(dut.busy), job["timeout_ns"], "ns")
+        busy_edges = round((get_sim_time("ns") - t_start) / CLOCK_NS)
         wall = time.perf_counter() - t0
         await FallingEdge(dut.clk)
         res = {"next_token": int(dut.next_token.value), "error": int(dut.error.value),
-               "counters": int(dut.counters.value), "wall_seconds": wall}
+               "counters": int(dut.counters.value), "busy_edges": busy_edges, "wall_seconds": wall}
         if job["dump_words"]:
             await pulse(dut.backdoor_dump)
             dump = Path(job["dump_file"])

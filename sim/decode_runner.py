@@ -35,6 +35,7 @@ class TokenRun:
     logits: torch.Tensor            # (vocab,) int32 Q.F
     residuals: torch.Tensor | None  # (n_layers, dim) int32, when the program traces
     wall_seconds: float
+    busy_edges: int                 # clock edges from the one that took ``start`` to ``busy``'s fall
 
 
 def _fields(layout, value: int) -> dict[str, int]:
@@ -94,7 +95,7 @@ def run_decode(prog, limits, tables, steps: list[tuple[int, int]], *, sim, data_
                 off = (prog.trace_addr - first) // 4
                 resid = words[off:off + prog.shape.n_layers * prog.shape.dim].view(prog.shape.n_layers, prog.shape.dim)
             runs.append(TokenRun(res["next_token"], _fields(EngineCounters(), res["counters"]), logits, resid,
-                                 res["wall_seconds"]))
+                                 res["wall_seconds"], res["busy_edges"]))
         return runs
     finally:
         if tmp:

@@ -13,8 +13,9 @@ sized by the engine's limits; the program is streamed in ahead of execution.
 Interface
 ---------
 ``start`` (pulse) with ``program_addr``, ``n_instr``, ``token``, ``pos``: run one token
-program; ``busy`` until its HALT; then ``next_token`` holds ARGMAX's result. ``counters``
-(since ``start``): cycles, cycles per unit class, bytes read and written, read-port idle
+program; ``busy`` until a cycle after its HALT (the counters count each event a cycle
+late, from registers); then ``next_token`` holds ARGMAX's result. ``counters`` (since
+``start``, complete when ``busy`` falls): cycles, cycles per unit class, bytes read and written, read-port idle
 cycles (busy and no read beat), matvec cycles stalled for weights. ``error``: a memory
 response error or an unknown opcode (sticky until the next start).
 
@@ -38,7 +39,7 @@ from ..pipeline import RegFIFO2, delay
 from .attention import AttentionUnit
 from .isa import GROUP, INSTR_BITS, MODE_NORM_INPUT, Buf, InstrLayout, Op, Reg
 from .kv import KVUnit
-from .products import lut_mul_pipe
+from .products import lut_mul_pipe, registered_product
 from .matvec import MatvecUnit, _f16
 from .vector import ArgmaxUnit, ElementwiseUnit, RmsNormUnit, RopeUnit, sat32
 
@@ -395,6 +396,8 @@ class DecodeEngine(wiring.Component):
         pos = reg(Reg.POS)
         started_unit = Signal()
         phase_ct = Signal(3)                 # 0 matvec, 1 attend, 2 kv, 3 other
+        run = Signal()                       # between start and HALT (``busy`` is a cycle longer)
+        ct_clear = Signal()                  # IDLE took a start: the counters restart
         # the argmax unit snoops every MATVEC's output: an ARGMAX over that result (the LM
         # head's logits) takes it without another pass, unless a buffer was written since
         snoop_ok = Signal()
@@ -421,8 +424,9 @@ class DecodeEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), self.error.eq(0), regs[Reg.TOKEN].eq(self.token),
-                                 regs[Reg.POS].eq(self.pos), self.counters.eq(0), snoop_ok.eq(0)]
+                    m.d.sync += [run.eq(1), self.error.eq(0), regs[Reg.TOKEN].eq(self.token),
+                                 regs[Reg.POS].eq(self.pos), snoop_ok.eq(0)]
+                    m.d.comb += ct_clear.eq(1)
                     m.next = "PROGRAM"
             with m.State("PROGRAM"):
                 m.d.comb += [prog_rd.cmd.valid.eq(1), prog_unp.seg.valid.eq(1)]
@@ -438,7 +442,7 @@ class DecodeEngine(wiring.Component):
                 m.d.sync += [route_a.eq(0), route_b.eq(0), route_w.eq(0), route_y.eq(0)]
                 with m.Switch(op):
                     with m.Case(Op.HALT):
-                        m.d.sync += [regs[Reg.POS].eq(pos + 1), self.busy.eq(0), self.next_token.eq(reg(Reg.NEXT))]
+                        m.d.sync += [regs[Reg.POS].eq(pos + 1), run.eq(0), self.next_token.eq(reg(Reg.NEXT))]
                         m.next = "IDLE"
                     with m.Case(Op.SET):
                         for r in Reg:
@@ -485,7 +489,7 @@ class DecodeEngine(wiring.Component):
                                      route_y.eq(1 << RY["emb"])]
                         m.next = "EMBED_SCALES"
                     with m.Default():
-                        m.d.sync += [self.error.eq(1), self.busy.eq(0)]
+                        m.d.sync += [self.error.eq(1), run.eq(0)]
                         m.next = "IDLE"
                 # every instruction that writes a buffer (all but these) ends the snoop's validity
                 with m.If((op != Op.MATVEC) & (op != Op.ARGMAX) & (op != Op.STORE) & (op != Op.SET)
@@ -624,12 +628,13 @@ class DecodeEngine(wiring.Component):
         esc1, code1 = Signal(16), Signal(signed(8))
         m.d.sync += [emb_v[0].eq(emb_in), esc1.eq(esr.data), code1.eq(words.payload[:8])]
         md, ed = _f16(m, esc1, "emb")
-        # the decoded scale and the code registered before the product (next to its DSP)
-        md1b, code1b, sh1b = Signal(signed(12)), Signal(signed(8)), Signal(signed(8))
-        m.d.sync += [emb_v[1].eq(emb_v[0]), md1b.eq(md), code1b.eq(code1), sh1b.eq(-(ed + F))]
-        prod2 = Signal(signed(24))
+        # the decoded scale and the code registered before the product (next to its DSP),
+        # then the product registered (registered_product: on an ECP5 the MULT18X18D's own)
+        sh1b = Signal(signed(8))
+        m.d.sync += [emb_v[1].eq(emb_v[0]), sh1b.eq(-(ed + F))]
+        prod2 = registered_product(m, md, code1, platform=platform, name="emb_prod")
         sh2 = Signal(signed(8))
-        m.d.sync += [emb_v[2].eq(emb_v[1]), prod2.eq(md1b * code1b), sh2.eq(sh1b)]
+        m.d.sync += [emb_v[2].eq(emb_v[1]), sh2.eq(sh1b)]
         ph3, pl3 = Signal(signed(41)), Signal(signed(64))
         sh3 = Signal(signed(8))
         m.d.sync += [emb_v[3].eq(emb_v[2]), sh3.eq(sh2), pl3.eq(prod2 << (-sh2).as_unsigned()[:6]),
@@ -664,26 +669,26 @@ class DecodeEngine(wiring.Component):
                     m.d.comb += att_c.eq(round((1 << 16) / d ** 0.5))
 
         # ---- counters -------------------------------------------------------------------
+        # Each counter counts its event a cycle late, from registers (the event and its
+        # clear): the sequencer's state and the read port's handshake straight into 360
+        # counter clock enables across the die was the 80.36 MHz path at 425a11d. ``busy``
+        # stays high that one cycle longer, so the totals are complete when it falls and
+        # count the same cycles and beats as a same-cycle count would.
         ct = self.counters
-        with m.If(self.busy):
-            m.d.sync += ct.cycles.eq(ct.cycles + 1)
-            with m.Switch(phase_ct):
-                with m.Case(0):
-                    m.d.sync += ct.matvec_cycles.eq(ct.matvec_cycles + 1)
-                with m.Case(1):
-                    m.d.sync += ct.attend_cycles.eq(ct.attend_cycles + 1)
-                with m.Case(2):
-                    m.d.sync += ct.kv_cycles.eq(ct.kv_cycles + 1)
-                with m.Default():
-                    m.d.sync += ct.other_cycles.eq(ct.other_cycles + 1)
-            with m.If(~(self.axi_r.rvalid & self.axi_r.rready)):
-                m.d.sync += ct.read_idle.eq(ct.read_idle + 1)
-            with m.If(mv.weight_stall):
-                m.d.sync += ct.weight_stall.eq(ct.weight_stall + 1)
-        with m.If(self.axi_r.rvalid & self.axi_r.rready):
-            m.d.sync += ct.read_bytes.eq(ct.read_bytes + bpb)
-        with m.If(self.axi_w.wvalid & self.axi_w.wready):
-            m.d.sync += ct.write_bytes.eq(ct.write_bytes + bpb)
+        r_beat, w_beat = self.axi_r.rvalid & self.axi_r.rready, self.axi_w.wvalid & self.axi_w.wready
+        events = {"cycles": run, "matvec_cycles": run & (phase_ct == 0), "attend_cycles": run & (phase_ct == 1),
+                  "kv_cycles": run & (phase_ct == 2), "other_cycles": run & (phase_ct >= 3),
+                  "read_bytes": r_beat, "write_bytes": w_beat, "read_idle": run & ~r_beat,
+                  "weight_stall": run & mv.weight_stall}
+        run_q = Signal()
+        m.d.sync += run_q.eq(run)
+        m.d.comb += self.busy.eq(run | run_q)
+        for name, event in events.items():
+            ev, clr = Signal(name=f"ct_ev_{name}"), Signal(name=f"ct_clr_{name}")  # a clear per counter: 40 loads each
+            m.d.sync += [ev.eq(event), clr.eq(ct_clear)]
+            field = getattr(ct, name)
+            step = bpb if name in ("read_bytes", "write_bytes") else 1
+            m.d.sync += field.eq(Mux(clr, 0, field) + Mux(ev, step, 0))
         with m.If((self.axi_r.rvalid & (self.axi_r.rresp != 0)) | (self.axi_w.bvalid & (self.axi_w.bresp != 0))):
             m.d.sync += self.error.eq(1)
         return m

@@ -82,3 +82,8 @@ def test_engine_decode_bit_exact(kv_bits, k_group, window, stall, lanes, model, 
         assert run.next_token == int(torch.nonzero(top == top.max())[0, 0]), f"token {pos}: argmax differs"
         c = run.counters
         assert c["cycles"] > 0 and c["read_bytes"] >= prog.weight_bytes
+        # the counters are exact: every cycle from start to HALT (busy falls a cycle later,
+        # once the last cycle's events are counted), each in one phase, each read or idle
+        assert c["cycles"] == run.busy_edges - 1, f"token {pos}: cycles {c['cycles']}, busy for {run.busy_edges}"
+        assert c["matvec_cycles"] + c["attend_cycles"] + c["kv_cycles"] + c["other_cycles"] == c["cycles"]
+        assert c["read_idle"] + c["read_bytes"] // (data_bits // 8) == c["cycles"], f"token {pos}: {c}"
