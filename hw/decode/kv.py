@@ -338,6 +338,13 @@ class KVUnit(wiring.Component):
         pk_last = Signal()
         pk_valid = Signal()
         pk_from_q = Signal()
+        # APPEND's raw rows reach the packer through a register slot (word, last): the
+        # A_RAWK / A_RAWV state's source mux and its ready straight into the packer's
+        # last/valid clock enables (through the engine's K/V slot) was the engine's
+        # 85.8 MHz path at b08d4eb
+        m.submodules.raw_slot = raw_slot = RegFIFO2(data.StructLayout({"word": 32, "last": 1}))
+        raw_sel = Signal()                         # the slot feeds the packer (pk_sel == SEL_WORD)
+        m.d.comb += raw_slot.o.ready.eq(raw_sel & pk.units.ready)
         # ---- quantization pipeline: (x - mn)*R -> + half -> >> sa -> clamp -> packer ----
         # P lanes (a beat of raw words per cycle); their codes leave packed as one unit
         # C_ROW takes a beat (qt_*); the beat, its last flag and its parameters' word and
@@ -552,10 +559,12 @@ class KVUnit(wiring.Component):
         d_room = Signal()
         m.d.sync += d_room.eq(d_inflight < 12)
         q_pop = Signal()
-        m.d.comb += [pk.units.payload.unit.eq(Mux(pk_sel == SEL_WORD, pk_word, Mux(pk_sel == SEL_PARAM, pk_param,
-                                                                                     qfifo.r_data[:8 * P]))),
-                     pk.units.payload.last.eq(Mux(pk_from_q, qfifo.r_data[8 * P], pk_last)),
-                     pk.units.valid.eq(Mux(pk_from_q, qfifo.r_rdy, pk_valid)),
+        m.d.comb += [pk_word.eq(raw_slot.o.payload.word),
+                     pk.units.payload.unit.eq(Mux(raw_sel, pk_word, Mux(pk_sel == SEL_PARAM, pk_param,
+                                                                        qfifo.r_data[:8 * P]))),
+                     pk.units.payload.last.eq(Mux(pk_from_q, qfifo.r_data[8 * P],
+                                                  Mux(raw_sel, raw_slot.o.payload.last, pk_last))),
+                     pk.units.valid.eq(Mux(pk_from_q, qfifo.r_rdy, Mux(raw_sel, raw_slot.o.valid, pk_valid))),
                      qfifo.r_en.eq(pk_from_q & pk.units.ready),
                      q_pop.eq(qfifo.r_rdy & qfifo.r_en)]
         m.d.sync += q_inflight.eq(q_inflight + qt_v - q_pop)
@@ -755,7 +764,7 @@ class KVUnit(wiring.Component):
                     m.next = "R_RUN"
                 with m.Else():
                     m.d.comb += slot_mul(cmd.pos)
-                    m.d.sync += [wr_addr.eq(wa_raw_k), pk_sel.eq(SEL_WORD), i.eq(0)]
+                    m.d.sync += [wr_addr.eq(wa_raw_k), pk_sel.eq(SEL_WORD), raw_sel.eq(1), i.eq(0)]
                     with m.If(okA & okA_d):
                         m.next = "A_RAWK"
 
@@ -763,8 +772,9 @@ class KVUnit(wiring.Component):
             for name, src, nxt in (("A_RAWK", self.k_in, "A_RAWV_START"), ("A_RAWV", self.v_in, "A_QCHECK")):
                 with m.State(name):
                     # the writer holds the packer's beats until it has taken the address
-                    m.d.comb += [wr.start.valid.eq(~started), pk_word.eq(src.payload.as_unsigned()),
-                                 pk_valid.eq(src.valid), pk_last.eq(i == row - 1), src.ready.eq(pk.units.ready)]
+                    m.d.comb += [wr.start.valid.eq(~started), raw_slot.i.payload.word.eq(src.payload),
+                                 raw_slot.i.payload.last.eq(i == row - 1), raw_slot.i.valid.eq(src.valid),
+                                 src.ready.eq(raw_slot.i.ready)]
                     with m.If(wr.start.valid & wr.start.ready):
                         m.d.sync += started.eq(1)
                     with m.If(src.valid & src.ready):
@@ -778,10 +788,15 @@ class KVUnit(wiring.Component):
                 with m.If(okA & okA_d):
                     m.next = "A_RAWV"
             with m.State("A_QCHECK"):
-                # V: the token pos - window leaves the window now (vq grew by one)
+                # V: the token pos - window leaves the window now (vq grew by one); first
+                # the raw slot's last words leave for the packer (the states after set pk_sel)
                 vnew = Signal()
                 m.d.comb += vnew.eq(q & (vq != 0))
-                with m.If(vnew):
+                with m.If(~raw_slot.o.valid):
+                    m.d.sync += raw_sel.eq(0)
+                with m.If(raw_slot.o.valid):
+                    pass
+                with m.Elif(vnew):
                     m.d.sync += [t.eq(vq - 1), is_k.eq(0), first.eq(1), rows_left.eq(1), i.eq(0), c.eq(0), j.eq(0)]
                     m.next = "S_READ"
                 with m.Else():
