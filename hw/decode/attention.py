@@ -217,7 +217,7 @@ class AttentionUnit(wiring.Component):
         qc_v2 = [Signal(name=f"qc_v2_{k}") for k in range(2)]   # the code's shift stages
         s_v = [Signal(name=f"s_v{k}") for k in range(7)]
         e_v = Signal()
-        p_v = [Signal(name=f"p_v{k}") for k in range(6)]
+        p_v = [Signal(name=f"p_v{k}") for k in range(7)]
         VA = 5                   # the value pipeline's accumulate stage (see below)
         v_v = [Signal(name=f"v_v{k}") for k in range(VA + 1)]
         o_v, o_v1 = Signal(), Signal()
@@ -237,7 +237,7 @@ class AttentionUnit(wiring.Component):
         vfirst = [Signal(name=f"vfirst{k}") for k in range(VA + 1)]
         vaddr = [Signal(range(VW + 1), name=f"vaddr{k}") for k in range(VA + 1)]
         e_j = Signal(6)
-        p_a = [Signal(range(KV * T + 1), name=f"p_a{k}") for k in range(6)]
+        p_a = [Signal(range(KV * T + 1), name=f"p_a{k}") for k in range(7)]
         p_j = Signal(6)
         o_r, o_l = Signal(range(R + 1)), Signal(range(L))
         ex_done = Signal()
@@ -563,25 +563,28 @@ class AttentionUnit(wiring.Component):
             m.d.sync += [c_r.eq(0), c_j.eq(0), rc_done.eq(0)]
 
         # ---- P = rshift_round(p*m, r - 16) --------------------------------------------------
-        # stages: p and (m, r) registered; the same again (next to the DSP); p*m; the shift
-        # in two stages; write back
+        # stages: p and (m, r) registered; the same again (next to the DSPs) and the two
+        # partial products p * m[:18], p * m[18:] (registered_product: on an ECP5 the
+        # MULT18X18Ds' own registers); their sum; the shift in two stages; write back
         pm = [Signal(48, name=f"pm{rr_}") for rr_ in range(R)]
         psh = [Signal(signed(9), name=f"psh{rr_}") for rr_ in range(R)]
         for rr_ in range(R):
             pa, pb = Signal(17, name=f"pa{rr_}"), Signal(24, name=f"pb{rr_}")
             psh_a = Signal(signed(9), name=f"psh_a{rr_}")
-            pa2, pb2 = Signal.like(pa, name=f"pa2_{rr_}"), Signal.like(pb, name=f"pb2_{rr_}")
             psh_b = Signal(signed(9), name=f"psh_b{rr_}")
+            psh_c = Signal(signed(9), name=f"psh_c{rr_}")
             m.d.sync += [pa.eq(srs[rr_].data.as_unsigned()[:17]), pb.eq(rmb[rr_][p_j]),
                          psh_a.eq(rsb[rr_][p_j] - 16)]
-            m.d.sync += [pa2.eq(pa), pb2.eq(pb), psh_b.eq(psh_a)]
-            m.d.sync += [pm[rr_].eq(pa2 * pb2), psh[rr_].eq(psh_b)]
-        for k in range(1, 6):
+            plo = registered_product(m, pa, pb[:18], platform=platform, name=f"pm_lo{rr_}")
+            phi = registered_product(m, pa, pb[18:], platform=platform, name=f"pm_hi{rr_}")
+            m.d.sync += [psh_b.eq(psh_a), psh_c.eq(psh_b)]
+            m.d.sync += [pm[rr_].eq((phi << 18) + plo), psh[rr_].eq(psh_c)]
+        for k in range(1, len(p_v)):
             m.d.sync += [p_v[k].eq(p_v[k - 1]), p_a[k].eq(p_a[k - 1])]
         for rr_ in range(R):
             pv = _shift_round_reg(m, pm[rr_], psh[rr_], 48, f"pp{rr_}")
-            with m.If(p_v[5]):
-                m.d.comb += [sws[rr_].addr.eq(p_a[5]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
+            with m.If(p_v[-1]):
+                m.d.comb += [sws[rr_].addr.eq(p_a[-1]), sws[rr_].data.eq(pv), sws[rr_].en.eq(1)]
 
         # ---- value pipeline ----------------------------------------------------------------
         # V(VA-2): the accumulator word is read (the products are made in V0..VA: P and V
