@@ -332,7 +332,6 @@ class KVUnit(wiring.Component):
         pk_sel = Signal(3)
         m.d.comb += pk.sel.eq(pk_sel)
 
-        pk_word = Signal(64)
         pk_param = Signal(64)
         pw_rec, pw_v, pw_last, pw_done = Signal(64), Signal(), Signal(), Signal()   # P_WRITE's record register
         pk_last = Signal()
@@ -559,8 +558,7 @@ class KVUnit(wiring.Component):
         d_room = Signal()
         m.d.sync += d_room.eq(d_inflight < 12)
         q_pop = Signal()
-        m.d.comb += [pk_word.eq(raw_slot.o.payload.word),
-                     pk.units.payload.unit.eq(Mux(raw_sel, pk_word, Mux(pk_sel == SEL_PARAM, pk_param,
+        m.d.comb += [pk.units.payload.unit.eq(Mux(raw_sel, raw_slot.o.payload.word, Mux(pk_sel == SEL_PARAM, pk_param,
                                                                         qfifo.r_data[:8 * P]))),
                      pk.units.payload.last.eq(Mux(pk_from_q, qfifo.r_data[8 * P],
                                                   Mux(raw_sel, raw_slot.o.payload.last, pk_last))),
@@ -794,13 +792,12 @@ class KVUnit(wiring.Component):
                 m.d.comb += vnew.eq(q & (vq != 0))
                 with m.If(~raw_slot.o.valid):
                     m.d.sync += raw_sel.eq(0)
-                with m.If(raw_slot.o.valid):
-                    pass
-                with m.Elif(vnew):
-                    m.d.sync += [t.eq(vq - 1), is_k.eq(0), first.eq(1), rows_left.eq(1), i.eq(0), c.eq(0), j.eq(0)]
-                    m.next = "S_READ"
-                with m.Else():
-                    m.next = "A_KCHECK"
+                    with m.If(vnew):
+                        m.d.sync += [t.eq(vq - 1), is_k.eq(0), first.eq(1), rows_left.eq(1), i.eq(0), c.eq(0),
+                                     j.eq(0)]
+                        m.next = "S_READ"
+                    with m.Else():
+                        m.next = "A_KCHECK"
             with m.State("A_KCHECK"):
                 knew = Signal()
                 m.d.comb += knew.eq(q & (vq != 0) & ((vq & (rg.k_group - 1)) == 0))

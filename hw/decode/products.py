@@ -280,9 +280,9 @@ class Pipe:
                 if min(na, nb) <= lut_bits:
                     rows += [r << (oa + ob) for r in _terms(pa, pb, None)]
                 else:
-                    dsp_terms.append((pa, pb, pa0, pb0, oa + ob))
+                    dsp_terms.append((pa0, pb0, oa + ob))
         terms, j = [], 0
-        for _, _, pa0, pb0, sh in dsp_terms:
+        for pa0, pb0, sh in dsp_terms:
             # the same two stages (operand pieces, product) as a registered_product of the
             # stage-k pieces: on an ECP5 the DSP's own registers
             p = registered_product(self.m, pa0, pb0, platform=self.platform, name=f"{self.prefix}{name}_dsp{j}")
